@@ -1,0 +1,40 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::RetrieveContext;
+
+/// Body of the model server's endpoints, as BentoML wrapped them: `{"ctx": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelServerRequest {
+    pub ctx: RetrieveContext,
+}
+
+/// Which model produced an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ModelMetadata {
+    pub model_name: String,
+    pub model_version: String,
+}
+
+/// `POST /get_query_embeddings`: one query vector per row of `item_seq_raw`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueryEmbeddingsResponse {
+    pub query_embedding: Vec<Vec<f32>>,
+    pub metadata: ModelMetadata,
+    pub ctx: RetrieveContext,
+    /// Items of the sequences the model does not know; they were dropped before embedding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_items: Vec<String>,
+}
+
+/// `POST /predict`: the score of each candidate for the first sequence, in request order; `null`
+/// for a candidate the model does not know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PredictResponse {
+    pub scores: Vec<Option<f32>>,
+    pub metadata: ModelMetadata,
+    pub ctx: RetrieveContext,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_items: Vec<String>,
+}
