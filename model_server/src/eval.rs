@@ -1,0 +1,156 @@
+//! Offline evaluation under the leave-one-out protocol: rank ALL items for each user's held-out
+//! target (only the padding index is excluded, nothing the user has seen is masked).
+
+use tch::{Kind, Tensor};
+
+use crate::model::{left_padded_batch, SequenceEncoder};
+use crate::ranking_metrics::{RankingAccumulator, RankingMetrics};
+use crate::split::UserSplit;
+
+/// One held-out prediction: what the model reads, and the model index it should rank high.
+#[derive(Debug, Clone)]
+pub struct EvalCase {
+    pub context: Vec<i64>,
+    pub target: i64,
+}
+
+/// Validation: the training items predict the validation item.
+pub fn validation_cases(splits: &[UserSplit]) -> Vec<EvalCase> {
+    splits
+        .iter()
+        .filter_map(|split| {
+            Some(EvalCase {
+                context: split.train.iter().map(|&index| index as i64).collect(),
+                target: split.valid? as i64,
+            })
+        })
+        .collect()
+}
+
+/// Test: training items plus the validation item predict the test item.
+pub fn test_cases(splits: &[UserSplit]) -> Vec<EvalCase> {
+    splits
+        .iter()
+        .filter_map(|split| {
+            Some(EvalCase {
+                context: split.test_context().iter().map(|&index| index as i64).collect(),
+                target: split.test? as i64,
+            })
+        })
+        .collect()
+}
+
+const EVAL_BATCH_SIZE: usize = 256;
+
+/// Ranks every item by dot product with the encoder's query. `item_vectors` is `[num_items, dim]`,
+/// row `i` holding model index `i + 1`. Rank = 1 + number of items scored strictly higher.
+pub fn evaluate_encoder(
+    encoder: &dyn SequenceEncoder,
+    item_vectors: &Tensor,
+    cases: &[EvalCase],
+    max_len: usize,
+) -> Result<RankingMetrics, tch::TchError> {
+    let mut accumulator = RankingAccumulator::default();
+    for chunk in cases.chunks(EVAL_BATCH_SIZE) {
+        let contexts: Vec<&[i64]> = chunk.iter().map(|case| case.context.as_slice()).collect();
+        let queries = encoder.encode(&left_padded_batch(&contexts, max_len))?;
+        let targets: Vec<i64> = chunk.iter().map(|case| case.target - 1).collect();
+        let ranks = tch::no_grad(|| {
+            let scores = queries.matmul(&item_vectors.tr());
+            let target_scores = scores.gather(1, &Tensor::from_slice(&targets).unsqueeze(1), false);
+            scores
+                .gt_tensor(&target_scores)
+                .sum_dim_intlist(1, false, Kind::Int64)
+                + 1
+        });
+        for rank in Vec::<i64>::try_from(ranks)? {
+            accumulator.add_rank(rank as u64);
+        }
+    }
+    Ok(accumulator.finish())
+}
+
+/// Interaction counts per item in the training parts of the splits, indexed by `model index - 1`.
+pub fn popularity_counts(splits: &[UserSplit], num_items: usize) -> Vec<u64> {
+    let mut counts = vec![0u64; num_items];
+    for split in splits {
+        for &index in &split.train {
+            counts[index as usize - 1] += 1;
+        }
+    }
+    counts
+}
+
+/// The popularity baseline: every user gets the same ranking by training counts. Ties are broken
+/// in the target's favour (rank = 1 + items with a strictly higher count), as for the model.
+pub fn evaluate_popularity(counts: &[u64], cases: &[EvalCase]) -> RankingMetrics {
+    let mut sorted_counts = counts.to_vec();
+    sorted_counts.sort_unstable_by(|left, right| right.cmp(left));
+    let mut accumulator = RankingAccumulator::default();
+    for case in cases {
+        let target_count = counts[case.target as usize - 1];
+        let strictly_higher = sorted_counts.partition_point(|&count| count > target_count);
+        accumulator.add_rank(strictly_higher as u64 + 1);
+    }
+    accumulator.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FixedQuery(Tensor);
+
+    impl SequenceEncoder for FixedQuery {
+        fn encode(&self, item_indices: &Tensor) -> Result<Tensor, tch::TchError> {
+            Ok(self.0.expand([item_indices.size()[0], -1], false))
+        }
+    }
+
+    #[test]
+    fn ranks_all_items_and_counts_strictly_higher_scores() {
+        // Query [1, 0] scores items by their first coordinate: 3.0, 1.0, 2.0, 2.0 for indices 1..=4.
+        let items = Tensor::from_slice(&[3.0f32, 0.0, 1.0, 0.0, 2.0, 0.0, 2.0, 0.0]).view([4, 2]);
+        let encoder = FixedQuery(Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]));
+        let case = |target| EvalCase {
+            context: vec![1, 2],
+            target,
+        };
+        // Ranks: index 1 -> 1, index 3 -> 2 (tie with 4), index 2 -> 4.
+        let metrics = evaluate_encoder(&encoder, &items, &[case(1), case(3), case(2)], 50).unwrap();
+        assert_eq!(metrics.users, 3);
+        let expected_ndcg = (1.0 + 1.0 / 3f64.log2() + 1.0 / 5f64.log2()) / 3.0;
+        assert!((metrics.ndcg_at_10 - expected_ndcg).abs() < 1e-9);
+        let expected_mrr = (1.0 + 0.5 + 0.25) / 3.0;
+        assert!((metrics.mrr_at_10 - expected_mrr).abs() < 1e-9);
+    }
+
+    #[test]
+    fn popularity_ranks_by_training_counts() {
+        let counts = [5, 0, 9, 5];
+        let cases = [
+            EvalCase { context: vec![], target: 3 },
+            EvalCase { context: vec![], target: 4 },
+            EvalCase { context: vec![], target: 2 },
+        ];
+        let metrics = evaluate_popularity(&counts, &cases);
+        // Ranks 1, 2 (tie with index 1), 4.
+        let expected_ndcg = (1.0 + 1.0 / 3f64.log2() + 1.0 / 5f64.log2()) / 3.0;
+        assert!((metrics.ndcg_at_10 - expected_ndcg).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cases_come_from_the_split() {
+        let splits = [UserSplit {
+            user_id: "u".into(),
+            train: vec![1, 2],
+            valid: Some(3),
+            test: Some(4),
+        }];
+        let valid = validation_cases(&splits);
+        assert_eq!((valid[0].context.clone(), valid[0].target), (vec![1, 2], 3));
+        let test = test_cases(&splits);
+        assert_eq!((test[0].context.clone(), test[0].target), (vec![1, 2, 3], 4));
+        assert_eq!(popularity_counts(&splits, 4), [1, 1, 0, 0]);
+    }
+}

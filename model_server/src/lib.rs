@@ -1,0 +1,18 @@
+//! The sequence model: data, training, offline evaluation, the bundle on disk, the micro-batching
+//! embedder shared by the API and the consumer, and the HTTP model server.
+
+pub mod bundle;
+pub mod data;
+pub mod embedder;
+pub mod eval;
+pub mod id_map;
+pub mod model;
+pub mod ranking_metrics;
+pub mod server;
+pub mod split;
+pub mod telemetry;
+pub mod train;
+
+pub use bundle::{BundleError, ModelBundle};
+pub use embedder::{Embedder, EmbedderConfig, EmbedError, QueryEmbedding};
+pub use id_map::IdMap;

@@ -1,0 +1,446 @@
+//! The sequence model: an item embedding table shared between input and output, and an encoder
+//! (causal self-attention, SASRec-style, or a GRU) whose output at the last position is the query
+//! vector. Score of an item = dot product of the query with the item's embedding.
+//!
+//! Sequences are left-padded with index 0, so the most recent item is always the last column.
+//! Position embeddings count from the end (the most recent item has position 0), which keeps a
+//! sequence's encoding independent of how far its batch was padded.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, RNN};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    /// Causal multi-head self-attention with learned positions (pre-layer-norm blocks).
+    Sasrec,
+    /// A single-layer GRU followed by a linear projection.
+    Gru,
+}
+
+impl std::fmt::Display for EncoderKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            EncoderKind::Sasrec => "sasrec",
+            EncoderKind::Gru => "gru",
+        })
+    }
+}
+
+impl std::str::FromStr for EncoderKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "sasrec" => Ok(EncoderKind::Sasrec),
+            "gru" => Ok(EncoderKind::Gru),
+            other => Err(format!("unknown encoder '{other}', expected sasrec or gru")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub encoder: EncoderKind,
+    /// Real items; the embedding table has one more row for padding.
+    pub num_items: i64,
+    pub embedding_dim: i64,
+    /// Longest sequence the model reads; longer ones keep their most recent items.
+    pub max_len: i64,
+    pub num_layers: i64,
+    pub num_heads: i64,
+    pub dropout: f64,
+}
+
+/// Anything that turns left-padded item index sequences `[batch, len]` (int64) into query vectors
+/// `[batch, dim]` (float): the native model, or a TorchScript module exported from Python.
+pub trait SequenceEncoder: Send {
+    fn encode(&self, item_indices: &Tensor) -> Result<Tensor, tch::TchError>;
+}
+
+pub struct SequenceModel {
+    config: ModelConfig,
+    var_store: nn::VarStore,
+    item_embedding: nn::Embedding,
+    encoder: EncoderNetwork,
+}
+
+enum EncoderNetwork {
+    SelfAttention(SelfAttentionEncoder),
+    Gru(GruEncoder),
+}
+
+impl SequenceModel {
+    /// Builds a freshly initialised model (seed with `tch::manual_seed` first for repeatability).
+    pub fn new(config: ModelConfig) -> SequenceModel {
+        let var_store = nn::VarStore::new(Device::Cpu);
+        let root = var_store.root();
+        let embedding_init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 1.0 / (config.embedding_dim as f64).sqrt(),
+        };
+        let item_embedding = nn::embedding(
+            &root / "item_embedding",
+            config.num_items + 1,
+            config.embedding_dim,
+            nn::EmbeddingConfig {
+                padding_idx: 0,
+                ws_init: embedding_init,
+                ..Default::default()
+            },
+        );
+        // `padding_idx` only stops gradients; make the padding row exactly zero as well.
+        tch::no_grad(|| {
+            let _ = item_embedding.ws.get(0).zero_();
+        });
+        let encoder = match config.encoder {
+            EncoderKind::Sasrec => {
+                EncoderNetwork::SelfAttention(SelfAttentionEncoder::new(&root / "encoder", &config))
+            }
+            EncoderKind::Gru => EncoderNetwork::Gru(GruEncoder::new(&root / "encoder", &config)),
+        };
+        SequenceModel {
+            config,
+            var_store,
+            item_embedding,
+            encoder,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.var_store
+    }
+
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.var_store
+    }
+
+    /// Hidden state at every position, `[batch, len, dim]`; position `t` has read items `..=t`.
+    pub fn hidden_states(&self, item_indices: &Tensor, train: bool) -> Tensor {
+        let not_padding = item_indices.ne(0);
+        let embedded = self.item_embedding.forward(item_indices);
+        match &self.encoder {
+            EncoderNetwork::SelfAttention(encoder) => {
+                encoder.forward(&embedded, &not_padding, train)
+            }
+            EncoderNetwork::Gru(encoder) => encoder.forward(&embedded, train),
+        }
+    }
+
+    /// The whole embedding table including the padding row, `[num_items + 1, dim]`.
+    pub fn embedding_table(&self) -> &Tensor {
+        &self.item_embedding.ws
+    }
+
+    /// Embeddings of the real items, `[num_items, dim]`; row `i` is model index `i + 1`.
+    pub fn item_vectors(&self) -> Tensor {
+        self.item_embedding
+            .ws
+            .narrow(0, 1, self.config.num_items)
+            .detach()
+            .copy()
+    }
+}
+
+impl SequenceEncoder for SequenceModel {
+    fn encode(&self, item_indices: &Tensor) -> Result<Tensor, tch::TchError> {
+        Ok(tch::no_grad(|| {
+            self.hidden_states(item_indices, false).select(1, -1)
+        }))
+    }
+}
+
+struct SelfAttentionEncoder {
+    position_embedding: nn::Embedding,
+    blocks: Vec<TransformerBlock>,
+    final_norm: nn::LayerNorm,
+    input_scale: f64,
+    dropout: f64,
+}
+
+impl SelfAttentionEncoder {
+    fn new(path: nn::Path, config: &ModelConfig) -> Self {
+        let dim = config.embedding_dim;
+        let position_embedding = nn::embedding(
+            &path / "position_embedding",
+            config.max_len,
+            dim,
+            nn::EmbeddingConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+                ..Default::default()
+            },
+        );
+        let blocks = (0..config.num_layers)
+            .map(|layer| TransformerBlock::new(&path / format!("block_{layer}"), config))
+            .collect();
+        SelfAttentionEncoder {
+            position_embedding,
+            blocks,
+            final_norm: nn::layer_norm(&path / "final_norm", vec![dim], Default::default()),
+            input_scale: (dim as f64).sqrt(),
+            dropout: config.dropout,
+        }
+    }
+
+    fn forward(&self, embedded: &Tensor, not_padding: &Tensor, train: bool) -> Tensor {
+        let sequence_len = embedded.size()[1];
+        let max_len = self.position_embedding.ws.size()[0];
+        assert!(
+            sequence_len <= max_len,
+            "sequence of {sequence_len} items exceeds max_len {max_len}; callers truncate"
+        );
+        let positions_from_end =
+            Tensor::arange(sequence_len, (Kind::Int64, embedded.device())).flip([0]);
+        let keep = not_padding.unsqueeze(-1).to_kind(Kind::Float);
+        let mut hidden = (embedded * self.input_scale
+            + self.position_embedding.forward(&positions_from_end))
+        .dropout(self.dropout, train)
+            * &keep;
+        let blocked = blocked_attention(not_padding);
+        for block in &self.blocks {
+            hidden = block.forward(&hidden, &blocked, train) * &keep;
+        }
+        self.final_norm.forward(&hidden)
+    }
+}
+
+/// `[batch, 1, len, len]`, true where query position `i` must not attend to key position `j`:
+/// future positions and padding. A position may always attend to itself, so a padded query row is
+/// never fully blocked (which would make its softmax NaN); its output is ignored anyway.
+fn blocked_attention(not_padding: &Tensor) -> Tensor {
+    let sequence_len = not_padding.size()[1];
+    let device = not_padding.device();
+    let causal = Tensor::ones([sequence_len, sequence_len], (Kind::Float, device))
+        .tril(0)
+        .gt(0.5);
+    let diagonal = Tensor::eye(sequence_len, (Kind::Float, device)).gt(0.5);
+    let key_allowed = not_padding.unsqueeze(1).logical_or(&diagonal.unsqueeze(0));
+    causal
+        .unsqueeze(0)
+        .logical_and(&key_allowed)
+        .logical_not()
+        .unsqueeze(1)
+}
+
+struct TransformerBlock {
+    attention_norm: nn::LayerNorm,
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    attention_output: nn::Linear,
+    feed_forward_norm: nn::LayerNorm,
+    feed_forward_in: nn::Linear,
+    feed_forward_out: nn::Linear,
+    num_heads: i64,
+    dropout: f64,
+}
+
+impl TransformerBlock {
+    fn new(path: nn::Path, config: &ModelConfig) -> Self {
+        let dim = config.embedding_dim;
+        let linear = |name: &str, input: i64, output: i64| {
+            nn::linear(&path / name, input, output, Default::default())
+        };
+        TransformerBlock {
+            attention_norm: nn::layer_norm(&path / "attention_norm", vec![dim], Default::default()),
+            query: linear("query", dim, dim),
+            key: linear("key", dim, dim),
+            value: linear("value", dim, dim),
+            attention_output: linear("attention_output", dim, dim),
+            feed_forward_norm: nn::layer_norm(
+                &path / "feed_forward_norm",
+                vec![dim],
+                Default::default(),
+            ),
+            feed_forward_in: linear("feed_forward_in", dim, 4 * dim),
+            feed_forward_out: linear("feed_forward_out", 4 * dim, dim),
+            num_heads: config.num_heads,
+            dropout: config.dropout,
+        }
+    }
+
+    fn forward(&self, input: &Tensor, blocked: &Tensor, train: bool) -> Tensor {
+        let attended = self.attention(&self.attention_norm.forward(input), blocked, train);
+        let hidden = input + attended.dropout(self.dropout, train);
+        let feed_forward = self
+            .feed_forward_out
+            .forward(
+                &self
+                    .feed_forward_in
+                    .forward(&self.feed_forward_norm.forward(&hidden))
+                    .gelu("none")
+                    .dropout(self.dropout, train),
+            )
+            .dropout(self.dropout, train);
+        hidden + feed_forward
+    }
+
+    fn attention(&self, input: &Tensor, blocked: &Tensor, train: bool) -> Tensor {
+        let (batch, sequence_len, dim) = input.size3().expect("[batch, len, dim]");
+        let head_dim = dim / self.num_heads;
+        let split_heads = |projected: Tensor| {
+            projected
+                .view([batch, sequence_len, self.num_heads, head_dim])
+                .transpose(1, 2)
+        };
+        let query = split_heads(self.query.forward(input));
+        let key = split_heads(self.key.forward(input));
+        let value = split_heads(self.value.forward(input));
+        let scores = query.matmul(&key.transpose(-2, -1)) / (head_dim as f64).sqrt();
+        let weights = scores
+            .masked_fill(blocked, f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float)
+            .dropout(self.dropout, train);
+        let merged = weights
+            .matmul(&value)
+            .transpose(1, 2)
+            .contiguous()
+            .view([batch, sequence_len, dim]);
+        self.attention_output.forward(&merged)
+    }
+}
+
+struct GruEncoder {
+    gru: nn::GRU,
+    projection: nn::Linear,
+    dropout: f64,
+}
+
+impl GruEncoder {
+    fn new(path: nn::Path, config: &ModelConfig) -> Self {
+        let dim = config.embedding_dim;
+        // One layer: RNNConfig's dropout flag is fixed at construction, so dropout is applied
+        // around the GRU instead, where train/eval can be chosen per call.
+        let gru = nn::gru(
+            &path / "gru",
+            dim,
+            dim,
+            nn::RNNConfig {
+                batch_first: true,
+                num_layers: 1,
+                ..Default::default()
+            },
+        );
+        GruEncoder {
+            gru,
+            projection: nn::linear(&path / "projection", dim, dim, Default::default()),
+            dropout: config.dropout,
+        }
+    }
+
+    fn forward(&self, embedded: &Tensor, train: bool) -> Tensor {
+        let (outputs, _) = self.gru.seq(&embedded.dropout(self.dropout, train));
+        self.projection
+            .forward(&outputs.dropout(self.dropout, train))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(encoder: EncoderKind) -> ModelConfig {
+        ModelConfig {
+            encoder,
+            num_items: 20,
+            embedding_dim: 8,
+            max_len: 6,
+            num_layers: 2,
+            num_heads: 2,
+            dropout: 0.0,
+        }
+    }
+
+    #[test]
+    fn padding_does_not_change_the_query() {
+        for encoder in [EncoderKind::Sasrec, EncoderKind::Gru] {
+            tch::manual_seed(3);
+            let model = SequenceModel::new(config(encoder));
+            let short = Tensor::from_slice(&[4i64, 9, 2]).view([1, 3]);
+            let padded = Tensor::from_slice(&[0i64, 0, 0, 4, 9, 2]).view([1, 6]);
+            let difference = (model.encode(&short).unwrap() - model.encode(&padded).unwrap())
+                .abs()
+                .max()
+                .double_value(&[]);
+            match encoder {
+                // Masking makes self-attention blind to padding.
+                EncoderKind::Sasrec => assert!(difference < 1e-5, "{encoder}: {difference}"),
+                // A GRU reads the zero padding vectors; it is only approximately invariant.
+                EncoderKind::Gru => assert!(difference.is_finite()),
+            }
+        }
+    }
+
+    #[test]
+    fn attention_is_causal_future_items_do_not_leak() {
+        tch::manual_seed(5);
+        let model = SequenceModel::new(config(EncoderKind::Sasrec));
+        let first = Tensor::from_slice(&[0i64, 3, 7, 11, 5, 1]).view([1, 6]);
+        let second = Tensor::from_slice(&[0i64, 3, 7, 11, 19, 20]).view([1, 6]);
+        let hidden_first = model.hidden_states(&first, false);
+        let hidden_second = model.hidden_states(&second, false);
+        // Positions 0..=3 saw the same prefix, so they must be equal; position 4 differs.
+        let prefix_difference = (hidden_first.narrow(1, 0, 4) - hidden_second.narrow(1, 0, 4))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(prefix_difference < 1e-5, "{prefix_difference}");
+        let last_difference = (hidden_first.select(1, 5) - hidden_second.select(1, 5))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(last_difference > 1e-4);
+    }
+
+    #[test]
+    fn padding_row_is_zero_and_outputs_are_finite() {
+        tch::manual_seed(1);
+        let model = SequenceModel::new(config(EncoderKind::Sasrec));
+        let padding_norm = model.embedding_table().get(0).abs().sum(Kind::Float).double_value(&[]);
+        assert_eq!(padding_norm, 0.0);
+        let all_padding_but_one = Tensor::from_slice(&[0i64, 0, 0, 0, 0, 3]).view([1, 6]);
+        let hidden = model.hidden_states(&all_padding_but_one, false);
+        assert!(bool::try_from(hidden.isfinite().all()).unwrap());
+        assert_eq!(model.item_vectors().size(), [20, 8]);
+    }
+}
+
+/// Left-pads index sequences into one `[batch, len]` int64 tensor, `len` being the longest sequence
+/// of the batch capped at `max_len`; longer sequences keep their most recent `max_len` items.
+pub fn left_padded_batch<S: AsRef<[i64]>>(sequences: &[S], max_len: usize) -> Tensor {
+    let width = sequences
+        .iter()
+        .map(|sequence| sequence.as_ref().len().min(max_len))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut flat = vec![0i64; sequences.len() * width];
+    for (row, sequence) in sequences.iter().enumerate() {
+        let sequence = sequence.as_ref();
+        let recent = &sequence[sequence.len().saturating_sub(width)..];
+        let row_end = (row + 1) * width;
+        flat[row_end - recent.len()..row_end].copy_from_slice(recent);
+    }
+    Tensor::from_slice(&flat).view([sequences.len() as i64, width as i64])
+}
+
+#[cfg(test)]
+mod padding_tests {
+    use super::*;
+
+    #[test]
+    fn left_pads_to_the_longest_and_truncates_to_the_most_recent() {
+        let batch = left_padded_batch(&[vec![1i64, 2], vec![3, 4, 5, 6, 7], vec![]], 4);
+        assert_eq!(batch.size(), [3, 4]);
+        let rows: Vec<i64> = Vec::try_from(batch.view([-1])).unwrap();
+        assert_eq!(rows, [0, 0, 1, 2, 4, 5, 6, 7, 0, 0, 0, 0]);
+    }
+}

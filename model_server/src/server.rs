@@ -1,0 +1,195 @@
+//! `recsys model-server`: the embedder over HTTP, wire-compatible with the tutorial's BentoML
+//! service (`POST /get_query_embeddings`, `POST /predict`), plus `/healthz` and `/metrics`.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use schemas::{
+    ErrorBody, ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse,
+};
+use tokio::net::TcpListener;
+
+use crate::embedder::{EmbedError, Embedder};
+
+/// Requests carry at most this many bytes; a session is a few hundred ids at most.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct ServerState {
+    embedder: Embedder,
+    metrics: PrometheusHandle,
+}
+
+pub fn router(embedder: Embedder, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/get_query_embeddings", post(get_query_embeddings))
+        .route("/predict", post(predict))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(render_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ServerState { embedder, metrics })
+}
+
+/// A running server; dropping the handle does not stop it.
+pub struct ModelServerHandle {
+    pub local_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read the address back).
+pub fn spawn(listener: TcpListener, embedder: Embedder) -> std::io::Result<ModelServerHandle> {
+    let local_addr = listener.local_addr()?;
+    let app = router(embedder, crate::telemetry::prometheus_handle());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    Ok(ModelServerHandle { local_addr, task })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Every way a model-server request can fail; `IntoResponse` is the one place that picks status.
+#[derive(Debug, thiserror::Error)]
+enum ModelServerError {
+    #[error("{0}")]
+    BadJson(#[from] JsonRejection),
+    #[error("item_seq_raw[{row}]: no item known to the model (unknown: {unknown_items:?})")]
+    EmptySequence {
+        row: usize,
+        unknown_items: Vec<String>,
+    },
+    #[error("item_seq_raw is empty: send at least one sequence")]
+    NoSequence,
+    #[error("{0}")]
+    Embedder(EmbedError),
+}
+
+impl IntoResponse for ModelServerError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ModelServerError::BadJson(rejection) => (rejection.status(), "invalid_request"),
+            ModelServerError::EmptySequence { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "empty_sequence")
+            }
+            ModelServerError::NoSequence => (StatusCode::UNPROCESSABLE_ENTITY, "no_sequence"),
+            ModelServerError::Embedder(error) => {
+                tracing::error!(%error, "embedder failure");
+                (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable")
+            }
+        };
+        let message = match &self {
+            ModelServerError::BadJson(rejection) => rejection.body_text(),
+            other => other.to_string(),
+        };
+        (status, Json(ErrorBody::new(code, message))).into_response()
+    }
+}
+
+fn metadata(embedder: &Embedder) -> ModelMetadata {
+    ModelMetadata {
+        model_name: embedder.model_name().to_owned(),
+        model_version: embedder.model_version().to_owned(),
+    }
+}
+
+/// Embeds every row; the first failing row decides the error.
+async fn embed_rows(
+    embedder: &Embedder,
+    rows: &[Vec<String>],
+) -> Result<(Vec<Vec<f32>>, Vec<String>), ModelServerError> {
+    if rows.is_empty() {
+        return Err(ModelServerError::NoSequence);
+    }
+    let mut vectors = Vec::with_capacity(rows.len());
+    let mut unknown_items: Vec<String> = Vec::new();
+    for (row, result) in embedder.embed_many(rows).await.into_iter().enumerate() {
+        match result {
+            Ok(embedding) => {
+                for item in embedding.unknown_items {
+                    if !unknown_items.contains(&item) {
+                        unknown_items.push(item);
+                    }
+                }
+                vectors.push(embedding.vector);
+            }
+            Err(EmbedError::EmptySequence { unknown_items }) => {
+                return Err(ModelServerError::EmptySequence { row, unknown_items })
+            }
+            Err(other) => return Err(ModelServerError::Embedder(other)),
+        }
+    }
+    Ok((vectors, unknown_items))
+}
+
+async fn get_query_embeddings(
+    State(state): State<ServerState>,
+    request: Result<Json<ModelServerRequest>, JsonRejection>,
+) -> Result<Json<QueryEmbeddingsResponse>, ModelServerError> {
+    let Json(request) = request?;
+    let (query_embedding, unknown_items) =
+        embed_rows(&state.embedder, &request.ctx.item_seq_raw).await?;
+    Ok(Json(QueryEmbeddingsResponse {
+        query_embedding,
+        metadata: metadata(&state.embedder),
+        ctx: request.ctx,
+        unknown_items,
+    }))
+}
+
+/// Scores `candidate_items_raw` against the query of the first sequence, in request order.
+async fn predict(
+    State(state): State<ServerState>,
+    request: Result<Json<ModelServerRequest>, JsonRejection>,
+) -> Result<Json<PredictResponse>, ModelServerError> {
+    let Json(request) = request?;
+    let first_row = request.ctx.item_seq_raw.first().cloned().into_iter().collect::<Vec<_>>();
+    let (vectors, mut unknown_items) = embed_rows(&state.embedder, &first_row).await?;
+    let scores = state
+        .embedder
+        .score_candidates(&vectors[0], &request.ctx.candidate_items_raw);
+    for (candidate, score) in request.ctx.candidate_items_raw.iter().zip(&scores) {
+        if score.is_none() && !unknown_items.contains(candidate) {
+            unknown_items.push(candidate.clone());
+        }
+    }
+    Ok(Json(PredictResponse {
+        scores,
+        metadata: metadata(&state.embedder),
+        ctx: request.ctx,
+        unknown_items,
+    }))
+}
+
+async fn render_metrics(State(state): State<ServerState>) -> String {
+    state.metrics.render()
+}
+
+/// Binds `address` and serves until SIGINT/SIGTERM.
+pub async fn run(address: SocketAddr, embedder: Embedder) -> std::io::Result<()> {
+    let listener = TcpListener::bind(address).await?;
+    let handle = spawn(listener, embedder)?;
+    tracing::info!(address = %handle.local_addr, "model server listening");
+    handle.task.await.map_err(std::io::Error::other)?
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent setup: a project-local venv with torch==2.13.0 (libtorch for tch), MovieLens-100k in
+# the data dir, and with --tests the servers the test suite starts (redis-server).
+# Every step checks first and does nothing when its result is already there.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+with_test_deps=false
+for argument in "$@"; do
+  case "$argument" in
+    --tests) with_test_deps=true ;;
+    *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "[setup] $*" >&2; }
+
+torch_version="2.13.0"
+if ! "$RECSYS_VENV/bin/python" -c "import torch, safetensors, numpy; assert torch.__version__.startswith('$torch_version')" 2>/dev/null; then
+  log "creating venv at $RECSYS_VENV with torch==$torch_version (about 1 minute, 4.7 GB)"
+  python3 -m venv "$RECSYS_VENV"
+  "$RECSYS_VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$torch_version" numpy safetensors
+fi
+
+ml100k_dir="$RECSYS_DATA_DIR/datasets/ml-100k"
+if [[ ! -s "$ml100k_dir/ml-100k.inter" || ! -s "$ml100k_dir/ml-100k.item" ]]; then
+  log "fetching MovieLens-100k from the recbole==1.2.1 wheel into $ml100k_dir"
+  wheel_dir="$RECSYS_CACHE_DIR/wheels"
+  mkdir -p "$wheel_dir" "$ml100k_dir"
+  if ! ls "$wheel_dir"/recbole-1.2.1-*.whl >/dev/null 2>&1; then
+    "$RECSYS_VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps "recbole==1.2.1" -d "$wheel_dir"
+  fi
+  "$RECSYS_VENV/bin/python" - "$wheel_dir" "$ml100k_dir" <<'PY'
+import glob, os, sys, zipfile
+wheel_dir, target = sys.argv[1], sys.argv[2]
+wheel = sorted(glob.glob(os.path.join(wheel_dir, "recbole-1.2.1-*.whl")))[0]
+with zipfile.ZipFile(wheel) as archive:
+    for suffix in ("inter", "item", "user"):
+        member = f"recbole/dataset_example/ml-100k/ml-100k.{suffix}"
+        partial = os.path.join(target, f"ml-100k.{suffix}.partial")
+        with archive.open(member) as source, open(partial, "wb") as sink:
+            sink.write(source.read())
+        os.replace(partial, os.path.join(target, f"ml-100k.{suffix}"))
+PY
+fi
+
+if $with_test_deps; then
+  if ! command -v redis-server >/dev/null; then
+    log "installing redis-server (Debian package)"
+    sudo_if_needed=""
+    [[ "$(id -u)" != 0 ]] && sudo_if_needed="sudo"
+    $sudo_if_needed apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq redis-server >/dev/null
+  fi
+fi
+log "ready: venv $RECSYS_VENV, data $RECSYS_DATA_DIR"
