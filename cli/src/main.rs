@@ -1,1 +1,314 @@
-fn main() {}
+//! `recsys`: one command for every job. Parses arguments, sets up logging, calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use model_server::bench::{run_embedder_benchmark, EmbedderBenchConfig};
+use model_server::bundle::current_bundle_dir;
+use model_server::data::synthetic::{generate, SyntheticConfig};
+use model_server::data::{dataset_dir, write_atomic_files};
+use model_server::model::EncoderKind;
+use model_server::offline::{evaluate_bundle, train_bundle};
+use model_server::train::{LossKind, TrainConfig};
+use model_server::{Embedder, EmbedderConfig, ModelBundle};
+
+#[derive(Parser)]
+#[command(name = "recsys", version, about = "Streaming session recommender")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataDirArg {
+    /// Where data sets, bundles and embedded stores live.
+    #[arg(long, env = "RECSYS_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct BundleArg {
+    /// A bundle directory; defaults to the one `<data-dir>/bundles/CURRENT` names.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+}
+
+impl BundleArg {
+    fn resolve(&self, data: &DataDirArg) -> anyhow::Result<PathBuf> {
+        match &self.bundle {
+            Some(path) => Ok(path.clone()),
+            None => Ok(current_bundle_dir(&data.data_dir)?),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a sequence model and write a bundle (made current unless --no-make-current).
+    Train(TrainArgs),
+    /// Evaluate a bundle on the test split (leave-one-out, full ranking) against popularity.
+    Eval {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        bundle: BundleArg,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the embedder over HTTP with the tutorial's BentoML endpoints.
+    ModelServer {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        bundle: BundleArg,
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        batching: BatchingArgs,
+    },
+    /// Measure embedder latency (one sequence) and throughput (batches of 1, 32, 256).
+    BenchEmbedder {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        bundle: BundleArg,
+        /// Seconds of load per batch size.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a synthetic data set into `<data-dir>/datasets/<name>/`.
+    Synth {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 100_000)]
+        items: usize,
+        #[arg(long, default_value_t = 30)]
+        events_per_user: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Args)]
+struct BatchingArgs {
+    #[arg(long, default_value_t = 64)]
+    max_batch_size: usize,
+    /// Microseconds the batcher waits for more sequences once it has one.
+    #[arg(long, default_value_t = 0)]
+    max_wait_micros: u64,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[arg(long, default_value = "ml-100k")]
+    dataset: String,
+    #[arg(long, default_value = "sasrec")]
+    encoder: EncoderKind,
+    #[arg(long)]
+    embedding_dim: Option<i64>,
+    #[arg(long)]
+    max_len: Option<i64>,
+    #[arg(long)]
+    layers: Option<i64>,
+    #[arg(long)]
+    heads: Option<i64>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<i64>,
+    #[arg(long)]
+    max_epochs: Option<usize>,
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Sampled softmax with this many shared negatives instead of the full softmax.
+    #[arg(long)]
+    sampled_negatives: Option<i64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep bundles/CURRENT where it is.
+    #[arg(long)]
+    no_make_current: bool,
+    /// Print the training report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        let defaults = TrainConfig {
+            encoder: self.encoder,
+            ..TrainConfig::default()
+        };
+        TrainConfig {
+            embedding_dim: self.embedding_dim.unwrap_or(defaults.embedding_dim),
+            max_len: self.max_len.unwrap_or(defaults.max_len),
+            num_layers: self.layers.unwrap_or(defaults.num_layers),
+            num_heads: self.heads.unwrap_or(defaults.num_heads),
+            dropout: self.dropout.unwrap_or(defaults.dropout),
+            learning_rate: self.learning_rate.unwrap_or(defaults.learning_rate),
+            weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            max_epochs: self.max_epochs.unwrap_or(defaults.max_epochs),
+            patience: self.patience.unwrap_or(defaults.patience),
+            loss: self
+                .sampled_negatives
+                .map(|negatives| LossKind::SampledSoftmax { negatives })
+                .or(defaults.loss),
+            seed: self.seed.unwrap_or(defaults.seed),
+            ..defaults
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Train(args) => train_command(&args),
+        Command::Eval { data, bundle, json } => {
+            let bundle_dir = bundle.resolve(&data)?;
+            let report = evaluate_bundle(&data.data_dir, &bundle_dir)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{} on {} ({} users)", report.model_version, report.dataset, report.users);
+                println!("{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10");
+                for (name, metrics) in [("model", &report.model), ("popularity", &report.popularity)] {
+                    println!(
+                        "{name:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                        metrics.recall_at_10, metrics.recall_at_20, metrics.ndcg_at_10, metrics.ndcg_at_20, metrics.mrr_at_10
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::ModelServer {
+            data,
+            bundle,
+            listen,
+            batching,
+        } => {
+            let bundle_dir = bundle.resolve(&data)?;
+            let loaded = ModelBundle::load(&bundle_dir)?;
+            tracing::info!(bundle = %bundle_dir.display(), version = %loaded.config.model_version, "bundle loaded");
+            let embedder = Embedder::start(
+                loaded,
+                EmbedderConfig {
+                    max_batch_size: batching.max_batch_size,
+                    max_wait: Duration::from_micros(batching.max_wait_micros),
+                    ..EmbedderConfig::default()
+                },
+            );
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(model_server::server::run(listen, embedder))?;
+            Ok(())
+        }
+        Command::BenchEmbedder {
+            data,
+            bundle,
+            seconds,
+            json,
+        } => {
+            let bundle_dir = bundle.resolve(&data)?;
+            let report = run_embedder_benchmark(
+                &bundle_dir,
+                &EmbedderBenchConfig {
+                    throughput_duration: Duration::from_secs_f64(seconds),
+                    ..EmbedderBenchConfig::default()
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "embedder {} (sequences of {} items, {} torch threads)",
+                    report.model_version, report.sequence_len, report.torch_threads
+                );
+                println!(
+                    "single sequence latency: p50 {} us, p99 {} us, max {} us",
+                    report.single_p50_micros, report.single_p99_micros, report.single_max_micros
+                );
+                for result in &report.throughput {
+                    println!(
+                        "batch {:>4}: {:>10.0} sequences/s (batch p50 {} us, p99 {} us)",
+                        result.batch_size, result.sequences_per_second, result.batch_p50_micros, result.batch_p99_micros
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Synth {
+            data,
+            name,
+            users,
+            items,
+            events_per_user,
+            seed,
+        } => {
+            let config = SyntheticConfig {
+                num_users: users,
+                num_items: items,
+                mean_events_per_user: events_per_user,
+                seed,
+                ..SyntheticConfig::default()
+            };
+            let dataset = generate(&name, &config);
+            let dir = dataset_dir(&data.data_dir, &name);
+            write_atomic_files(&dir, &dataset)?;
+            println!(
+                "wrote {} interactions of {users} users over {items} items to {}",
+                dataset.interactions.len(),
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn train_command(args: &TrainArgs) -> anyhow::Result<()> {
+    let config = args.config();
+    let outcome = train_bundle(&args.data.data_dir, &args.dataset, &config, !args.no_make_current)
+        .with_context(|| format!("training on {}", args.dataset))?;
+    let report = &outcome.report;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"bundle": outcome.bundle_dir, "training": report, "test": outcome.test})
+        );
+        return Ok(());
+    }
+    println!("bundle: {}", outcome.bundle_dir.display());
+    println!(
+        "best epoch {} of {} ({:.2} s/epoch, {:.1} s to the best epoch, {:.1} s total)",
+        report.best_epoch, report.epochs_run, report.seconds_per_epoch, report.seconds_to_best_epoch, report.total_seconds
+    );
+    println!(
+        "valid ndcg@10 {:.4}; test ndcg@10 {:.4} recall@10 {:.4} (popularity ndcg@10 {:.4})",
+        report.best_valid.ndcg_at_10,
+        outcome.test.model.ndcg_at_10,
+        outcome.test.model.recall_at_10,
+        outcome.test.popularity.ndcg_at_10
+    );
+    Ok(())
+}
