@@ -179,8 +179,7 @@ impl TrainArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -192,12 +191,24 @@ fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("{} on {} ({} users)", report.model_version, report.dataset, report.users);
-                println!("{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10");
-                for (name, metrics) in [("model", &report.model), ("popularity", &report.popularity)] {
+                println!(
+                    "{} on {} ({} users)",
+                    report.model_version, report.dataset, report.users
+                );
+                println!(
+                    "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    "", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10"
+                );
+                for (name, metrics) in
+                    [("model", &report.model), ("popularity", &report.popularity)]
+                {
                     println!(
                         "{name:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
-                        metrics.recall_at_10, metrics.recall_at_20, metrics.ndcg_at_10, metrics.ndcg_at_20, metrics.mrr_at_10
+                        metrics.recall_at_10,
+                        metrics.recall_at_20,
+                        metrics.ndcg_at_10,
+                        metrics.ndcg_at_20,
+                        metrics.mrr_at_10
                     );
                 }
             }
@@ -252,7 +263,10 @@ fn main() -> anyhow::Result<()> {
                 for result in &report.throughput {
                     println!(
                         "batch {:>4}: {:>10.0} sequences/s (batch p50 {} us, p99 {} us)",
-                        result.batch_size, result.sequences_per_second, result.batch_p50_micros, result.batch_p99_micros
+                        result.batch_size,
+                        result.sequences_per_second,
+                        result.batch_p50_micros,
+                        result.batch_p99_micros
                     );
                 }
             }
@@ -288,8 +302,13 @@ fn main() -> anyhow::Result<()> {
 
 fn train_command(args: &TrainArgs) -> anyhow::Result<()> {
     let config = args.config();
-    let outcome = train_bundle(&args.data.data_dir, &args.dataset, &config, !args.no_make_current)
-        .with_context(|| format!("training on {}", args.dataset))?;
+    let outcome = train_bundle(
+        &args.data.data_dir,
+        &args.dataset,
+        &config,
+        !args.no_make_current,
+    )
+    .with_context(|| format!("training on {}", args.dataset))?;
     let report = &outcome.report;
     if args.json {
         println!(
@@ -301,7 +320,11 @@ fn train_command(args: &TrainArgs) -> anyhow::Result<()> {
     println!("bundle: {}", outcome.bundle_dir.display());
     println!(
         "best epoch {} of {} ({:.2} s/epoch, {:.1} s to the best epoch, {:.1} s total)",
-        report.best_epoch, report.epochs_run, report.seconds_per_epoch, report.seconds_to_best_epoch, report.total_seconds
+        report.best_epoch,
+        report.epochs_run,
+        report.seconds_per_epoch,
+        report.seconds_to_best_epoch,
+        report.total_seconds
     );
     println!(
         "valid ndcg@10 {:.4}; test ndcg@10 {:.4} recall@10 {:.4} (popularity ndcg@10 {:.4})",

@@ -55,7 +55,11 @@ fn random_sequences(bundle: &ModelBundle, count: usize, len: usize, seed: u64) -
     let mut rng = StdRng::seed_from_u64(seed);
     let ids = bundle.id_map.raw_ids();
     (0..count)
-        .map(|_| (0..len).map(|_| ids[rng.random_range(0..ids.len())].clone()).collect())
+        .map(|_| {
+            (0..len)
+                .map(|_| ids[rng.random_range(0..ids.len())].clone())
+                .collect()
+        })
         .collect()
 }
 

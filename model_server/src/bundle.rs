@@ -143,8 +143,8 @@ impl ModelBundle {
                 ),
             ));
         }
-        let id_map =
-            IdMap::from_raw_ids(raw_ids).map_err(|error| invalid(&id_map_path, error.to_string()))?;
+        let id_map = IdMap::from_raw_ids(raw_ids)
+            .map_err(|error| invalid(&id_map_path, error.to_string()))?;
 
         let embeddings_path = dir.join(ITEM_EMBEDDINGS_FILE);
         let item_vectors = read_tensor(&embeddings_path, ITEM_EMBEDDINGS_TENSOR)?;
@@ -205,7 +205,10 @@ pub fn current_bundle_dir(data_dir: &Path) -> Result<PathBuf, BundleError> {
         Err(source) => return Err(io_error(&current_path)(source)),
     };
     if version.is_empty() || version.contains('/') {
-        return Err(invalid(&current_path, format!("'{version}' is not a bundle name")));
+        return Err(invalid(
+            &current_path,
+            format!("'{version}' is not a bundle name"),
+        ));
     }
     Ok(bundles.join(version))
 }
@@ -229,7 +232,10 @@ pub struct NativeBundle<'a> {
 }
 
 /// Writes `bundles/<model_version>/` atomically and returns its path (CURRENT is not changed).
-pub fn save_native_bundle(data_dir: &Path, bundle: &NativeBundle<'_>) -> Result<PathBuf, BundleError> {
+pub fn save_native_bundle(
+    data_dir: &Path,
+    bundle: &NativeBundle<'_>,
+) -> Result<PathBuf, BundleError> {
     let model_config = bundle.model.config().clone();
     let config = BundleConfig {
         format_version: BUNDLE_FORMAT_VERSION,
@@ -252,7 +258,10 @@ pub fn save_native_bundle(data_dir: &Path, bundle: &NativeBundle<'_>) -> Result<
             .var_store()
             .save(&weights_path)
             .map_err(|error| invalid(&weights_path, error.to_string()))?;
-        write_item_embeddings(&staging.join(ITEM_EMBEDDINGS_FILE), &bundle.model.item_vectors())
+        write_item_embeddings(
+            &staging.join(ITEM_EMBEDDINGS_FILE),
+            &bundle.model.item_vectors(),
+        )
     })
 }
 
@@ -316,7 +325,12 @@ fn read_tensor(path: &Path, name: &str) -> Result<Tensor, BundleError> {
         .ok_or_else(|| invalid(path, format!("has no tensor named '{name}'")))
 }
 
-fn expect_shape(path: &Path, name: &str, tensor: &Tensor, shape: &[i64]) -> Result<(), BundleError> {
+fn expect_shape(
+    path: &Path,
+    name: &str,
+    tensor: &Tensor,
+    shape: &[i64],
+) -> Result<(), BundleError> {
     if tensor.size() != shape {
         return Err(invalid(
             path,
@@ -361,7 +375,10 @@ fn check_native_config(
     Ok(())
 }
 
-fn load_native_weights(path: &Path, model_config: &ModelConfig) -> Result<SequenceModel, BundleError> {
+fn load_native_weights(
+    path: &Path,
+    model_config: &ModelConfig,
+) -> Result<SequenceModel, BundleError> {
     let mut stored: std::collections::HashMap<String, Tensor> =
         read_safetensors(path)?.into_iter().collect();
     let model = SequenceModel::new(model_config.clone());
@@ -380,7 +397,10 @@ fn load_native_weights(path: &Path, model_config: &ModelConfig) -> Result<Sequen
     if let Some(extra) = stored.keys().min() {
         return Err(invalid(
             path,
-            format!("tensor '{extra}' is not part of a {} model", model_config.encoder),
+            format!(
+                "tensor '{extra}' is not part of a {} model",
+                model_config.encoder
+            ),
         ));
     }
     Ok(model)
@@ -409,9 +429,12 @@ fn load_torchscript(path: &Path, embedding_dim: i64) -> Result<TorchScriptEncode
     let encoder = TorchScriptEncoder { module };
     // One probe call checks the module's contract before anyone depends on it.
     let probe = Tensor::from_slice(&[0i64, 1]).view([1, 2]);
-    let output = encoder
-        .encode(&probe)
-        .map_err(|error| invalid(path, format!("forward on a [1, 2] int64 batch failed: {error}")))?;
+    let output = encoder.encode(&probe).map_err(|error| {
+        invalid(
+            path,
+            format!("forward on a [1, 2] int64 batch failed: {error}"),
+        )
+    })?;
     if output.size() != [1, embedding_dim] {
         return Err(invalid(
             path,

@@ -42,11 +42,16 @@ impl Default for EmbedderConfig {
 mod micros {
     use std::time::Duration;
 
-    pub fn serialize<S: serde::Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_u64(value.as_micros() as u64)
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
         let micros: u64 = serde::Deserialize::deserialize(deserializer)?;
         Ok(Duration::from_micros(micros))
     }
@@ -92,10 +97,15 @@ struct SharedModelInfo {
     sequences_embedded: AtomicU64,
 }
 
+type EmbedReply = Result<Vec<f32>, EmbedError>;
+
+/// A job ready to send, the receiver of its answer, and the unknown items dropped from it.
+type QueuedJob = (EmbedJob, oneshot::Receiver<EmbedReply>, Vec<String>);
+
 struct EmbedJob {
     indices: Vec<i64>,
     enqueued_at: Instant,
-    reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+    reply: oneshot::Sender<EmbedReply>,
 }
 
 impl Embedder {
@@ -204,11 +214,7 @@ impl Embedder {
         (indices, unknown_items)
     }
 
-    fn job_for(
-        &self,
-        raw_items: &[String],
-    ) -> Result<(EmbedJob, oneshot::Receiver<Result<Vec<f32>, EmbedError>>, Vec<String>), EmbedError>
-    {
+    fn job_for(&self, raw_items: &[String]) -> Result<QueuedJob, EmbedError> {
         let (indices, unknown_items) = self.resolve(raw_items);
         if indices.is_empty() {
             metrics::counter!("recsys_embedder_empty_sequences_total").increment(1);
@@ -247,7 +253,10 @@ impl Embedder {
             match self.job_for(sequence) {
                 Ok((job, receiver, unknown_items)) => {
                     let sent = self.jobs.send_async(job).await;
-                    pending.push(sent.map(|()| (receiver, unknown_items)).map_err(|_| EmbedError::Stopped));
+                    pending.push(
+                        sent.map(|()| (receiver, unknown_items))
+                            .map_err(|_| EmbedError::Stopped),
+                    );
                 }
                 Err(error) => pending.push(Err(error)),
             }
@@ -274,7 +283,9 @@ impl Embedder {
     pub fn embed_blocking(&self, raw_items: &[String]) -> Result<QueryEmbedding, EmbedError> {
         let (job, receiver, unknown_items) = self.job_for(raw_items)?;
         self.jobs.send(job).map_err(|_| EmbedError::Stopped)?;
-        let vector = receiver.blocking_recv().map_err(|_| EmbedError::Stopped)??;
+        let vector = receiver
+            .blocking_recv()
+            .map_err(|_| EmbedError::Stopped)??;
         Ok(QueryEmbedding {
             vector,
             unknown_items,
@@ -366,4 +377,3 @@ fn run_one_batch(encoder: &dyn SequenceEncoder, batch: Vec<EmbedJob>, shared: &S
         }
     }
 }
-

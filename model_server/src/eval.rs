@@ -33,7 +33,11 @@ pub fn test_cases(splits: &[UserSplit]) -> Vec<EvalCase> {
         .iter()
         .filter_map(|split| {
             Some(EvalCase {
-                context: split.test_context().iter().map(|&index| index as i64).collect(),
+                context: split
+                    .test_context()
+                    .iter()
+                    .map(|&index| index as i64)
+                    .collect(),
                 target: split.test? as i64,
             })
         })
@@ -61,7 +65,8 @@ pub fn evaluate_encoder(
             let scores = queries.matmul(&item_vectors.tr());
             let target_columns = Tensor::from_slice(&targets).unsqueeze(1);
             let target_scores = scores.gather(1, &target_columns, false);
-            let columns = Tensor::arange(scores.size()[1], (Kind::Int64, scores.device())).unsqueeze(0);
+            let columns =
+                Tensor::arange(scores.size()[1], (Kind::Int64, scores.device())).unsqueeze(0);
             let ahead = scores.gt_tensor(&target_scores).logical_or(
                 &scores
                     .eq_tensor(&target_scores)
@@ -128,8 +133,7 @@ mod tests {
         let cases = [case(1), case(3), case(4), case(2)];
         let metrics = evaluate_encoder(&encoder, &items, &cases, 50).unwrap();
         assert_eq!(metrics.users, 4);
-        let expected_ndcg =
-            (1.0 + 1.0 / 3f64.log2() + 1.0 / 4f64.log2() + 1.0 / 5f64.log2()) / 4.0;
+        let expected_ndcg = (1.0 + 1.0 / 3f64.log2() + 1.0 / 4f64.log2() + 1.0 / 5f64.log2()) / 4.0;
         assert!((metrics.ndcg_at_10 - expected_ndcg).abs() < 1e-9);
         let expected_mrr = (1.0 + 1.0 / 2.0 + 1.0 / 3.0 + 1.0 / 4.0) / 4.0;
         assert!((metrics.mrr_at_10 - expected_mrr).abs() < 1e-9);
@@ -139,9 +143,18 @@ mod tests {
     fn popularity_ranks_by_training_counts() {
         let counts = [5, 0, 9, 5];
         let cases = [
-            EvalCase { context: vec![], target: 3 },
-            EvalCase { context: vec![], target: 4 },
-            EvalCase { context: vec![], target: 2 },
+            EvalCase {
+                context: vec![],
+                target: 3,
+            },
+            EvalCase {
+                context: vec![],
+                target: 4,
+            },
+            EvalCase {
+                context: vec![],
+                target: 2,
+            },
         ];
         let metrics = evaluate_popularity(&counts, &cases);
         // Ranks 1, 3 (a tie with index 1, which comes first), 4.
@@ -160,7 +173,10 @@ mod tests {
         let valid = validation_cases(&splits);
         assert_eq!((valid[0].context.clone(), valid[0].target), (vec![1, 2], 3));
         let test = test_cases(&splits);
-        assert_eq!((test[0].context.clone(), test[0].target), (vec![1, 2, 3], 4));
+        assert_eq!(
+            (test[0].context.clone(), test[0].target),
+            (vec![1, 2, 3], 4)
+        );
         assert_eq!(popularity_counts(&splits, 4), [1, 1, 0, 0]);
     }
 }

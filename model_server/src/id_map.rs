@@ -28,7 +28,10 @@ impl IdMap {
             if raw_id.is_empty() {
                 return Err(IdMapError::Empty(position));
             }
-            if index_of.insert(raw_id.clone(), position as u32 + 1).is_some() {
+            if index_of
+                .insert(raw_id.clone(), position as u32 + 1)
+                .is_some()
+            {
                 return Err(IdMapError::Duplicate(raw_id.clone()));
             }
         }

@@ -16,5 +16,5 @@ pub mod telemetry;
 pub mod train;
 
 pub use bundle::{BundleError, ModelBundle};
-pub use embedder::{Embedder, EmbedderConfig, EmbedError, QueryEmbedding};
+pub use embedder::{EmbedError, Embedder, EmbedderConfig, QueryEmbedding};
 pub use id_map::IdMap;

@@ -299,11 +299,12 @@ impl TransformerBlock {
             .masked_fill(blocked, f64::NEG_INFINITY)
             .softmax(-1, Kind::Float)
             .dropout(self.dropout, train);
-        let merged = weights
-            .matmul(&value)
-            .transpose(1, 2)
-            .contiguous()
-            .view([batch, sequence_len, dim]);
+        let merged =
+            weights
+                .matmul(&value)
+                .transpose(1, 2)
+                .contiguous()
+                .view([batch, sequence_len, dim]);
         self.attention_output.forward(&merged)
     }
 }
@@ -404,7 +405,12 @@ mod tests {
     fn padding_row_is_zero_and_outputs_are_finite() {
         tch::manual_seed(1);
         let model = SequenceModel::new(config(EncoderKind::Sasrec));
-        let padding_norm = model.embedding_table().get(0).abs().sum(Kind::Float).double_value(&[]);
+        let padding_norm = model
+            .embedding_table()
+            .get(0)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]);
         assert_eq!(padding_norm, 0.0);
         let all_padding_but_one = Tensor::from_slice(&[0i64, 0, 0, 0, 0, 3]).view([1, 6]);
         let hidden = model.hidden_states(&all_padding_but_one, false);

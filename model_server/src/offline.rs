@@ -47,12 +47,17 @@ pub struct TrainOutcome {
 
 /// The data set's catalogue in file order becomes the id map: index 1 is the first listed item.
 pub fn catalogue_id_map(dataset: &Dataset) -> Result<IdMap, OfflineError> {
-    IdMap::from_raw_ids(dataset.items.iter().map(|item| item.item_id.clone()).collect()).map_err(
-        |source| OfflineError::Catalogue {
-            dataset: dataset.name.clone(),
-            source,
-        },
+    IdMap::from_raw_ids(
+        dataset
+            .items
+            .iter()
+            .map(|item| item.item_id.clone())
+            .collect(),
     )
+    .map_err(|source| OfflineError::Catalogue {
+        dataset: dataset.name.clone(),
+        source,
+    })
 }
 
 /// Trains on `dataset_name`, writes `bundles/<version>/`, evaluates it on the test split and, if
@@ -118,7 +123,9 @@ pub fn evaluate_bundle(data_dir: &Path, bundle_dir: &Path) -> Result<EvalReport,
 fn evaluate_loaded(bundle: &ModelBundle, splits: &[UserSplit]) -> Result<EvalReport, OfflineError> {
     let cases = test_cases(splits);
     if cases.is_empty() {
-        return Err(OfflineError::NothingToEvaluate(bundle.config.dataset.clone()));
+        return Err(OfflineError::NothingToEvaluate(
+            bundle.config.dataset.clone(),
+        ));
     }
     let model = evaluate_encoder(
         bundle.encoder.as_ref(),

@@ -104,7 +104,14 @@ mod tests {
     #[test]
     fn serialises_with_the_at_names() {
         let json = serde_json::to_value(RankingAccumulator::default().finish()).unwrap();
-        for key in ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10", "users"] {
+        for key in [
+            "recall@10",
+            "recall@20",
+            "ndcg@10",
+            "ndcg@20",
+            "mrr@10",
+            "users",
+        ] {
             assert!(json.get(key).is_some(), "missing {key} in {json}");
         }
     }

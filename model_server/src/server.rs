@@ -164,7 +164,13 @@ async fn predict(
     request: Result<Json<ModelServerRequest>, JsonRejection>,
 ) -> Result<Json<PredictResponse>, ModelServerError> {
     let Json(request) = request?;
-    let first_row = request.ctx.item_seq_raw.first().cloned().into_iter().collect::<Vec<_>>();
+    let first_row = request
+        .ctx
+        .item_seq_raw
+        .first()
+        .cloned()
+        .into_iter()
+        .collect::<Vec<_>>();
     let (vectors, mut unknown_items) = embed_rows(&state.embedder, &first_row).await?;
     let scores = state
         .embedder

@@ -187,7 +187,12 @@ pub fn train(
             record.loss, record.valid_ndcg_at_10, best_valid.ndcg_at_10
         ));
         progress.inc(1);
-        tracing::debug!(epoch, loss = record.loss, valid_ndcg_at_10 = record.valid_ndcg_at_10, "epoch done");
+        tracing::debug!(
+            epoch,
+            loss = record.loss,
+            valid_ndcg_at_10 = record.valid_ndcg_at_10,
+            "epoch done"
+        );
         history.push(record);
         if epoch - best_epoch >= config.patience {
             break;
@@ -297,10 +302,14 @@ fn batch_loss(model: &SequenceModel, inputs: &Tensor, targets: &Tensor, loss: Lo
             logits.cross_entropy_loss::<Tensor>(&(targets - 1), None, Reduction::Mean, -100, 0.0)
         }
         LossKind::SampledSoftmax { negatives } => {
-            let negative_items =
-                Tensor::randint_low(1, num_items + 1, [negatives], (Kind::Int64, tch::Device::Cpu));
-            let positive_logits = (&hidden * table.index_select(0, &targets))
-                .sum_dim_intlist(-1, true, Kind::Float);
+            let negative_items = Tensor::randint_low(
+                1,
+                num_items + 1,
+                [negatives],
+                (Kind::Int64, tch::Device::Cpu),
+            );
+            let positive_logits =
+                (&hidden * table.index_select(0, &targets)).sum_dim_intlist(-1, true, Kind::Float);
             let accidental_hits = targets.unsqueeze(1).eq_tensor(&negative_items.unsqueeze(0));
             let negative_logits = hidden
                 .matmul(&table.index_select(0, &negative_items).tr())
@@ -382,7 +391,10 @@ mod tests {
         for (encoder, loss) in [
             (EncoderKind::Sasrec, LossKind::FullSoftmax),
             (EncoderKind::Gru, LossKind::FullSoftmax),
-            (EncoderKind::Sasrec, LossKind::SampledSoftmax { negatives: 4 }),
+            (
+                EncoderKind::Sasrec,
+                LossKind::SampledSoftmax { negatives: 4 },
+            ),
         ] {
             let config = TrainConfig {
                 encoder,

@@ -16,13 +16,22 @@ fn queries(bundle: &ModelBundle) -> Tensor {
 fn reloaded_bundles_give_identical_outputs_for_both_encoders() {
     for encoder in [EncoderKind::Sasrec, EncoderKind::Gru] {
         let (data_dir, outcome) = common::trained_data_dir(encoder);
-        assert_eq!(current_bundle_dir(data_dir.path()).unwrap(), outcome.bundle_dir);
+        assert_eq!(
+            current_bundle_dir(data_dir.path()).unwrap(),
+            outcome.bundle_dir
+        );
         let first = ModelBundle::load(&outcome.bundle_dir).unwrap();
         let second = ModelBundle::load(&outcome.bundle_dir).unwrap();
         assert_eq!(first.config, second.config);
         assert_eq!(first.config.model_name, encoder.to_string());
-        assert!(first.config.model_version.starts_with(&format!("{encoder}-tiny-")));
-        let difference = (queries(&first) - queries(&second)).abs().max().double_value(&[]);
+        assert!(first
+            .config
+            .model_version
+            .starts_with(&format!("{encoder}-tiny-")));
+        let difference = (queries(&first) - queries(&second))
+            .abs()
+            .max()
+            .double_value(&[]);
         assert_eq!(difference, 0.0, "{encoder}");
         assert!(first.item_vectors.equal(&second.item_vectors));
         assert_eq!(first.id_map, second.id_map);
@@ -53,29 +62,45 @@ fn damaged_bundles_name_the_file_and_the_problem() {
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     let error = load_error(truncated.path());
-    assert!(error.contains("weights.safetensors: not a readable safetensors file"), "{error}");
+    assert!(
+        error.contains("weights.safetensors: not a readable safetensors file"),
+        "{error}"
+    );
 
     let bad_json = common::copy_dir(original);
-    std::fs::write(bad_json.path().join("config.json"), "{\"format_version\": 1,").unwrap();
+    std::fs::write(
+        bad_json.path().join("config.json"),
+        "{\"format_version\": 1,",
+    )
+    .unwrap();
     let error = load_error(bad_json.path());
     assert!(error.contains("config.json: invalid JSON"), "{error}");
 
     let short_id_map = common::copy_dir(original);
     let id_map_path = short_id_map.path().join("id_map.json");
-    let mut ids: Vec<String> = serde_json::from_slice(&std::fs::read(&id_map_path).unwrap()).unwrap();
+    let mut ids: Vec<String> =
+        serde_json::from_slice(&std::fs::read(&id_map_path).unwrap()).unwrap();
     ids.pop();
     std::fs::write(&id_map_path, serde_json::to_vec(&ids).unwrap()).unwrap();
     let error = load_error(short_id_map.path());
-    assert!(error.contains("id_map.json: holds 39 item ids but config.json says num_items = 40"), "{error}");
+    assert!(
+        error.contains("id_map.json: holds 39 item ids but config.json says num_items = 40"),
+        "{error}"
+    );
 
     // A config that promises a different architecture than the weights hold.
     let wrong_dim = common::copy_dir(original);
     let config_path = wrong_dim.path().join("config.json");
     let text = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(&config_path, text.replace("\"num_layers\": 1", "\"num_layers\": 2")).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replace("\"num_layers\": 1", "\"num_layers\": 2"),
+    )
+    .unwrap();
     let error = load_error(wrong_dim.path());
     assert!(
-        error.contains("weights.safetensors: tensor 'encoder.block_1.") && error.contains("is missing"),
+        error.contains("weights.safetensors: tensor 'encoder.block_1.")
+            && error.contains("is missing"),
         "{error}"
     );
 
@@ -98,7 +123,10 @@ fn damaged_bundles_name_the_file_and_the_problem() {
     )
     .unwrap();
     let error = load_error(stale_embeddings.path());
-    assert!(error.contains("item embeddings differ from the item table"), "{error}");
+    assert!(
+        error.contains("item embeddings differ from the item table"),
+        "{error}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let error = load_error(empty.path());
@@ -108,6 +136,8 @@ fn damaged_bundles_name_the_file_and_the_problem() {
 #[test]
 fn no_current_bundle_says_which_command_makes_one() {
     let data_dir = tempfile::tempdir().unwrap();
-    let error = ModelBundle::load_current(data_dir.path()).unwrap_err().to_string();
+    let error = ModelBundle::load_current(data_dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("run `recsys train` first"), "{error}");
 }

@@ -28,7 +28,10 @@ async fn unknown_items_are_dropped_and_reported() {
         .await
         .unwrap();
     assert_eq!(noisy.unknown_items, ["ghost", "phantom"]);
-    assert_eq!(noisy.vector, clean.vector, "unknown ids must not change the query");
+    assert_eq!(
+        noisy.vector, clean.vector,
+        "unknown ids must not change the query"
+    );
 }
 
 #[tokio::test]
@@ -37,11 +40,18 @@ async fn an_empty_effective_sequence_is_a_typed_error() {
     let embedder = start(&outcome.bundle_dir, EmbedderConfig::default());
     assert_eq!(
         embedder.embed(&[]).await.unwrap_err(),
-        EmbedError::EmptySequence { unknown_items: vec![] }
+        EmbedError::EmptySequence {
+            unknown_items: vec![]
+        }
     );
     assert_eq!(
-        embedder.embed(&ids(&["ghost", "phantom"])).await.unwrap_err(),
-        EmbedError::EmptySequence { unknown_items: ids(&["ghost", "phantom"]) }
+        embedder
+            .embed(&ids(&["ghost", "phantom"]))
+            .await
+            .unwrap_err(),
+        EmbedError::EmptySequence {
+            unknown_items: ids(&["ghost", "phantom"])
+        }
     );
 }
 
@@ -62,11 +72,21 @@ async fn only_the_most_recent_max_len_items_count() {
 async fn concurrent_callers_share_batches_and_get_their_own_answers() {
     let (_data_dir, outcome) = common::trained_data_dir(EncoderKind::Sasrec);
     let sequences: Vec<Vec<String>> = (0..64)
-        .map(|user| (0..(1 + user % 8)).map(|step| format!("i{}", (user * 7 + step * 3) % 40)).collect())
+        .map(|user| {
+            (0..(1 + user % 8))
+                .map(|step| format!("i{}", (user * 7 + step * 3) % 40))
+                .collect()
+        })
         .collect();
 
     // Reference answers, one sequence per forward pass.
-    let sequential = start(&outcome.bundle_dir, EmbedderConfig { max_batch_size: 1, ..EmbedderConfig::default() });
+    let sequential = start(
+        &outcome.bundle_dir,
+        EmbedderConfig {
+            max_batch_size: 1,
+            ..EmbedderConfig::default()
+        },
+    );
     let mut expected = Vec::new();
     for sequence in &sequences {
         expected.push(sequential.embed(sequence).await.unwrap().vector);
@@ -93,13 +113,22 @@ async fn concurrent_callers_share_batches_and_get_their_own_answers() {
     for (task, wanted) in tasks.into_iter().zip(&expected) {
         let vector = task.await.unwrap();
         for (actual, wanted) in vector.iter().zip(wanted) {
-            assert!((actual - wanted).abs() < 1e-4, "batched answer differs: {actual} vs {wanted}");
+            assert!(
+                (actual - wanted).abs() < 1e-4,
+                "batched answer differs: {actual} vs {wanted}"
+            );
         }
     }
     let (batches, embedded) = batching.batch_counts();
     assert_eq!(embedded, 64);
-    assert!(batches >= 2, "max_batch_size 32 needs at least two passes, ran {batches}");
-    assert!(batches <= 8, "64 concurrent callers should share passes, ran {batches}");
+    assert!(
+        batches >= 2,
+        "max_batch_size 32 needs at least two passes, ran {batches}"
+    );
+    assert!(
+        batches <= 8,
+        "64 concurrent callers should share passes, ran {batches}"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +136,11 @@ async fn a_full_queue_applies_backpressure_instead_of_dropping() {
     let (_data_dir, outcome) = common::trained_data_dir(EncoderKind::Gru);
     let embedder = start(
         &outcome.bundle_dir,
-        EmbedderConfig { max_batch_size: 4, max_wait: Duration::ZERO, queue_capacity: 2 },
+        EmbedderConfig {
+            max_batch_size: 4,
+            max_wait: Duration::ZERO,
+            queue_capacity: 2,
+        },
     );
     let sequences: Vec<Vec<String>> = (0..50).map(|n| vec![format!("i{}", n % 40)]).collect();
     let results = embedder.embed_many(&sequences).await;

@@ -10,7 +10,12 @@ use model_server::{Embedder, EmbedderConfig, ModelBundle};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-async fn call(app: &axum::Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value, String) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, Value, String) {
     let request = Request::builder()
         .method(method)
         .uri(uri)
@@ -21,13 +26,23 @@ async fn call(app: &axum::Router, method: &str, uri: &str, body: &str) -> (Statu
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
 }
 
 fn app() -> (tempfile::TempDir, axum::Router, Embedder) {
     let (data_dir, outcome) = common::trained_data_dir(EncoderKind::Sasrec);
-    let embedder = Embedder::start(ModelBundle::load(&outcome.bundle_dir).unwrap(), EmbedderConfig::default());
-    let router = model_server::server::router(embedder.clone(), model_server::telemetry::prometheus_handle());
+    let embedder = Embedder::start(
+        ModelBundle::load(&outcome.bundle_dir).unwrap(),
+        EmbedderConfig::default(),
+    );
+    let router = model_server::server::router(
+        embedder.clone(),
+        model_server::telemetry::prometheus_handle(),
+    );
     (data_dir, router, embedder)
 }
 
@@ -35,16 +50,24 @@ fn app() -> (tempfile::TempDir, axum::Router, Embedder) {
 async fn get_query_embeddings_answers_like_the_tutorial_service() {
     let (_data_dir, app, embedder) = app();
     let body = json!({"ctx": {"user_ids_raw": ["u1"], "item_seq_raw": [["i1", "i2"], ["i3", "ghost"]], "candidate_items_raw": []}});
-    let (status, response, text) = call(&app, "POST", "/get_query_embeddings", &body.to_string()).await;
+    let (status, response, text) =
+        call(&app, "POST", "/get_query_embeddings", &body.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let vectors = response["query_embedding"].as_array().unwrap();
     assert_eq!(vectors.len(), 2);
     assert_eq!(vectors[0].as_array().unwrap().len(), 16);
     assert_eq!(response["metadata"]["model_name"], "sasrec");
-    assert_eq!(response["metadata"]["model_version"], embedder.model_version());
+    assert_eq!(
+        response["metadata"]["model_version"],
+        embedder.model_version()
+    );
     assert_eq!(response["ctx"], body["ctx"]);
     assert_eq!(response["unknown_items"], json!(["ghost"]));
-    let direct = embedder.embed(&["i1".to_owned(), "i2".to_owned()]).await.unwrap().vector;
+    let direct = embedder
+        .embed(&["i1".to_owned(), "i2".to_owned()])
+        .await
+        .unwrap()
+        .vector;
     let served: Vec<f32> = serde_json::from_value(vectors[0].clone()).unwrap();
     // Served in a batch padded for the longer row: equal up to float rounding.
     for (served, direct) in served.iter().zip(&direct) {
@@ -62,7 +85,11 @@ async fn predict_scores_candidates_in_request_order() {
     assert_eq!(scores.len(), 3);
     assert!(scores[0].is_f64() && scores[1].is_null() && scores[2].is_f64());
     assert_eq!(response["unknown_items"], json!(["nope"]));
-    let query = embedder.embed(&["i1".to_owned(), "i2".to_owned()]).await.unwrap().vector;
+    let query = embedder
+        .embed(&["i1".to_owned(), "i2".to_owned()])
+        .await
+        .unwrap()
+        .vector;
     let expected = embedder.score_candidates(&query, &["i5".to_owned()])[0].unwrap();
     assert!((scores[0].as_f64().unwrap() as f32 - expected).abs() < 1e-5);
 }
@@ -72,11 +99,31 @@ async fn bad_input_gets_a_4xx_that_says_what_is_wrong() {
     let (_data_dir, app, _embedder) = app();
     let cases = [
         ("{\"ctx\": ", StatusCode::BAD_REQUEST, "EOF"),
-        ("{\"ctx\": {\"item_seq_raw\": \"i1\"}}", StatusCode::UNPROCESSABLE_ENTITY, "item_seq_raw"),
-        ("{\"ctx\": {\"item_seq_raw\": [[\"i1\"]], \"colour\": 1}}", StatusCode::UNPROCESSABLE_ENTITY, "unknown field `colour`"),
-        ("{\"context\": {}}", StatusCode::UNPROCESSABLE_ENTITY, "unknown field `context`"),
-        ("{\"ctx\": {\"item_seq_raw\": [[\"ghost\"]]}}", StatusCode::UNPROCESSABLE_ENTITY, "item_seq_raw[0]: no item known to the model"),
-        ("{\"ctx\": {\"item_seq_raw\": []}}", StatusCode::UNPROCESSABLE_ENTITY, "item_seq_raw is empty"),
+        (
+            "{\"ctx\": {\"item_seq_raw\": \"i1\"}}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "item_seq_raw",
+        ),
+        (
+            "{\"ctx\": {\"item_seq_raw\": [[\"i1\"]], \"colour\": 1}}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `colour`",
+        ),
+        (
+            "{\"context\": {}}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `context`",
+        ),
+        (
+            "{\"ctx\": {\"item_seq_raw\": [[\"ghost\"]]}}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "item_seq_raw[0]: no item known to the model",
+        ),
+        (
+            "{\"ctx\": {\"item_seq_raw\": []}}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "item_seq_raw is empty",
+        ),
     ];
     for (body, expected_status, expected_message) in cases {
         let (status, response, text) = call(&app, "POST", "/get_query_embeddings", body).await;

@@ -317,22 +317,44 @@ mod tests {
         assert!(error.contains("bad.inter:3"), "{error}");
         assert!(error.contains("timestamp 'yesterday'"), "{error}");
 
-        let path = write(dir.path(), "short.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\n");
+        let path = write(
+            dir.path(),
+            "short.inter",
+            "user_id:token\titem_id:token\ttimestamp:float\n1\t2\n",
+        );
         let error = load_interactions(&path).unwrap_err().to_string();
-        assert!(error.contains("short.inter:2: expected 3 tab-separated fields, found 2"), "{error}");
+        assert!(
+            error.contains("short.inter:2: expected 3 tab-separated fields, found 2"),
+            "{error}"
+        );
 
         let path = write(dir.path(), "nohdr.inter", "user\titem\n");
         let error = load_interactions(&path).unwrap_err().to_string();
-        assert!(error.contains("nohdr.inter:1: header has no column named user_id"), "{error}");
+        assert!(
+            error.contains("nohdr.inter:1: header has no column named user_id"),
+            "{error}"
+        );
     }
 
     #[test]
     fn catalogue_covers_items_missing_from_the_item_file() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "d.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\tA\t1\n1\tB\t2\n");
-        write(dir.path(), "d.item", "item_id:token\ttitle:token_seq\nA\tAlpha\n");
+        write(
+            dir.path(),
+            "d.inter",
+            "user_id:token\titem_id:token\ttimestamp:float\n1\tA\t1\n1\tB\t2\n",
+        );
+        write(
+            dir.path(),
+            "d.item",
+            "item_id:token\ttitle:token_seq\nA\tAlpha\n",
+        );
         let dataset = load_atomic_files(dir.path(), "d").unwrap();
-        let ids: Vec<&str> = dataset.items.iter().map(|item| item.item_id.as_str()).collect();
+        let ids: Vec<&str> = dataset
+            .items
+            .iter()
+            .map(|item| item.item_id.as_str())
+            .collect();
         assert_eq!(ids, ["A", "B"]);
     }
 

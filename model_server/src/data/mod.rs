@@ -106,7 +106,10 @@ pub fn user_sequences(interactions: &[Interaction]) -> Vec<UserSequence> {
             events.sort_by_key(|(timestamp, _)| *timestamp);
             UserSequence {
                 user_id: user_id.to_owned(),
-                item_ids: events.into_iter().map(|(_, item)| item.to_owned()).collect(),
+                item_ids: events
+                    .into_iter()
+                    .map(|(_, item)| item.to_owned())
+                    .collect(),
             }
         })
         .collect()

@@ -146,7 +146,11 @@ mod tests {
             .filter(|interaction| interaction.item_id[1..].parse::<usize>().unwrap() < 100)
             .count();
         // The top 10% of items take far more than 10% of the interactions.
-        assert!(head * 3 > dataset.interactions.len(), "head {head} of {}", dataset.interactions.len());
+        assert!(
+            head * 3 > dataset.interactions.len(),
+            "head {head} of {}",
+            dataset.interactions.len()
+        );
         let users = dataset.user_sequences();
         assert_eq!(users.len(), 200);
         assert!(users.iter().all(|user| user.item_ids.len() >= 10));
