@@ -187,12 +187,16 @@ pub fn train(
             record.loss, record.valid_ndcg_at_10, best_valid.ndcg_at_10
         ));
         progress.inc(1);
-        tracing::debug!(
-            epoch,
-            loss = record.loss,
-            valid_ndcg_at_10 = record.valid_ndcg_at_10,
-            "epoch done"
-        );
+        // Without a terminal the bar is hidden; log lines keep CI runs and redirected output informed.
+        if progress.is_hidden() {
+            tracing::info!(
+                epoch,
+                loss = format_args!("{:.4}", record.loss),
+                valid_ndcg_at_10 = format_args!("{:.4}", record.valid_ndcg_at_10),
+                seconds = format_args!("{:.2}", record.seconds),
+                "epoch done"
+            );
+        }
         history.push(record);
         if epoch - best_epoch >= config.patience {
             break;
