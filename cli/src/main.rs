@@ -115,7 +115,8 @@ struct TrainArgs {
     data: DataDirArg,
     #[arg(long, default_value = "ml-100k")]
     dataset: String,
-    #[arg(long, default_value = "sasrec")]
+    /// Model architecture; each has its own tuned defaults for the options below.
+    #[arg(long, default_value = "gru")]
     encoder: EncoderKind,
     #[arg(long)]
     embedding_dim: Option<i64>,
@@ -152,10 +153,7 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn config(&self) -> TrainConfig {
-        let defaults = TrainConfig {
-            encoder: self.encoder,
-            ..TrainConfig::default()
-        };
+        let defaults = TrainConfig::for_encoder(self.encoder);
         TrainConfig {
             embedding_dim: self.embedding_dim.unwrap_or(defaults.embedding_dim),
             max_len: self.max_len.unwrap_or(defaults.max_len),

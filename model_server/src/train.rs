@@ -49,31 +49,48 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// The best configuration found on ml-100k; see MODEL.md for what else was tried.
+    /// The default encoder with its best configuration on ml-100k (MODEL.md lists what was tried).
     fn default() -> Self {
-        TrainConfig {
-            encoder: EncoderKind::Sasrec,
-            embedding_dim: 64,
+        TrainConfig::for_encoder(EncoderKind::Gru)
+    }
+}
+
+impl TrainConfig {
+    /// The best configuration found on ml-100k for each encoder.
+    pub fn for_encoder(encoder: EncoderKind) -> TrainConfig {
+        let shared = TrainConfig {
+            encoder,
+            embedding_dim: 128,
             max_len: 50,
-            num_layers: 2,
-            num_heads: 2,
-            dropout: 0.2,
-            learning_rate: 1e-3,
+            num_layers: 1,
+            num_heads: 1,
+            dropout: 0.3,
+            learning_rate: 2e-3,
             weight_decay: 0.0,
             batch_size: 128,
             max_epochs: 200,
-            patience: 20,
+            patience: 10,
             loss: None,
             seed: 42,
             threads: std::thread::available_parallelism()
                 .map(|cores| cores.get() as i32)
                 .unwrap_or(2),
             show_progress: true,
+        };
+        match encoder {
+            EncoderKind::Gru => shared,
+            EncoderKind::Sasrec => TrainConfig {
+                embedding_dim: 64,
+                num_layers: 2,
+                num_heads: 2,
+                dropout: 0.2,
+                learning_rate: 1e-3,
+                patience: 20,
+                ..shared
+            },
         }
     }
-}
 
-impl TrainConfig {
     pub fn model_config(&self, num_items: i64) -> ModelConfig {
         ModelConfig {
             encoder: self.encoder,

@@ -117,25 +117,38 @@ fn fields<'a>(
     Ok(fields)
 }
 
-pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>, DataError> {
+/// The parsed header line and the whole text of a file.
+fn read_table(path: &Path) -> Result<(Header, String), DataError> {
     let text = read_lossy(path)?;
-    let mut lines = text.lines().enumerate();
-    let Some((_, header_line)) = lines.next() else {
+    let Some(header_line) = text.lines().next() else {
         return Err(malformed(path, 1, "file is empty, expected a header line"));
     };
-    let header = Header::parse(header_line);
+    Ok((Header::parse(header_line), text))
+}
+
+/// The non-empty data lines after the header, split into fields, with 1-based line numbers.
+fn rows<'a>(
+    path: &'a Path,
+    text: &'a str,
+    header: &'a Header,
+) -> impl Iterator<Item = Result<(usize, Vec<&'a str>), DataError>> + 'a {
+    text.lines()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(move |(index, line)| Ok((index + 1, fields(path, index + 1, line, header)?)))
+}
+
+pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>, DataError> {
+    let (header, text) = read_table(path)?;
     let user_column = header.position(path, &["user_id"])?;
     let item_column = header.position(path, &["item_id"])?;
     let timestamp_column = header.position(path, &["timestamp"])?;
     let rating_column = header.find(&["rating"]);
 
     let mut interactions = Vec::new();
-    for (index, line) in lines {
-        let line_number = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields = fields(path, line_number, line, &header)?;
+    for row in rows(path, &text, &header) {
+        let (line_number, fields) = row?;
         let user_id = fields[user_column].trim();
         let item_id = fields[item_column].trim();
         if user_id.is_empty() || item_id.is_empty() {
@@ -177,12 +190,7 @@ pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>, DataError> {
 }
 
 pub fn load_items(path: &Path) -> Result<Vec<ItemMetadata>, DataError> {
-    let text = read_lossy(path)?;
-    let mut lines = text.lines().enumerate();
-    let Some((_, header_line)) = lines.next() else {
-        return Err(malformed(path, 1, "file is empty, expected a header line"));
-    };
-    let header = Header::parse(header_line);
+    let (header, text) = read_table(path)?;
     let item_column = header.position(path, &["item_id"])?;
     let title_column = header.find(&["movie_title", "title"]);
     let year_column = header.find(&["release_year", "year"]);
@@ -190,12 +198,8 @@ pub fn load_items(path: &Path) -> Result<Vec<ItemMetadata>, DataError> {
 
     let mut items = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (index, line) in lines {
-        let line_number = index + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields = fields(path, line_number, line, &header)?;
+    for row in rows(path, &text, &header) {
+        let (line_number, fields) = row?;
         let item_id = fields[item_column].trim();
         if item_id.is_empty() {
             return Err(malformed(path, line_number, "empty item_id"));
