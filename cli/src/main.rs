@@ -262,9 +262,10 @@ fn main() -> anyhow::Result<()> {
                 );
                 for result in &report.throughput {
                     println!(
-                        "batch {:>4}: {:>10.0} sequences/s (batch p50 {} us, p99 {} us)",
+                        "batch {:>4}: {:>8.0} sequences/s (mean batch {:.1}, batch p50 {} us, p99 {} us)",
                         result.batch_size,
                         result.sequences_per_second,
+                        result.mean_batch_size,
                         result.batch_p50_micros,
                         result.batch_p99_micros
                     );

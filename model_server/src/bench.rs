@@ -36,6 +36,8 @@ impl Default for EmbedderBenchConfig {
 pub struct ThroughputResult {
     pub batch_size: usize,
     pub sequences_per_second: f64,
+    /// Sequences per forward pass actually run (should equal `batch_size`).
+    pub mean_batch_size: f64,
     pub batch_p50_micros: u64,
     pub batch_p99_micros: u64,
 }
@@ -74,7 +76,7 @@ pub fn run_embedder_benchmark(
 
     // Latency: one caller, one sequence at a time, as a lightly loaded API sees it.
     let embedder = Embedder::start(bundle, EmbedderConfig::default());
-    let mut latency = Histogram::<u64>::new(3).expect("valid precision");
+    let mut latency = latency_histogram();
     for iteration in 0..config.latency_iterations + 100 {
         let started = Instant::now();
         embedder
@@ -94,14 +96,16 @@ pub fn run_embedder_benchmark(
     for &batch_size in &config.batch_sizes {
         let embedder = Embedder::start(
             ModelBundle::load(bundle_dir)?,
+            // The wait lets the batcher collect the whole batch that `embed_many` enqueues, so
+            // every forward pass runs at exactly `batch_size`.
             EmbedderConfig {
                 max_batch_size: batch_size,
-                max_wait: Duration::ZERO,
+                max_wait: Duration::from_millis(20),
                 queue_capacity: batch_size.max(1) * 2,
             },
         );
         let batch: Vec<Vec<String>> = sequences.iter().cycle().take(batch_size).cloned().collect();
-        let mut batch_latency = Histogram::<u64>::new(3).expect("valid precision");
+        let mut batch_latency = latency_histogram();
         let (embedded, elapsed) = runtime.block_on(async {
             // Warm-up pass: first calls allocate.
             let _ = embedder.embed_many(&batch).await;
@@ -117,9 +121,11 @@ pub fn run_embedder_benchmark(
             }
             (embedded, started.elapsed().as_secs_f64())
         });
+        let (forward_passes, sequences_embedded) = embedder.batch_counts();
         throughput.push(ThroughputResult {
             batch_size,
             sequences_per_second: embedded as f64 / elapsed,
+            mean_batch_size: sequences_embedded as f64 / forward_passes.max(1) as f64,
             batch_p50_micros: batch_latency.value_at_quantile(0.5),
             batch_p99_micros: batch_latency.value_at_quantile(0.99),
         });
@@ -133,4 +139,10 @@ pub fn run_embedder_benchmark(
         single_max_micros: latency.max(),
         throughput,
     })
+}
+
+/// Microsecond histogram up to one minute. Fixed bounds: an auto-resizing histogram clamps
+/// `saturating_record` to its initial tiny range instead of growing.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
