@@ -1,0 +1,4 @@
+//! What the API and the consumer share: the user-state store, the vector index, popularity, the
+//! retrieve pipeline and configuration.
+
+pub mod store;

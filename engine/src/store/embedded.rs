@@ -1,0 +1,212 @@
+//! The embedded store: one redb file in the data dir. Chosen because it is a pure-Rust, ACID,
+//! crash-safe (copy-on-write B-trees, fsync on commit) single-file key-value store with no server
+//! and no C dependency; a whole `apply` batch commits in one transaction, so a crash leaves every
+//! user either before or after the batch, never in between.
+//!
+//! redb is blocking: every call runs on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{
+    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
+    UserUpdate,
+};
+
+/// user id -> JSON `UserRecord`.
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// item id -> popularity score.
+const POPULARITY: TableDefinition<&str, f64> = TableDefinition::new("popularity");
+
+pub struct EmbeddedStore {
+    database: Arc<Database>,
+    limits: StoreLimits,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl EmbeddedStore {
+    pub async fn open(path: &Path, limits: StoreLimits) -> Result<EmbeddedStore, StoreError> {
+        let path = path.to_owned();
+        let database = tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|error| {
+                    StoreError::Unavailable(format!("cannot create {}: {error}", parent.display()))
+                })?;
+            }
+            let database = Database::create(&path).map_err(|error| {
+                StoreError::Unavailable(format!("cannot open {}: {error}", path.display()))
+            })?;
+            // Create the tables once so readers never meet a missing table.
+            let transaction = database.begin_write().map_err(unavailable)?;
+            transaction.open_table(USERS).map_err(unavailable)?;
+            transaction.open_table(POPULARITY).map_err(unavailable)?;
+            transaction.commit().map_err(unavailable)?;
+            Ok::<_, StoreError>(database)
+        })
+        .await
+        .map_err(unavailable)??;
+        Ok(EmbeddedStore {
+            database: Arc::new(database),
+            limits,
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let database = Arc::clone(&self.database);
+        tokio::task::spawn_blocking(move || work(&database))
+            .await
+            .map_err(unavailable)?
+    }
+}
+
+fn decode(user_id: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        key: format!("users/{user_id}"),
+        problem: error.to_string(),
+    })
+}
+
+fn read_record(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    user_id: &str,
+) -> Result<UserRecord, StoreError> {
+    match table.get(user_id).map_err(unavailable)? {
+        Some(bytes) => decode(user_id, bytes.value()),
+        None => Ok(UserRecord::default()),
+    }
+}
+
+#[async_trait::async_trait]
+impl UserStore for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
+        let user_id = user_id.to_owned();
+        self.blocking(move |database| {
+            let transaction = database.begin_read().map_err(unavailable)?;
+            let table = transaction.open_table(USERS).map_err(unavailable)?;
+            Ok(read_record(&table, &user_id)?.into_state())
+        })
+        .await
+    }
+
+    async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError> {
+        let updates = updates.to_vec();
+        let limits = self.limits;
+        self.blocking(move |database| {
+            let transaction = database.begin_write().map_err(unavailable)?;
+            let mut outcome = ApplyOutcome::default();
+            {
+                let mut table = transaction.open_table(USERS).map_err(unavailable)?;
+                for update in &updates {
+                    let mut record = read_record(&table, &update.user_id)?;
+                    let mut changed = false;
+                    for interaction in &update.interactions {
+                        if record.apply(interaction, limits) {
+                            outcome.applied += 1;
+                            changed = true;
+                        } else {
+                            outcome.duplicates += 1;
+                        }
+                    }
+                    if changed {
+                        let bytes = serde_json::to_vec(&record).expect("records serialise");
+                        table
+                            .insert(update.user_id.as_str(), bytes.as_slice())
+                            .map_err(unavailable)?;
+                    }
+                }
+            }
+            transaction.commit().map_err(unavailable)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn put_cached_recommendations(
+        &self,
+        user_id: &str,
+        recommendations: &CachedRecommendations,
+    ) -> Result<(), StoreError> {
+        let user_id = user_id.to_owned();
+        let recommendations = recommendations.clone();
+        self.blocking(move |database| {
+            let transaction = database.begin_write().map_err(unavailable)?;
+            {
+                let mut table = transaction.open_table(USERS).map_err(unavailable)?;
+                let mut record = read_record(&table, &user_id)?;
+                record.cached = Some(recommendations);
+                let bytes = serde_json::to_vec(&record).expect("records serialise");
+                table
+                    .insert(user_id.as_str(), bytes.as_slice())
+                    .map_err(unavailable)?;
+            }
+            transaction.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn add_popularity(&self, increments: &[(String, f64)]) -> Result<(), StoreError> {
+        let increments = increments.to_vec();
+        self.blocking(move |database| {
+            let transaction = database.begin_write().map_err(unavailable)?;
+            {
+                let mut table = transaction.open_table(POPULARITY).map_err(unavailable)?;
+                for (item_id, amount) in &increments {
+                    let current = table
+                        .get(item_id.as_str())
+                        .map_err(unavailable)?
+                        .map(|score| score.value())
+                        .unwrap_or(0.0);
+                    table
+                        .insert(item_id.as_str(), current + amount)
+                        .map_err(unavailable)?;
+                }
+            }
+            transaction.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn top_popular(&self, count: usize) -> Result<Vec<(String, f64)>, StoreError> {
+        self.blocking(move |database| {
+            let transaction = database.begin_read().map_err(unavailable)?;
+            let table = transaction.open_table(POPULARITY).map_err(unavailable)?;
+            // A full scan: callers refresh an in-memory snapshot in the background, not per request.
+            let mut scores: Vec<(String, f64)> = Vec::new();
+            for entry in table.iter().map_err(unavailable)? {
+                let (item, score) = entry.map_err(unavailable)?;
+                scores.push((item.value().to_owned(), score.value()));
+            }
+            sort_popular(&mut scores);
+            scores.truncate(count);
+            Ok(scores)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|database| database.begin_read().map(drop).map_err(unavailable))
+            .await
+    }
+}
+
+/// Best first; equal scores by item id descending, which is what Redis's ZREVRANGE returns.
+pub(crate) fn sort_popular(scores: &mut [(String, f64)]) {
+    scores.sort_by(|left, right| {
+        right
+            .1
+            .total_cmp(&left.1)
+            .then_with(|| right.0.cmp(&left.0))
+    });
+}

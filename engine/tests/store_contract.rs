@@ -1,0 +1,387 @@
+//! One contract for every `UserStore` backend, run against the embedded store and a real
+//! redis-server started by the harness.
+
+mod support;
+
+use std::sync::Arc;
+
+use engine::store::{
+    open_store, AppliedInteraction, CachedItem, CachedRecommendations, SourcePosition, StoreLimits,
+    UserStore, UserUpdate,
+};
+
+/// Keeps whatever backs a store (temporary dir, server) alive for the test's duration.
+type Guard = Box<dyn std::any::Any + Send>;
+
+const LIMITS: StoreLimits = StoreLimits {
+    max_history: 5,
+    max_seen: 8,
+};
+
+async fn embedded() -> (Arc<dyn UserStore>, Guard) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let store = open_store("embedded", "unused", LIMITS, data_dir.path())
+        .await
+        .unwrap();
+    (store, Box::new(data_dir))
+}
+
+async fn redis() -> (Arc<dyn UserStore>, Guard) {
+    let server = support::RedisServer::start();
+    let store = open_store(
+        &server.url(),
+        &support::unique_prefix("contract"),
+        LIMITS,
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    (store, Box::new(server))
+}
+
+fn interaction(item: &str, time: i64, position: Option<(i32, i64)>) -> AppliedInteraction {
+    AppliedInteraction {
+        item_id: item.to_owned(),
+        event_time_ms: time,
+        position: position.map(|(partition, offset)| SourcePosition { partition, offset }),
+    }
+}
+
+fn update(user: &str, interactions: Vec<AppliedInteraction>) -> UserUpdate {
+    UserUpdate {
+        user_id: user.to_owned(),
+        interactions,
+    }
+}
+
+fn sorted(mut items: Vec<String>) -> Vec<String> {
+    items.sort();
+    items
+}
+
+mod contract {
+    use super::*;
+
+    pub async fn unknown_user_has_empty_state(store: &dyn UserStore) {
+        let state = store.user_state("nobody").await.unwrap();
+        assert!(state.recent_items.is_empty() && state.seen_items.is_empty());
+        assert_eq!(state.newest_event_time_ms, None);
+        assert_eq!(state.cached, None);
+        store.ping().await.unwrap();
+    }
+
+    pub async fn sequence_is_bounded_most_recent_last_without_consecutive_repeats(
+        store: &dyn UserStore,
+    ) {
+        let interactions = ["a", "b", "b", "c", "a", "d", "e", "e", "f"]
+            .iter()
+            .enumerate()
+            .map(|(time, item)| interaction(item, time as i64 * 1000, None))
+            .collect();
+        let outcome = store.apply(&[update("u1", interactions)]).await.unwrap();
+        assert_eq!((outcome.applied, outcome.duplicates), (9, 0));
+        let state = store.user_state("u1").await.unwrap();
+        // a b c a d e f without repeats, last 5 kept.
+        assert_eq!(state.recent_items, ["c", "a", "d", "e", "f"]);
+        assert_eq!(sorted(state.seen_items), ["a", "b", "c", "d", "e", "f"]);
+        assert_eq!(state.newest_event_time_ms, Some(8000));
+
+        // A later batch continues the same sequence; a repeat across batches is also dropped.
+        store
+            .apply(&[update(
+                "u1",
+                vec![interaction("f", 9000, None), interaction("g", 10_000, None)],
+            )])
+            .await
+            .unwrap();
+        let state = store.user_state("u1").await.unwrap();
+        assert_eq!(state.recent_items, ["a", "d", "e", "f", "g"]);
+    }
+
+    pub async fn seen_items_forget_the_oldest_beyond_the_limit(store: &dyn UserStore) {
+        let interactions = (0..12)
+            .map(|n| interaction(&format!("i{n:02}"), n * 10, None))
+            .collect();
+        store.apply(&[update("u2", interactions)]).await.unwrap();
+        // Seeing i00 again makes it recent, so i04 goes instead of it.
+        store
+            .apply(&[update(
+                "u2",
+                vec![interaction("i00", 500, None), interaction("i12", 510, None)],
+            )])
+            .await
+            .unwrap();
+        let state = store.user_state("u2").await.unwrap();
+        assert_eq!(
+            sorted(state.seen_items),
+            ["i00", "i06", "i07", "i08", "i09", "i10", "i11", "i12"]
+        );
+    }
+
+    pub async fn redelivered_events_change_nothing(store: &dyn UserStore) {
+        let batch = vec![
+            update(
+                "u3",
+                vec![
+                    interaction("x", 1, Some((0, 10))),
+                    interaction("y", 2, Some((0, 11))),
+                ],
+            ),
+            update("u4", vec![interaction("z", 3, Some((1, 7)))]),
+        ];
+        let first = store.apply(&batch).await.unwrap();
+        assert_eq!((first.applied, first.duplicates), (3, 0));
+        let before = (
+            store.user_state("u3").await.unwrap(),
+            store.user_state("u4").await.unwrap(),
+        );
+
+        let again = store.apply(&batch).await.unwrap();
+        assert_eq!((again.applied, again.duplicates), (0, 3));
+        let after = (
+            store.user_state("u3").await.unwrap(),
+            store.user_state("u4").await.unwrap(),
+        );
+        assert_eq!(before, after);
+
+        // A batch overlapping the applied range applies only what is new, per partition.
+        let overlap = store
+            .apply(&[update(
+                "u3",
+                vec![
+                    interaction("y", 2, Some((0, 11))),
+                    interaction("w", 4, Some((0, 12))),
+                    interaction("v", 5, Some((2, 0))),
+                ],
+            )])
+            .await
+            .unwrap();
+        assert_eq!((overlap.applied, overlap.duplicates), (2, 1));
+        assert_eq!(
+            store.user_state("u3").await.unwrap().recent_items,
+            ["x", "y", "w", "v"]
+        );
+    }
+
+    pub async fn users_do_not_see_each_other(store: &dyn UserStore) {
+        store
+            .apply(&[
+                update("alice", vec![interaction("a1", 1, None)]),
+                update("bob", vec![interaction("b1", 1, None)]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.user_state("alice").await.unwrap().recent_items,
+            ["a1"]
+        );
+        assert_eq!(store.user_state("bob").await.unwrap().recent_items, ["b1"]);
+        // User ids with characters that matter to key syntax stay isolated too.
+        store
+            .apply(&[update("{weird}:id", vec![interaction("w1", 1, None)])])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.user_state("{weird}:id").await.unwrap().recent_items,
+            ["w1"]
+        );
+        assert!(store
+            .user_state("weird")
+            .await
+            .unwrap()
+            .recent_items
+            .is_empty());
+    }
+
+    pub async fn cached_recommendations_round_trip_next_to_the_history(store: &dyn UserStore) {
+        store
+            .apply(&[update("u5", vec![interaction("a", 100, None)])])
+            .await
+            .unwrap();
+        let cached = CachedRecommendations {
+            model_version: "gru-test-1".into(),
+            reflects_event_time_ms: 100,
+            computed_at_ms: 150,
+            items: vec![
+                CachedItem {
+                    item_id: "b".into(),
+                    score: 1.5,
+                },
+                CachedItem {
+                    item_id: "c".into(),
+                    score: 0.5,
+                },
+            ],
+        };
+        store
+            .put_cached_recommendations("u5", &cached)
+            .await
+            .unwrap();
+        let state = store.user_state("u5").await.unwrap();
+        assert_eq!(state.cached, Some(cached.clone()));
+        assert_eq!(state.recent_items, ["a"]);
+        // Applying events keeps the cache slot; readers compare its event time with the history's.
+        store
+            .apply(&[update("u5", vec![interaction("d", 200, None)])])
+            .await
+            .unwrap();
+        let state = store.user_state("u5").await.unwrap();
+        assert_eq!(state.cached, Some(cached));
+        assert_eq!(state.newest_event_time_ms, Some(200));
+    }
+
+    pub async fn popularity_accumulates_and_ranks(store: &dyn UserStore) {
+        assert!(store.top_popular(10).await.unwrap().is_empty());
+        store
+            .add_popularity(&[("a".into(), 1.0), ("b".into(), 2.5), ("c".into(), 0.5)])
+            .await
+            .unwrap();
+        store
+            .add_popularity(&[("a".into(), 2.0), ("d".into(), 3.0)])
+            .await
+            .unwrap();
+        let top = store.top_popular(3).await.unwrap();
+        // a and d tie at 3.0: higher item id first.
+        assert_eq!(
+            top,
+            [
+                ("d".to_owned(), 3.0),
+                ("a".to_owned(), 3.0),
+                ("b".to_owned(), 2.5)
+            ]
+        );
+        assert_eq!(store.top_popular(0).await.unwrap(), []);
+    }
+}
+
+macro_rules! store_contract {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (store, _guard) = super::$backend().await;
+                    super::contract::$test(store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($backend:ident),*) => {
+        $(
+            store_contract!($backend:
+                unknown_user_has_empty_state,
+                sequence_is_bounded_most_recent_last_without_consecutive_repeats,
+                seen_items_forget_the_oldest_beyond_the_limit,
+                redelivered_events_change_nothing,
+                users_do_not_see_each_other,
+                cached_recommendations_round_trip_next_to_the_history,
+                popularity_accumulates_and_ranks,
+            );
+        )*
+    };
+}
+
+every_backend!(embedded, redis);
+
+#[tokio::test]
+async fn embedded_state_survives_a_reopen() {
+    let data_dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store("embedded", "unused", LIMITS, data_dir.path())
+            .await
+            .unwrap();
+        store
+            .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
+            .await
+            .unwrap();
+    }
+    let reopened = open_store("embedded", "unused", LIMITS, data_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(reopened.user_state("u").await.unwrap().recent_items, ["a"]);
+    let again = reopened
+        .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates, 1);
+}
+
+#[tokio::test]
+async fn redis_state_survives_a_server_restart_and_scripts_reload() {
+    let mut server = support::RedisServer::start();
+    let store = open_store(
+        &server.url(),
+        &support::unique_prefix("restart"),
+        LIMITS,
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    store
+        .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
+        .await
+        .unwrap();
+    server.restart();
+    // The restarted server has the data (append-only file) but not the script; the store reloads it.
+    let mut outcome = store
+        .apply(&[update("u", vec![interaction("b", 2, Some((0, 2)))])])
+        .await;
+    for _ in 0..20 {
+        if outcome.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        outcome = store
+            .apply(&[update("u", vec![interaction("b", 2, Some((0, 2)))])])
+            .await;
+    }
+    assert_eq!(outcome.unwrap().applied, 1);
+    assert_eq!(
+        store.user_state("u").await.unwrap().recent_items,
+        ["a", "b"]
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_redis_is_an_unavailable_error_not_a_hang() {
+    let mut server = support::RedisServer::start();
+    let store = open_store(
+        &server.url(),
+        &support::unique_prefix("down"),
+        LIMITS,
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    server.kill();
+    let started = std::time::Instant::now();
+    let error = store.user_state("u").await.unwrap_err();
+    assert!(
+        matches!(error, engine::store::StoreError::Unavailable(_)),
+        "{error}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn bad_urls_and_prefixes_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = open_store("postgres://x", "p", LIMITS, dir.path())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("expected redis://, rediss:// or embedded"),
+        "{error}"
+    );
+    let error = open_store("redis://127.0.0.1:1/", "a{b", LIMITS, dir.path())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("free of braces"), "{error}");
+}
