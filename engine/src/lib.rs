@@ -1,4 +1,5 @@
 //! What the API and the consumer share: the user-state store, the vector index, popularity, the
 //! retrieve pipeline and configuration.
 
+pub mod config;
 pub mod store;

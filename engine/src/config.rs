@@ -1,0 +1,365 @@
+//! Layered configuration: built-in defaults, then `recsys.toml`, then `RECSYS__SECTION__KEY`
+//! environment variables. Unknown keys, values of the wrong type and unusable URLs are all
+//! collected and reported together, so one start-up attempt shows every problem. (Unknown keys are
+//! found by comparing the merged tree with the defaults, not by serde's `deny_unknown_fields`,
+//! which would stop at the first one and hide the rest.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreLimits;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Data sets, bundles, the embedded store and the embedded index live here.
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub state: StateConfig,
+    pub index: IndexConfig,
+    pub model: ModelBackendConfig,
+    pub popularity: PopularityConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            api: ApiConfig::default(),
+            state: StateConfig::default(),
+            index: IndexConfig::default(),
+            model: ModelBackendConfig::default(),
+            popularity: PopularityConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Most items a request's session may carry.
+    pub max_session_items: usize,
+    /// Time budget for the personalised path; past it the answer is popular items.
+    pub request_budget_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            max_body_bytes: 64 * 1024,
+            max_session_items: 200,
+            request_budget_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StateConfig {
+    /// `embedded` (redb in the data dir) or `redis://host:port[/db]`.
+    pub url: String,
+    /// Prefix of every Redis key, so deployments and test runs can share a server.
+    pub key_prefix: String,
+    pub max_history: usize,
+    pub max_seen: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        let limits = StoreLimits::default();
+        StateConfig {
+            url: "embedded".into(),
+            key_prefix: "recsys".into(),
+            max_history: limits.max_history,
+            max_seen: limits.max_seen,
+        }
+    }
+}
+
+impl StateConfig {
+    pub fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            max_history: self.max_history,
+            max_seen: self.max_seen,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IndexConfig {
+    /// `embedded` (Qdrant Edge in the data dir) or `http://host:6334` (Qdrant server, gRPC).
+    pub url: String,
+    /// The alias the API reads; `recsys index` builds a versioned collection and moves it.
+    pub collection: String,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            url: "embedded".into(),
+            collection: "items".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelBackendConfig {
+    /// `embedded` (the in-process embedder) or `http://host:port` of `recsys model-server`.
+    pub url: String,
+    /// A bundle directory; empty means the one `<data_dir>/bundles/CURRENT` names.
+    pub bundle: Option<PathBuf>,
+    pub max_batch_size: usize,
+    pub max_wait_micros: u64,
+    pub queue_capacity: usize,
+}
+
+impl Default for ModelBackendConfig {
+    fn default() -> Self {
+        ModelBackendConfig {
+            url: "embedded".into(),
+            bundle: None,
+            max_batch_size: 64,
+            max_wait_micros: 0,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PopularityConfig {
+    /// How often the in-memory popular list is refreshed from the store.
+    pub refresh_interval_ms: u64,
+    /// Half-life of live popularity counts.
+    pub half_life_hours: f64,
+}
+
+impl Default for PopularityConfig {
+    fn default() -> Self {
+        PopularityConfig {
+            refresh_interval_ms: 2_000,
+            half_life_hours: 24.0,
+        }
+    }
+}
+
+/// Every problem found while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|problem| format!("  - {problem}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+pub const DEFAULT_CONFIG_FILE: &str = "recsys.toml";
+const ENV_PREFIX: &str = "RECSYS__";
+
+/// Loads defaults, then `file` (or `recsys.toml` in the working directory if it exists), then the
+/// environment.
+pub fn load_config(file: Option<&Path>) -> Result<Config, ConfigError> {
+    load_config_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+}
+
+fn load_config_from(file: Option<&Path>, environment: Env) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(path) if !path.exists() => {
+            problems.push(format!("config file {} does not exist", path.display()))
+        }
+        Some(path) => figment = figment.merge(Toml::file(path)),
+        None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
+    }
+    figment = figment.merge(environment);
+
+    // Unknown keys anywhere, with where they came from.
+    let known = serde_json::to_value(Config::default()).expect("config serialises");
+    match figment.extract::<serde_json::Value>() {
+        Ok(merged) => unknown_keys(&figment, &known, &merged, "", &mut problems),
+        Err(errors) => problems.extend(errors.into_iter().map(|error| error.to_string())),
+    }
+    let config = match figment.extract::<Config>() {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            problems.extend(errors.into_iter().map(|error| error.to_string()));
+            None
+        }
+    };
+    if let Some(config) = &config {
+        check_url(
+            &mut problems,
+            "state.url",
+            &config.state.url,
+            &["embedded", "redis://", "rediss://"],
+        );
+        check_url(
+            &mut problems,
+            "index.url",
+            &config.index.url,
+            &["embedded", "http://", "https://"],
+        );
+        check_url(
+            &mut problems,
+            "model.url",
+            &config.model.url,
+            &["embedded", "http://", "https://"],
+        );
+        if config.state.max_history == 0 {
+            problems.push("state.max_history must be at least 1".into());
+        }
+        if config.model.max_batch_size == 0 || config.model.queue_capacity == 0 {
+            problems
+                .push("model.max_batch_size and model.queue_capacity must be at least 1".into());
+        }
+    }
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+fn check_url(problems: &mut Vec<String>, key: &str, url: &str, accepted: &[&str]) {
+    let scheme_ok = accepted.iter().any(|prefix| {
+        url == *prefix
+            || (prefix.ends_with("://") && url.starts_with(prefix) && url.len() > prefix.len())
+    });
+    if !scheme_ok {
+        problems.push(format!(
+            "{key} = '{url}': expected one of {}",
+            accepted.join(", ")
+        ));
+    }
+}
+
+fn unknown_keys(
+    figment: &Figment,
+    known: &serde_json::Value,
+    merged: &serde_json::Value,
+    path: &str,
+    problems: &mut Vec<String>,
+) {
+    let (Some(known), Some(merged)) = (known.as_object(), merged.as_object()) else {
+        return;
+    };
+    for (key, value) in merged {
+        let full_key = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match known.get(key) {
+            Some(known_value) if known_value.is_object() => {
+                unknown_keys(figment, known_value, value, &full_key, problems)
+            }
+            Some(_) => {}
+            None => {
+                let origin = figment
+                    .find_metadata(&full_key)
+                    .map(|metadata| match &metadata.source {
+                        Some(source) => format!(" (from {} {source})", metadata.name),
+                        None => format!(" (from {})", metadata.name),
+                    })
+                    .unwrap_or_default();
+                problems.push(format!("unknown key '{full_key}'{origin}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An environment layer reading only variables with a prefix unique to one test.
+    fn env(test: &str, pairs: &[(&str, &str)]) -> Env {
+        let prefix = format!("RECSYS_TEST_{test}__");
+        for (key, value) in pairs {
+            std::env::set_var(format!("{prefix}{key}"), value);
+        }
+        Env::prefixed(&prefix).split("__")
+    }
+
+    #[test]
+    fn defaults_run_on_embedded_backends() {
+        let config = load_config_from(
+            Some(Path::new("/nonexistent/recsys.toml")),
+            env("DEFAULTS", &[]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            config.problems,
+            ["config file /nonexistent/recsys.toml does not exist"]
+        );
+        let defaults = Config::default();
+        assert_eq!(defaults.state.url, "embedded");
+        assert_eq!(defaults.index.url, "embedded");
+        assert_eq!(defaults.model.url, "embedded");
+    }
+
+    #[test]
+    fn file_then_environment_and_every_problem_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("recsys.toml");
+        std::fs::write(
+            &file,
+            "data_dir = '/srv/recsys'\n[state]\nurl = 'redis://cache:6379'\ncolour = 'blue'\n[index]\nurl = 'ftp://nope'\n[api]\nlisten = '0.0.0.0:9000'\n",
+        )
+        .unwrap();
+        let error = load_config_from(
+            Some(&file),
+            env("LAYERS1", &[("MODEL__URL", "carrier-pigeon")]),
+        )
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 3, "{error}");
+        let message = error.to_string();
+        assert!(message.contains("unknown key 'state.colour'"), "{message}");
+        assert!(message.contains("index.url = 'ftp://nope'"), "{message}");
+        assert!(
+            message.contains("model.url = 'carrier-pigeon'"),
+            "{message}"
+        );
+
+        std::fs::write(
+            &file,
+            "[state]\nurl = 'redis://cache:6379'\n[api]\nlisten = '0.0.0.0:9000'\n",
+        )
+        .unwrap();
+        let environment = env(
+            "LAYERS2",
+            &[
+                ("STATE__URL", "redis://env-wins:6379"),
+                ("MODEL__MAX_BATCH_SIZE", "8"),
+            ],
+        );
+        let config = load_config_from(Some(&file), environment).unwrap();
+        assert_eq!(config.state.url, "redis://env-wins:6379");
+        assert_eq!(config.model.max_batch_size, 8);
+        assert_eq!(config.api.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.index.url, "embedded");
+    }
+
+    #[test]
+    fn wrong_types_are_reported_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("recsys.toml");
+        std::fs::write(
+            &file,
+            "[api]\nmax_body_bytes = 'lots'\n[model]\nurl = 'grpc://x'\n",
+        )
+        .unwrap();
+        let error = load_config_from(Some(&file), env("TYPES", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("max_body_bytes"), "{error}");
+        assert!(error.contains("invalid type"), "{error}");
+    }
+}
