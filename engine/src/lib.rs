@@ -2,4 +2,5 @@
 //! retrieve pipeline and configuration.
 
 pub mod config;
+pub mod model;
 pub mod store;

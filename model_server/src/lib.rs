@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod data;
 pub mod embedder;
 pub mod eval;
+pub mod fixtures;
 pub mod id_map;
 pub mod model;
 pub mod offline;

@@ -1,5 +1,6 @@
 //! `recsys model-server`: the embedder over HTTP, wire-compatible with the tutorial's BentoML
-//! service (`POST /get_query_embeddings`, `POST /predict`), plus `/healthz` and `/metrics`.
+//! service (`POST /get_query_embeddings`, `POST /predict`), plus `GET /metadata`, `/healthz` and
+//! `/metrics`.
 
 use std::net::SocketAddr;
 
@@ -30,6 +31,7 @@ pub fn router(embedder: Embedder, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/get_query_embeddings", post(get_query_embeddings))
         .route("/predict", post(predict))
+        .route("/metadata", get(model_metadata))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -186,6 +188,11 @@ async fn predict(
         ctx: request.ctx,
         unknown_items,
     }))
+}
+
+/// Which model this server runs (not part of the BentoML API; lets clients report the version).
+async fn model_metadata(State(state): State<ServerState>) -> Json<ModelMetadata> {
+    Json(metadata(&state.embedder))
 }
 
 async fn render_metrics(State(state): State<ServerState>) -> String {

@@ -141,6 +141,9 @@ async fn health_and_metrics() {
     let (_data_dir, app, _embedder) = app();
     let (status, _, text) = call(&app, "GET", "/healthz", "").await;
     assert_eq!((status, text.as_str()), (StatusCode::OK, "ok"));
+    let (status, metadata, _) = call(&app, "GET", "/metadata", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(metadata["model_name"], "sasrec");
     let body = json!({"ctx": {"item_seq_raw": [["i1"]]}});
     call(&app, "POST", "/get_query_embeddings", &body.to_string()).await;
     let (status, _, text) = call(&app, "GET", "/metrics", "").await;

@@ -1,0 +1,223 @@
+//! The model behind the pipeline: the in-process embedder, or `recsys model-server` over HTTP.
+//! Both answer the same questions with the same types, so the pipeline cannot tell them apart.
+
+use std::time::Duration;
+
+use model_server::{EmbedError, Embedder};
+use schemas::{ModelServerRequest, PredictResponse, QueryEmbeddingsResponse, RetrieveContext};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// No item of the sequence is known to the model: answer with popular items.
+    #[error("no item of the sequence is known to the model")]
+    EmptySequence { unknown_items: Vec<String> },
+    /// The model cannot answer now (stopped, failed, unreachable, timed out).
+    #[error("model unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A query vector and the items the model did not know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub vector: Vec<f32>,
+    pub unknown_items: Vec<String>,
+}
+
+#[async_trait::async_trait]
+pub trait QueryModel: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    /// The version string of the served bundle, as responses report it.
+    async fn model_version(&self) -> Result<String, ModelError>;
+    async fn query(&self, items: &[String]) -> Result<Query, ModelError>;
+    /// Scores of `candidates` for the query of `items`, in order; `None` for unknown candidates.
+    /// Also returns every unknown item, of the sequence and of the candidates.
+    async fn score_candidates(
+        &self,
+        items: &[String],
+        candidates: &[String],
+    ) -> Result<(Vec<Option<f32>>, Vec<String>), ModelError>;
+}
+
+pub struct InProcessModel {
+    embedder: Embedder,
+}
+
+impl InProcessModel {
+    pub fn new(embedder: Embedder) -> InProcessModel {
+        InProcessModel { embedder }
+    }
+
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+}
+
+fn from_embed_error(error: EmbedError) -> ModelError {
+    match error {
+        EmbedError::EmptySequence { unknown_items } => ModelError::EmptySequence { unknown_items },
+        other => ModelError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryModel for InProcessModel {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn model_version(&self) -> Result<String, ModelError> {
+        Ok(self.embedder.model_version().to_owned())
+    }
+
+    async fn query(&self, items: &[String]) -> Result<Query, ModelError> {
+        let embedding = self.embedder.embed(items).await.map_err(from_embed_error)?;
+        Ok(Query {
+            vector: embedding.vector,
+            unknown_items: embedding.unknown_items,
+        })
+    }
+
+    async fn score_candidates(
+        &self,
+        items: &[String],
+        candidates: &[String],
+    ) -> Result<(Vec<Option<f32>>, Vec<String>), ModelError> {
+        let query = self.query(items).await?;
+        let scores = self.embedder.score_candidates(&query.vector, candidates);
+        // Unknown candidates are reported next to unknown sequence items, as the model server does.
+        let mut unknown_items = query.unknown_items;
+        for (candidate, score) in candidates.iter().zip(&scores) {
+            if score.is_none() && !unknown_items.contains(candidate) {
+                unknown_items.push(candidate.clone());
+            }
+        }
+        Ok((scores, unknown_items))
+    }
+}
+
+/// `recsys model-server` (or the tutorial's BentoML service) over HTTP.
+pub struct HttpModel {
+    client: reqwest::Client,
+    base_url: String,
+}
+
+impl HttpModel {
+    pub fn new(base_url: &str, timeout: Duration) -> Result<HttpModel, ModelError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|error| ModelError::Unavailable(error.to_string()))?;
+        Ok(HttpModel {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        ctx: RetrieveContext,
+    ) -> Result<T, ModelError> {
+        let response = self
+            .client
+            .post(format!("{}/{endpoint}", self.base_url))
+            .json(&ModelServerRequest { ctx })
+            .send()
+            .await
+            .map_err(|error| ModelError::Unavailable(format!("{endpoint}: {error}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
+            let body: schemas::ErrorBody = response
+                .json()
+                .await
+                .map_err(|error| ModelError::Unavailable(format!("{endpoint}: {error}")))?;
+            if body.error.code == "empty_sequence" {
+                return Err(ModelError::EmptySequence {
+                    unknown_items: Vec::new(),
+                });
+            }
+            return Err(ModelError::Unavailable(format!(
+                "{endpoint}: {}",
+                body.error.message
+            )));
+        }
+        if !status.is_success() {
+            return Err(ModelError::Unavailable(format!(
+                "{endpoint}: HTTP {status}"
+            )));
+        }
+        response
+            .json()
+            .await
+            .map_err(|error| ModelError::Unavailable(format!("{endpoint}: {error}")))
+    }
+}
+
+fn context(items: &[String], candidates: &[String]) -> RetrieveContext {
+    RetrieveContext {
+        user_ids_raw: Vec::new(),
+        item_seq_raw: vec![items.to_vec()],
+        candidate_items_raw: candidates.to_vec(),
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryModel for HttpModel {
+    fn backend(&self) -> &'static str {
+        "http"
+    }
+
+    async fn model_version(&self) -> Result<String, ModelError> {
+        let response = self
+            .client
+            .get(format!("{}/metadata", self.base_url))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|error| ModelError::Unavailable(format!("metadata: {error}")))?;
+        let metadata: schemas::ModelMetadata = response
+            .json()
+            .await
+            .map_err(|error| ModelError::Unavailable(format!("metadata: {error}")))?;
+        Ok(metadata.model_version)
+    }
+
+    async fn query(&self, items: &[String]) -> Result<Query, ModelError> {
+        let unknown_if_empty = items.to_vec();
+        let response: QueryEmbeddingsResponse = self
+            .post("get_query_embeddings", context(items, &[]))
+            .await
+            .map_err(|error| match error {
+                ModelError::EmptySequence { .. } => ModelError::EmptySequence {
+                    unknown_items: unknown_if_empty,
+                },
+                other => other,
+            })?;
+        let vector = response.query_embedding.into_iter().next().ok_or_else(|| {
+            ModelError::Unavailable("model server returned no query embedding".into())
+        })?;
+        Ok(Query {
+            vector,
+            unknown_items: response.unknown_items,
+        })
+    }
+
+    async fn score_candidates(
+        &self,
+        items: &[String],
+        candidates: &[String],
+    ) -> Result<(Vec<Option<f32>>, Vec<String>), ModelError> {
+        let unknown_if_empty = items.to_vec();
+        let response: PredictResponse = self
+            .post("predict", context(items, candidates))
+            .await
+            .map_err(|error| match error {
+                ModelError::EmptySequence { .. } => ModelError::EmptySequence {
+                    unknown_items: unknown_if_empty,
+                },
+                other => other,
+            })?;
+        Ok((response.scores, response.unknown_items))
+    }
+}
