@@ -2,6 +2,9 @@
 //! retrieve pipeline and configuration.
 
 pub mod config;
+pub mod index;
+pub mod indexing;
 pub mod model;
 pub mod popularity;
+pub mod retrieve;
 pub mod store;

@@ -5,10 +5,14 @@
 
 mod error;
 mod model_server;
+mod recommendations;
 mod retrieve;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use model_server::{
     ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse,
+};
+pub use recommendations::{
+    RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
 };
 pub use retrieve::RetrieveContext;

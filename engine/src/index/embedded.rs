@@ -1,0 +1,292 @@
+//! Qdrant Edge in the data dir: `index/<alias>/<version>/` holds one shard per built version and
+//! `index/<alias>/CURRENT` names the served one (written to a temporary file and renamed, so it
+//! switches atomically). A version is built under a `.partial` name and renamed when complete; an
+//! interrupted build leaves only that partial directory, which is never served.
+//!
+//! Qdrant Edge is blocking, so every call runs on tokio's blocking pool. A shard directory can be
+//! open in one process at a time (Qdrant Edge locks its write-ahead log).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use qdrant_edge::{
+    Condition, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, HasIdCondition, JsonPath,
+    NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted,
+    QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, WithPayloadInterface,
+    WithVector, DEFAULT_VECTOR_NAME,
+};
+
+use super::{
+    item_id_of, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
+    VectorIndex,
+};
+
+const CURRENT_FILE: &str = "CURRENT";
+const UPSERT_CHUNK: usize = 1024;
+
+pub struct EmbeddedIndex {
+    shard: Arc<EdgeShard>,
+    version: String,
+    point_of_item: Arc<HashMap<String, u64>>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> IndexError {
+    IndexError::Unavailable(error.to_string())
+}
+
+fn point_number(id: PointId) -> Option<u64> {
+    match id {
+        PointId::NumId(number) => Some(number),
+        PointId::Uuid(_) => None,
+    }
+}
+
+fn payload_map(payload: Option<qdrant_edge::Payload>) -> Payload {
+    payload.map(|payload| payload.0).unwrap_or_default()
+}
+
+impl EmbeddedIndex {
+    pub async fn open(root: &Path, alias: &str) -> Result<EmbeddedIndex, IndexError> {
+        let alias_dir = root.join(alias);
+        let current_path = alias_dir.join(CURRENT_FILE);
+        let version = match std::fs::read_to_string(&current_path) {
+            Ok(text) => text.trim().to_owned(),
+            Err(_) => {
+                return Err(IndexError::Missing {
+                    alias: alias.to_owned(),
+                    location: alias_dir.display().to_string(),
+                })
+            }
+        };
+        let shard_dir = alias_dir.join(&version);
+        let (shard, point_of_item) = tokio::task::spawn_blocking(move || {
+            let shard = EdgeShard::load(&shard_dir, None)
+                .map_err(|error| unavailable(format!("{}: {error}", shard_dir.display())))?;
+            let point_of_item = read_item_ids(&shard)?;
+            Ok::<_, IndexError>((shard, point_of_item))
+        })
+        .await
+        .map_err(unavailable)??;
+        Ok(EmbeddedIndex {
+            shard: Arc::new(shard),
+            version,
+            point_of_item: Arc::new(point_of_item),
+        })
+    }
+
+    pub async fn build(
+        root: &Path,
+        alias: &str,
+        version: &str,
+        dim: usize,
+        points: Vec<IndexPoint>,
+    ) -> Result<String, IndexError> {
+        let alias_dir = root.join(alias);
+        let version = version.to_owned();
+        tokio::task::spawn_blocking(move || build_blocking(&alias_dir, &version, dim, &points))
+            .await
+            .map_err(unavailable)?
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&EdgeShard) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let shard = Arc::clone(&self.shard);
+        tokio::task::spawn_blocking(move || work(&shard))
+            .await
+            .map_err(unavailable)?
+    }
+
+    fn point_ids(&self, item_ids: &[String]) -> Vec<PointId> {
+        item_ids
+            .iter()
+            .filter_map(|item_id| self.point_of_item.get(item_id))
+            .map(|&number| PointId::NumId(number))
+            .collect()
+    }
+}
+
+fn read_item_ids(shard: &EdgeShard) -> Result<HashMap<String, u64>, IndexError> {
+    let item_id_path = JsonPath::try_from("item_id").map_err(|_| unavailable("bad json path"))?;
+    let mut point_of_item = HashMap::new();
+    let mut offset = None;
+    loop {
+        let (records, next) = shard
+            .scroll(ScrollRequest {
+                offset,
+                limit: Some(10_000),
+                with_payload: Some(WithPayloadInterface::Fields(vec![item_id_path.clone()])),
+                with_vector: WithVector::Bool(false),
+                ..ScrollRequest::default()
+            })
+            .map_err(unavailable)?;
+        for record in records {
+            let payload = payload_map(record.payload);
+            if let (Some(item_id), Some(number)) = (item_id_of(&payload), point_number(record.id)) {
+                point_of_item.insert(item_id, number);
+            }
+        }
+        match next {
+            Some(next) => offset = Some(next),
+            None => return Ok(point_of_item),
+        }
+    }
+}
+
+fn build_blocking(
+    alias_dir: &Path,
+    version: &str,
+    dim: usize,
+    points: &[IndexPoint],
+) -> Result<String, IndexError> {
+    if version.is_empty() || version.contains(['/', '.']) {
+        return Err(IndexError::Invalid(format!(
+            "'{version}' is not a usable version name"
+        )));
+    }
+    if let Some(point) = points.iter().find(|point| point.vector.len() != dim) {
+        return Err(IndexError::Invalid(format!(
+            "item {} has a vector of {} dimensions, expected {dim}",
+            point.item_id,
+            point.vector.len()
+        )));
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |error: std::io::Error| unavailable(format!("{}: {error}", path.display()))
+    };
+    let staging: PathBuf = alias_dir.join(format!(".{version}.partial"));
+    let target = alias_dir.join(version);
+    if target.exists() {
+        return Err(IndexError::Invalid(format!(
+            "{} already exists",
+            target.display()
+        )));
+    }
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+
+    let config = EdgeConfig::builder()
+        .vector(
+            DEFAULT_VECTOR_NAME,
+            EdgeVectorParams::builder(dim, Distance::Dot).build(),
+        )
+        .build();
+    let shard = EdgeShard::new(&staging, config).map_err(unavailable)?;
+    for chunk in points.chunks(UPSERT_CHUNK) {
+        let batch: Vec<PointStructPersisted> = chunk
+            .iter()
+            .map(|point| {
+                PointStruct::new(
+                    point.point_id,
+                    point.vector.clone(),
+                    serde_json::Value::Object(payload_with_item_id(point)),
+                )
+                .into()
+            })
+            .collect();
+        shard
+            .update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(batch)),
+            ))
+            .map_err(unavailable)?;
+    }
+    shard.optimize().map_err(unavailable)?;
+    shard.flush();
+    drop(shard);
+
+    std::fs::rename(&staging, &target).map_err(io(&target))?;
+    let current = alias_dir.join(CURRENT_FILE);
+    let temporary = alias_dir.join(format!(".{CURRENT_FILE}.{}", std::process::id()));
+    std::fs::write(&temporary, format!("{version}\n")).map_err(io(&temporary))?;
+    std::fs::rename(&temporary, &current).map_err(io(&current))?;
+    Ok(version.to_owned())
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for EmbeddedIndex {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    async fn search(
+        &self,
+        query: &[f32],
+        count: usize,
+        exclude: &[String],
+    ) -> Result<Vec<ScoredItem>, IndexError> {
+        let excluded = self.point_ids(exclude);
+        let query = query.to_vec();
+        self.blocking(move |shard| {
+            let filter = if excluded.is_empty() {
+                None
+            } else {
+                let ids: HasIdCondition = excluded.into_iter().collect();
+                Some(Filter::new_must_not(Condition::HasId(ids)))
+            };
+            let hits = shard
+                .query(QueryRequest {
+                    prefetches: Vec::new(),
+                    query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
+                        NamedQuery::default_dense(query),
+                    ))),
+                    filter,
+                    score_threshold: None,
+                    limit: count,
+                    offset: 0,
+                    params: None,
+                    with_vector: WithVector::Bool(false),
+                    with_payload: WithPayloadInterface::Bool(true),
+                })
+                .map_err(unavailable)?;
+            Ok(hits
+                .into_iter()
+                .filter_map(|hit| {
+                    let payload = payload_map(hit.payload);
+                    Some(ScoredItem {
+                        item_id: item_id_of(&payload)?,
+                        score: hit.score,
+                        payload,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError> {
+        let ids = self.point_ids(item_ids);
+        self.blocking(move |shard| {
+            let records = shard
+                .retrieve(
+                    &ids,
+                    Some(WithPayloadInterface::Bool(true)),
+                    Some(WithVector::Bool(false)),
+                )
+                .map_err(unavailable)?;
+            Ok(records
+                .into_iter()
+                .filter_map(|record| {
+                    let payload = payload_map(record.payload);
+                    Some(IndexedItem {
+                        item_id: item_id_of(&payload)?,
+                        payload,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), IndexError> {
+        Ok(())
+    }
+}

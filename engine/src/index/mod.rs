@@ -1,0 +1,126 @@
+//! The item vector index, behind one trait with two backends chosen by URL: Qdrant Edge embedded in
+//! the data dir (`embedded`), or a Qdrant server through `qdrant-client` (`http://host:6334`).
+//!
+//! Points are items: id = the model index of the item, vector = its embedding (dot product, as the
+//! bundle scores), payload = `item_id`, title, year, genres, popularity. The API reads an alias;
+//! `recsys index` builds a new versioned collection and moves the alias only once it is complete.
+
+mod embedded;
+mod remote;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use embedded::EmbeddedIndex;
+pub use remote::RemoteIndex;
+
+pub type Payload = serde_json::Map<String, serde_json::Value>;
+
+/// One item to index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexPoint {
+    pub point_id: u64,
+    pub item_id: String,
+    pub vector: Vec<f32>,
+    /// Metadata returned with search results; `item_id` is added by the index.
+    pub payload: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredItem {
+    pub item_id: String,
+    pub score: f32,
+    pub payload: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedItem {
+    pub item_id: String,
+    pub payload: Payload,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The index cannot answer now; retrying later may succeed.
+    #[error("vector index unavailable: {0}")]
+    Unavailable(String),
+    /// Nothing is served under the alias yet.
+    #[error("no index '{alias}' at {location}: run `recsys index` first")]
+    Missing { alias: String, location: String },
+    #[error("invalid index request: {0}")]
+    Invalid(String),
+    #[error("invalid index URL '{url}': {problem}")]
+    InvalidUrl { url: String, problem: String },
+}
+
+#[async_trait::async_trait]
+pub trait VectorIndex: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    /// The versioned collection the alias pointed to when this handle was opened.
+    fn version(&self) -> &str;
+    /// The `count` best items by dot product with `query`, skipping `exclude` inside the search.
+    async fn search(
+        &self,
+        query: &[f32],
+        count: usize,
+        exclude: &[String],
+    ) -> Result<Vec<ScoredItem>, IndexError>;
+    /// Payloads of the given items, in request order; unknown ids are left out.
+    async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError>;
+    async fn ping(&self) -> Result<(), IndexError>;
+}
+
+/// Opens the index served under `alias`.
+pub async fn open_index(
+    url: &str,
+    alias: &str,
+    data_dir: &Path,
+) -> Result<Arc<dyn VectorIndex>, IndexError> {
+    if url == "embedded" || url.starts_with("embedded://") {
+        return Ok(Arc::new(
+            EmbeddedIndex::open(&data_dir.join("index"), alias).await?,
+        ));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(Arc::new(RemoteIndex::open(url, alias).await?));
+    }
+    Err(IndexError::InvalidUrl {
+        url: url.to_owned(),
+        problem: "expected embedded, http:// or https://".into(),
+    })
+}
+
+/// Builds collection `<alias>-<version>` from `points`, then points `alias` at it. The alias moves
+/// only after every point is written, so readers see the old index or the new one, never a part.
+pub async fn build_index(
+    url: &str,
+    alias: &str,
+    version: &str,
+    dim: usize,
+    points: Vec<IndexPoint>,
+    data_dir: &Path,
+) -> Result<String, IndexError> {
+    if url == "embedded" || url.starts_with("embedded://") {
+        return EmbeddedIndex::build(&data_dir.join("index"), alias, version, dim, points).await;
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return RemoteIndex::build(url, alias, version, dim, points).await;
+    }
+    Err(IndexError::InvalidUrl {
+        url: url.to_owned(),
+        problem: "expected embedded, http:// or https://".into(),
+    })
+}
+
+pub(crate) fn payload_with_item_id(point: &IndexPoint) -> Payload {
+    let mut payload = point.payload.clone();
+    payload.insert(
+        "item_id".into(),
+        serde_json::Value::String(point.item_id.clone()),
+    );
+    payload
+}
+
+pub(crate) fn item_id_of(payload: &Payload) -> Option<String> {
+    payload.get("item_id")?.as_str().map(str::to_owned)
+}

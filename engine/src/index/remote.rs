@@ -1,0 +1,227 @@
+//! Qdrant server through `qdrant-client` (gRPC, e.g. `http://qdrant:6334`).
+//!
+//! Building creates collection `<alias>-<version>`, upserts every point (waiting for each batch to
+//! be applied), and only then points the alias at it with one alias operation, which Qdrant applies
+//! atomically: searches go to the old collection or the new one, never to a partial one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::{
+    Condition, CreateAliasBuilder, CreateCollectionBuilder, Distance, Filter, GetPointsBuilder,
+    PointId, PointStruct, QueryPointsBuilder, ScrollPointsBuilder, UpsertPointsBuilder,
+    VectorParamsBuilder,
+};
+use qdrant_client::{Payload as QdrantPayload, Qdrant};
+
+use super::{
+    item_id_of, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
+    VectorIndex,
+};
+
+const UPSERT_CHUNK: usize = 512;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct RemoteIndex {
+    client: Qdrant,
+    alias: String,
+    version: String,
+    point_of_item: HashMap<String, u64>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> IndexError {
+    IndexError::Unavailable(error.to_string())
+}
+
+fn connect(url: &str) -> Result<Qdrant, IndexError> {
+    Qdrant::from_url(url)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|error| IndexError::InvalidUrl {
+            url: url.to_owned(),
+            problem: error.to_string(),
+        })
+}
+
+fn to_json(payload: HashMap<String, qdrant_client::qdrant::Value>) -> Payload {
+    match serde_json::Value::from(QdrantPayload::from(payload)) {
+        serde_json::Value::Object(map) => map,
+        _ => Payload::new(),
+    }
+}
+
+fn point_number(id: Option<PointId>) -> Option<u64> {
+    match id?.point_id_options? {
+        PointIdOptions::Num(number) => Some(number),
+        PointIdOptions::Uuid(_) => None,
+    }
+}
+
+impl RemoteIndex {
+    pub async fn open(url: &str, alias: &str) -> Result<RemoteIndex, IndexError> {
+        let client = connect(url)?;
+        let aliases = client.list_aliases().await.map_err(unavailable)?;
+        let Some(version) = aliases
+            .aliases
+            .iter()
+            .find(|description| description.alias_name == alias)
+            .map(|description| description.collection_name.clone())
+        else {
+            return Err(IndexError::Missing {
+                alias: alias.to_owned(),
+                location: url.to_owned(),
+            });
+        };
+        let mut point_of_item = HashMap::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let mut request = ScrollPointsBuilder::new(alias)
+                .limit(10_000)
+                .with_payload(true);
+            if let Some(offset) = offset.take() {
+                request = request.offset(offset);
+            }
+            let page = client.scroll(request).await.map_err(unavailable)?;
+            for point in page.result {
+                let payload = to_json(point.payload);
+                if let (Some(item_id), Some(number)) =
+                    (item_id_of(&payload), point_number(point.id))
+                {
+                    point_of_item.insert(item_id, number);
+                }
+            }
+            match page.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => break,
+            }
+        }
+        Ok(RemoteIndex {
+            client,
+            alias: alias.to_owned(),
+            version,
+            point_of_item,
+        })
+    }
+
+    pub async fn build(
+        url: &str,
+        alias: &str,
+        version: &str,
+        dim: usize,
+        points: Vec<IndexPoint>,
+    ) -> Result<String, IndexError> {
+        let client = connect(url)?;
+        let collection = format!("{alias}-{version}");
+        client
+            .create_collection(
+                CreateCollectionBuilder::new(&collection)
+                    .vectors_config(VectorParamsBuilder::new(dim as u64, Distance::Dot)),
+            )
+            .await
+            .map_err(unavailable)?;
+        for chunk in points.chunks(UPSERT_CHUNK) {
+            let batch: Vec<PointStruct> = chunk
+                .iter()
+                .map(|point| {
+                    PointStruct::new(
+                        point.point_id,
+                        point.vector.clone(),
+                        QdrantPayload::from(payload_with_item_id(point)),
+                    )
+                })
+                .collect();
+            client
+                .upsert_points(UpsertPointsBuilder::new(&collection, batch).wait(true))
+                .await
+                .map_err(unavailable)?;
+        }
+        // Creating an alias that exists re-points it in one step.
+        client
+            .create_alias(CreateAliasBuilder::new(&collection, alias))
+            .await
+            .map_err(unavailable)?;
+        Ok(collection)
+    }
+
+    fn point_ids(&self, item_ids: &[String]) -> Vec<PointId> {
+        item_ids
+            .iter()
+            .filter_map(|item_id| self.point_of_item.get(item_id))
+            .map(|&number| PointId::from(number))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl VectorIndex for RemoteIndex {
+    fn backend(&self) -> &'static str {
+        "qdrant"
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    async fn search(
+        &self,
+        query: &[f32],
+        count: usize,
+        exclude: &[String],
+    ) -> Result<Vec<ScoredItem>, IndexError> {
+        let mut request = QueryPointsBuilder::new(&self.alias)
+            .query(query.to_vec())
+            .limit(count as u64)
+            .with_payload(true);
+        let excluded = self.point_ids(exclude);
+        if !excluded.is_empty() {
+            request = request.filter(Filter::must_not([Condition::has_id(excluded)]));
+        }
+        let response = self.client.query(request).await.map_err(unavailable)?;
+        Ok(response
+            .result
+            .into_iter()
+            .filter_map(|hit| {
+                let payload = to_json(hit.payload);
+                Some(ScoredItem {
+                    item_id: item_id_of(&payload)?,
+                    score: hit.score,
+                    payload,
+                })
+            })
+            .collect())
+    }
+
+    async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError> {
+        let ids = self.point_ids(item_ids);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let response = self
+            .client
+            .get_points(GetPointsBuilder::new(&self.alias, ids).with_payload(true))
+            .await
+            .map_err(unavailable)?;
+        let mut by_id: HashMap<String, IndexedItem> = response
+            .result
+            .into_iter()
+            .filter_map(|point| {
+                let payload = to_json(point.payload);
+                let item_id = item_id_of(&payload)?;
+                Some((item_id.clone(), IndexedItem { item_id, payload }))
+            })
+            .collect();
+        Ok(item_ids
+            .iter()
+            .filter_map(|item_id| by_id.remove(item_id))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), IndexError> {
+        self.client
+            .health_check()
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,488 @@
+//! The retrieve pipeline shared by the API and the consumer: stored history + session → embed →
+//! search with the seen items excluded inside the search → top `count` with item payloads. Any
+//! dependency failure or an exhausted time budget answers with popular items and says why.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::index::{IndexError, Payload, VectorIndex};
+use crate::model::{ModelError, QueryModel};
+use crate::popularity::PopularSnapshot;
+use crate::store::{UserState, UserStore};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrieveRequest {
+    pub user_id: Option<String>,
+    /// The client's current session, oldest first.
+    pub session_items: Vec<String>,
+    /// When non-empty, rank exactly these items instead of searching the index.
+    pub candidates: Vec<String>,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Personalized,
+    Popular,
+    Cache,
+}
+
+/// Why an answer is popular items rather than personalised ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// No user history and no session items.
+    NoHistory,
+    /// Every item of history and session is unknown to the model.
+    UnknownItems,
+    StoreUnavailable,
+    ModelUnavailable,
+    IndexUnavailable,
+    /// The personalised path did not finish within the request budget.
+    Timeout,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::NoHistory => "no_history",
+            FallbackReason::UnknownItems => "unknown_items",
+            FallbackReason::StoreUnavailable => "store_unavailable",
+            FallbackReason::ModelUnavailable => "model_unavailable",
+            FallbackReason::IndexUnavailable => "index_unavailable",
+            FallbackReason::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    pub item_id: String,
+    pub score: f64,
+    /// Item metadata from the index (title, year, genres, popularity, ...).
+    pub payload: Payload,
+}
+
+/// Microseconds spent per stage (only the stages that ran).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_micros: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_micros: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_micros: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_micros: Option<u64>,
+    pub total_micros: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrieveOutcome {
+    pub recommendations: Vec<Recommendation>,
+    pub source: Source,
+    pub fallback_reason: Option<FallbackReason>,
+    pub unknown_items: Vec<String>,
+    /// Version of the model that produced personalised or cached answers.
+    pub model_version: Option<String>,
+    pub timings: StageTimings,
+}
+
+pub struct Retriever {
+    store: Arc<dyn UserStore>,
+    index: Arc<dyn VectorIndex>,
+    model: Arc<dyn QueryModel>,
+    popular: Arc<PopularSnapshot>,
+    /// Longest merged sequence sent to the model.
+    max_sequence_len: usize,
+    budget: Duration,
+    model_version: String,
+}
+
+/// Internal result of the personalised path: either an answer or the reason to fall back.
+enum Attempt {
+    Done(RetrieveOutcome),
+    Fallback {
+        reason: FallbackReason,
+        exclude: HashSet<String>,
+        unknown_items: Vec<String>,
+    },
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+impl Retriever {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        index: Arc<dyn VectorIndex>,
+        model: Arc<dyn QueryModel>,
+        popular: Arc<PopularSnapshot>,
+        max_sequence_len: usize,
+        budget: Duration,
+        model_version: String,
+    ) -> Retriever {
+        Retriever {
+            store,
+            index,
+            model,
+            popular,
+            max_sequence_len,
+            budget,
+            model_version,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn UserStore> {
+        &self.store
+    }
+
+    pub fn index(&self) -> &Arc<dyn VectorIndex> {
+        &self.index
+    }
+
+    pub fn model(&self) -> &Arc<dyn QueryModel> {
+        &self.model
+    }
+
+    pub fn popular(&self) -> &Arc<PopularSnapshot> {
+        &self.popular
+    }
+
+    pub fn model_version(&self) -> &str {
+        &self.model_version
+    }
+
+    pub async fn retrieve(&self, request: &RetrieveRequest) -> RetrieveOutcome {
+        let started = Instant::now();
+        let mut timings = StageTimings::default();
+        let attempt =
+            tokio::time::timeout(self.budget, self.personalized(request, &mut timings)).await;
+        let (reason, exclude, unknown_items) = match attempt {
+            Ok(Attempt::Done(mut outcome)) => {
+                outcome.timings = StageTimings {
+                    total_micros: micros(started),
+                    ..timings
+                };
+                return outcome;
+            }
+            Ok(Attempt::Fallback {
+                reason,
+                exclude,
+                unknown_items,
+            }) => (reason, exclude, unknown_items),
+            Err(_elapsed) => (
+                FallbackReason::Timeout,
+                request.session_items.iter().cloned().collect(),
+                Vec::new(),
+            ),
+        };
+        metrics::counter!("recsys_retrieve_fallbacks_total", "reason" => reason.as_str())
+            .increment(1);
+        let recommendations = self.popular_items(request.count, &exclude).await;
+        RetrieveOutcome {
+            recommendations,
+            source: Source::Popular,
+            fallback_reason: Some(reason),
+            unknown_items,
+            model_version: None,
+            timings: StageTimings {
+                total_micros: micros(started),
+                ..timings
+            },
+        }
+    }
+
+    /// Popular items not in `exclude`, with payloads when the index can give them.
+    pub async fn popular_items(
+        &self,
+        count: usize,
+        exclude: &HashSet<String>,
+    ) -> Vec<Recommendation> {
+        let snapshot = self.popular.get();
+        let chosen: Vec<(String, f64)> = snapshot
+            .iter()
+            .filter(|item| !exclude.contains(&item.item_id))
+            .take(count)
+            .map(|item| (item.item_id.clone(), item.score))
+            .collect();
+        let ids: Vec<String> = chosen.iter().map(|(item_id, _)| item_id.clone()).collect();
+        // Payloads are a nicety here: an index outage must not fail the fallback itself.
+        let payloads = tokio::time::timeout(self.budget, self.index.items(&ids))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        chosen
+            .into_iter()
+            .map(|(item_id, score)| {
+                let payload = payloads
+                    .iter()
+                    .find(|item| item.item_id == item_id)
+                    .map(|item| item.payload.clone())
+                    .unwrap_or_else(|| {
+                        let mut payload = Payload::new();
+                        payload.insert("item_id".into(), item_id.clone().into());
+                        payload
+                    });
+                Recommendation {
+                    item_id,
+                    score,
+                    payload,
+                }
+            })
+            .collect()
+    }
+
+    async fn personalized(&self, request: &RetrieveRequest, timings: &mut StageTimings) -> Attempt {
+        let session_exclude: HashSet<String> = request.session_items.iter().cloned().collect();
+        let state = match &request.user_id {
+            None => UserState::default(),
+            Some(user_id) => {
+                let stage = Instant::now();
+                let state = self.store.user_state(user_id).await;
+                timings.state_micros = Some(micros(stage));
+                match state {
+                    Ok(state) => state,
+                    Err(error) => {
+                        return self.dependency_failure(
+                            FallbackReason::StoreUnavailable,
+                            &error,
+                            session_exclude,
+                        )
+                    }
+                }
+            }
+        };
+        let mut exclude = session_exclude;
+        exclude.extend(state.seen_items.iter().cloned());
+        exclude.extend(state.recent_items.iter().cloned());
+
+        if let Some(outcome) = self.cached(request, &state) {
+            return Attempt::Done(outcome);
+        }
+        let sequence = merge_history(
+            &state.recent_items,
+            &request.session_items,
+            self.max_sequence_len,
+        );
+        if sequence.is_empty() {
+            return Attempt::Fallback {
+                reason: FallbackReason::NoHistory,
+                exclude,
+                unknown_items: Vec::new(),
+            };
+        }
+        if !request.candidates.is_empty() {
+            return self.rank_candidates(request, &sequence, timings).await;
+        }
+
+        let stage = Instant::now();
+        let query = self.model.query(&sequence).await;
+        timings.embed_micros = Some(micros(stage));
+        let query = match query {
+            Ok(query) => query,
+            Err(ModelError::EmptySequence { unknown_items }) => {
+                return Attempt::Fallback {
+                    reason: FallbackReason::UnknownItems,
+                    exclude,
+                    unknown_items,
+                }
+            }
+            Err(error) => {
+                return self.dependency_failure(FallbackReason::ModelUnavailable, &error, exclude)
+            }
+        };
+        let stage = Instant::now();
+        let exclude_list: Vec<String> = exclude.iter().cloned().collect();
+        let hits = self
+            .index
+            .search(&query.vector, request.count, &exclude_list)
+            .await;
+        timings.search_micros = Some(micros(stage));
+        let hits = match hits {
+            Ok(hits) => hits,
+            Err(error) => return self.index_failure(error, exclude),
+        };
+        Attempt::Done(RetrieveOutcome {
+            recommendations: hits
+                .into_iter()
+                .map(|hit| Recommendation {
+                    item_id: hit.item_id,
+                    score: f64::from(hit.score),
+                    payload: hit.payload,
+                })
+                .collect(),
+            source: Source::Personalized,
+            fallback_reason: None,
+            unknown_items: query.unknown_items,
+            model_version: Some(self.model_version.clone()),
+            timings: StageTimings::default(),
+        })
+    }
+
+    /// The consumer's pushed list, when the request adds nothing to what it was computed from.
+    fn cached(&self, request: &RetrieveRequest, state: &UserState) -> Option<RetrieveOutcome> {
+        if !request.session_items.is_empty() || !request.candidates.is_empty() {
+            return None;
+        }
+        let cached = state.cached.as_ref()?;
+        let fresh = Some(cached.reflects_event_time_ms) == state.newest_event_time_ms
+            && cached.model_version == self.model_version
+            && cached.items.len() >= request.count;
+        if !fresh {
+            return None;
+        }
+        Some(RetrieveOutcome {
+            recommendations: cached
+                .items
+                .iter()
+                .take(request.count)
+                .map(|item| {
+                    let mut payload = Payload::new();
+                    payload.insert("item_id".into(), item.item_id.clone().into());
+                    Recommendation {
+                        item_id: item.item_id.clone(),
+                        score: f64::from(item.score),
+                        payload,
+                    }
+                })
+                .collect(),
+            source: Source::Cache,
+            fallback_reason: None,
+            unknown_items: Vec::new(),
+            model_version: Some(cached.model_version.clone()),
+            timings: StageTimings::default(),
+        })
+    }
+
+    async fn rank_candidates(
+        &self,
+        request: &RetrieveRequest,
+        sequence: &[String],
+        timings: &mut StageTimings,
+    ) -> Attempt {
+        let stage = Instant::now();
+        let scored = self
+            .model
+            .score_candidates(sequence, &request.candidates)
+            .await;
+        timings.embed_micros = Some(micros(stage));
+        let (scores, unknown_items) = match scored {
+            Ok(scored) => scored,
+            Err(ModelError::EmptySequence { unknown_items }) => {
+                return Attempt::Fallback {
+                    reason: FallbackReason::UnknownItems,
+                    exclude: request.session_items.iter().cloned().collect(),
+                    unknown_items,
+                }
+            }
+            Err(error) => {
+                return self.dependency_failure(
+                    FallbackReason::ModelUnavailable,
+                    &error,
+                    request.session_items.iter().cloned().collect(),
+                )
+            }
+        };
+        let mut ranked: Vec<(String, f32)> = Vec::new();
+        let mut seen_candidates = HashSet::new();
+        for (candidate, score) in request.candidates.iter().zip(scores) {
+            if let Some(score) = score {
+                if seen_candidates.insert(candidate.clone()) {
+                    ranked.push((candidate.clone(), score));
+                }
+            }
+        }
+        ranked.sort_by(|left, right| right.1.total_cmp(&left.1));
+        ranked.truncate(request.count);
+        let stage = Instant::now();
+        let ids: Vec<String> = ranked.iter().map(|(item_id, _)| item_id.clone()).collect();
+        let payloads = match self.index.items(&ids).await {
+            Ok(payloads) => payloads,
+            Err(error) => {
+                return self.index_failure(error, request.session_items.iter().cloned().collect())
+            }
+        };
+        timings.payload_micros = Some(micros(stage));
+        Attempt::Done(RetrieveOutcome {
+            recommendations: ranked
+                .into_iter()
+                .map(|(item_id, score)| {
+                    let payload = payloads
+                        .iter()
+                        .find(|item| item.item_id == item_id)
+                        .map(|item| item.payload.clone())
+                        .unwrap_or_default();
+                    Recommendation {
+                        item_id,
+                        score: f64::from(score),
+                        payload,
+                    }
+                })
+                .collect(),
+            source: Source::Personalized,
+            fallback_reason: None,
+            unknown_items,
+            model_version: Some(self.model_version.clone()),
+            timings: StageTimings::default(),
+        })
+    }
+
+    fn dependency_failure(
+        &self,
+        reason: FallbackReason,
+        error: &dyn std::fmt::Display,
+        exclude: HashSet<String>,
+    ) -> Attempt {
+        tracing::warn!(%error, reason = reason.as_str(), "dependency failed; answering with popular items");
+        Attempt::Fallback {
+            reason,
+            exclude,
+            unknown_items: Vec::new(),
+        }
+    }
+
+    fn index_failure(&self, error: IndexError, exclude: HashSet<String>) -> Attempt {
+        self.dependency_failure(FallbackReason::IndexUnavailable, &error, exclude)
+    }
+}
+
+/// Stored history then the session, each item kept only at its most recent position, the last
+/// `max_len` items kept.
+pub fn merge_history(history: &[String], session: &[String], max_len: usize) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut merged: Vec<String> = history
+        .iter()
+        .chain(session)
+        .rev()
+        .filter(|item| seen.insert(item.as_str()))
+        .take(max_len)
+        .cloned()
+        .collect();
+    merged.reverse();
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(raw: &[&str]) -> Vec<String> {
+        raw.iter().map(|id| id.to_string()).collect()
+    }
+
+    #[test]
+    fn merge_keeps_the_most_recent_occurrence_and_the_last_max_len() {
+        let merged = merge_history(&ids(&["a", "b", "c"]), &ids(&["b", "d"]), 10);
+        assert_eq!(merged, ["a", "c", "b", "d"]);
+        let merged = merge_history(&ids(&["a", "b", "c"]), &ids(&["b", "d"]), 3);
+        assert_eq!(merged, ["c", "b", "d"]);
+        assert!(merge_history(&[], &[], 5).is_empty());
+    }
+}

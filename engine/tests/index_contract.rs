@@ -1,0 +1,135 @@
+//! One contract for every `VectorIndex` backend: Qdrant Edge always, a Qdrant server when
+//! `QDRANT_URL` is set (for example `QDRANT_URL=http://localhost:6334`).
+
+use std::sync::Arc;
+
+use engine::index::{build_index, open_index, IndexPoint, Payload, VectorIndex};
+
+fn point(point_id: u64, item_id: &str, vector: [f32; 3], title: &str) -> IndexPoint {
+    let mut payload = Payload::new();
+    payload.insert("title".into(), title.into());
+    payload.insert("genres".into(), serde_json::json!(["Drama"]));
+    IndexPoint {
+        point_id,
+        item_id: item_id.into(),
+        vector: vector.to_vec(),
+        payload,
+    }
+}
+
+fn catalogue() -> Vec<IndexPoint> {
+    vec![
+        point(1, "a", [1.0, 0.0, 0.0], "Alpha"),
+        point(2, "b", [0.9, 0.1, 0.0], "Beta"),
+        point(3, "c", [0.5, 0.5, 0.0], "Gamma"),
+        point(4, "d", [0.0, 1.0, 0.0], "Delta"),
+        point(5, "e", [0.0, 0.0, 1.0], "Epsilon"),
+    ]
+}
+
+async fn search_ranks_by_dot_product_and_excludes_inside_the_search(index: &dyn VectorIndex) {
+    let hits = index.search(&[1.0, 0.2, 0.0], 3, &[]).await.unwrap();
+    let order: Vec<&str> = hits.iter().map(|hit| hit.item_id.as_str()).collect();
+    assert_eq!(order, ["a", "b", "c"]);
+    assert!(
+        (hits[0].score - 1.0).abs() < 1e-5,
+        "dot product score, got {}",
+        hits[0].score
+    );
+    assert_eq!(hits[0].payload["title"], "Alpha");
+
+    // Excluding the best two still returns three items: the filter runs inside the search.
+    let hits = index
+        .search(
+            &[1.0, 0.2, 0.0],
+            3,
+            &["a".into(), "b".into(), "unknown".into()],
+        )
+        .await
+        .unwrap();
+    let order: Vec<&str> = hits.iter().map(|hit| hit.item_id.as_str()).collect();
+    assert_eq!(order, ["c", "d", "e"]);
+}
+
+async fn items_come_back_in_request_order_and_unknown_ids_are_left_out(index: &dyn VectorIndex) {
+    let items = index
+        .items(&["d".into(), "nope".into(), "a".into()])
+        .await
+        .unwrap();
+    let ids: Vec<&str> = items.iter().map(|item| item.item_id.as_str()).collect();
+    assert_eq!(ids, ["d", "a"]);
+    assert_eq!(items[0].payload["title"], "Delta");
+    assert_eq!(items[0].payload["genres"], serde_json::json!(["Drama"]));
+    index.ping().await.unwrap();
+}
+
+async fn contract(index: Arc<dyn VectorIndex>) {
+    search_ranks_by_dot_product_and_excludes_inside_the_search(index.as_ref()).await;
+    items_come_back_in_request_order_and_unknown_ids_are_left_out(index.as_ref()).await;
+}
+
+#[tokio::test]
+async fn embedded_index_meets_the_contract_and_rebuilds_switch_atomically() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let missing = open_index("embedded", "items", data_dir.path())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(missing.contains("run `recsys index` first"), "{missing}");
+
+    build_index("embedded", "items", "v1", 3, catalogue(), data_dir.path())
+        .await
+        .unwrap();
+    let first = open_index("embedded", "items", data_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(first.version(), "v1");
+    contract(Arc::clone(&first)).await;
+
+    // A failed build (wrong dimension) leaves the served version alone.
+    let mut broken = catalogue();
+    broken[2].vector = vec![1.0];
+    assert!(
+        build_index("embedded", "items", "v2", 3, broken, data_dir.path())
+            .await
+            .is_err()
+    );
+    drop(first);
+    let still_first = open_index("embedded", "items", data_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(still_first.version(), "v1");
+    drop(still_first);
+
+    // A complete rebuild moves the alias.
+    let mut renamed = catalogue();
+    renamed[0]
+        .payload
+        .insert("title".into(), "Alpha (new)".into());
+    build_index("embedded", "items", "v3", 3, renamed, data_dir.path())
+        .await
+        .unwrap();
+    let second = open_index("embedded", "items", data_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(second.version(), "v3");
+    assert_eq!(
+        second.items(&["a".into()]).await.unwrap()[0].payload["title"],
+        "Alpha (new)"
+    );
+}
+
+#[tokio::test]
+async fn remote_index_meets_the_contract_when_a_qdrant_server_is_configured() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("SKIPPED: remote Qdrant contract (set QDRANT_URL=http://host:6334 to run it)");
+        return;
+    };
+    let alias = format!("recsys-test-{}", std::process::id());
+    let data_dir = tempfile::tempdir().unwrap();
+    build_index(&url, &alias, "v1", 3, catalogue(), data_dir.path())
+        .await
+        .unwrap();
+    contract(open_index(&url, &alias, data_dir.path()).await.unwrap()).await;
+}

@@ -1,0 +1,54 @@
+//! The recommendation API's answers: `POST /recs/retrieve` and `GET /recs/popular`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::RetrieveContext;
+
+/// One recommended item: its id, its score and its metadata from the index (title, year, genres,
+/// popularity, ...), flattened as the tutorial's API returns them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendedItem {
+    pub item_id: String,
+    pub score: f64,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecommendationSource {
+    Personalized,
+    Popular,
+    Cache,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendationMetadata {
+    /// The request id, also sent as the `x-request-id` header.
+    pub rec_id: String,
+    /// The model that produced the list; absent for popular items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    pub source: RecommendationSource,
+    /// Why the answer is popular items: `no_history`, `unknown_items`, `store_unavailable`,
+    /// `model_unavailable`, `index_unavailable` or `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    /// Items of the request or the history that the model does not know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_items: Vec<String>,
+    /// Per-stage timings in microseconds, with `debug=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub timings: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendationsResponse {
+    pub recommendations: Vec<RecommendedItem>,
+    /// The request context as received (empty for `GET /recs/popular`).
+    pub ctx: RetrieveContext,
+    pub metadata: RecommendationMetadata,
+}
