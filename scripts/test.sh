@@ -6,3 +6,6 @@ cd "$REPO_ROOT"
 
 "$REPO_ROOT/scripts/setup.sh" --tests
 cargo test --workspace --locked "$@"
+if [[ -z "${QDRANT_URL:-}" ]]; then
+  echo "[test] SKIPPED: the Qdrant-server index contract (no QDRANT_URL; the embedded Qdrant Edge contract ran)" >&2
+fi

@@ -154,6 +154,16 @@ impl HttpModel {
     }
 }
 
+/// The model server says only that no item was usable: then every item of the sequence was unknown.
+fn all_unknown_if_empty(items: &[String]) -> impl FnOnce(ModelError) -> ModelError + '_ {
+    move |error| match error {
+        ModelError::EmptySequence { .. } => ModelError::EmptySequence {
+            unknown_items: items.to_vec(),
+        },
+        other => other,
+    }
+}
+
 fn context(items: &[String], candidates: &[String]) -> RetrieveContext {
     RetrieveContext {
         user_ids_raw: Vec::new(),
@@ -184,16 +194,10 @@ impl QueryModel for HttpModel {
     }
 
     async fn query(&self, items: &[String]) -> Result<Query, ModelError> {
-        let unknown_if_empty = items.to_vec();
         let response: QueryEmbeddingsResponse = self
             .post("get_query_embeddings", context(items, &[]))
             .await
-            .map_err(|error| match error {
-                ModelError::EmptySequence { .. } => ModelError::EmptySequence {
-                    unknown_items: unknown_if_empty,
-                },
-                other => other,
-            })?;
+            .map_err(all_unknown_if_empty(items))?;
         let vector = response.query_embedding.into_iter().next().ok_or_else(|| {
             ModelError::Unavailable("model server returned no query embedding".into())
         })?;
@@ -208,16 +212,10 @@ impl QueryModel for HttpModel {
         items: &[String],
         candidates: &[String],
     ) -> Result<(Vec<Option<f32>>, Vec<String>), ModelError> {
-        let unknown_if_empty = items.to_vec();
         let response: PredictResponse = self
             .post("predict", context(items, candidates))
             .await
-            .map_err(|error| match error {
-                ModelError::EmptySequence { .. } => ModelError::EmptySequence {
-                    unknown_items: unknown_if_empty,
-                },
-                other => other,
-            })?;
+            .map_err(all_unknown_if_empty(items))?;
         Ok((response.scores, response.unknown_items))
     }
 }

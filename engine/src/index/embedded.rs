@@ -18,8 +18,8 @@ use qdrant_edge::{
 };
 
 use super::{
-    item_id_of, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
-    VectorIndex,
+    indexed_item, item_id_of, payload_with_item_id, scored_item, IndexError, IndexPoint,
+    IndexedItem, Payload, ScoredItem, VectorIndex,
 };
 
 const CURRENT_FILE: &str = "CURRENT";
@@ -249,14 +249,7 @@ impl VectorIndex for EmbeddedIndex {
                 .map_err(unavailable)?;
             Ok(hits
                 .into_iter()
-                .filter_map(|hit| {
-                    let payload = payload_map(hit.payload);
-                    Some(ScoredItem {
-                        item_id: item_id_of(&payload)?,
-                        score: hit.score,
-                        payload,
-                    })
-                })
+                .filter_map(|hit| scored_item(payload_map(hit.payload), hit.score))
                 .collect())
         })
         .await
@@ -274,13 +267,7 @@ impl VectorIndex for EmbeddedIndex {
                 .map_err(unavailable)?;
             Ok(records
                 .into_iter()
-                .filter_map(|record| {
-                    let payload = payload_map(record.payload);
-                    Some(IndexedItem {
-                        item_id: item_id_of(&payload)?,
-                        payload,
-                    })
-                })
+                .filter_map(|record| indexed_item(payload_map(record.payload)))
                 .collect())
         })
         .await

@@ -124,3 +124,19 @@ pub(crate) fn payload_with_item_id(point: &IndexPoint) -> Payload {
 pub(crate) fn item_id_of(payload: &Payload) -> Option<String> {
     payload.get("item_id")?.as_str().map(str::to_owned)
 }
+
+/// A search hit, if its payload names the item (every point written by `build_index` does).
+pub(crate) fn scored_item(payload: Payload, score: f32) -> Option<ScoredItem> {
+    Some(ScoredItem {
+        item_id: item_id_of(&payload)?,
+        score,
+        payload,
+    })
+}
+
+pub(crate) fn indexed_item(payload: Payload) -> Option<IndexedItem> {
+    Some(IndexedItem {
+        item_id: item_id_of(&payload)?,
+        payload,
+    })
+}

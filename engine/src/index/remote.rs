@@ -16,8 +16,8 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload as QdrantPayload, Qdrant};
 
 use super::{
-    item_id_of, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
-    VectorIndex,
+    indexed_item, item_id_of, payload_with_item_id, scored_item, IndexError, IndexPoint,
+    IndexedItem, Payload, ScoredItem, VectorIndex,
 };
 
 const UPSERT_CHUNK: usize = 512;
@@ -181,14 +181,7 @@ impl VectorIndex for RemoteIndex {
         Ok(response
             .result
             .into_iter()
-            .filter_map(|hit| {
-                let payload = to_json(hit.payload);
-                Some(ScoredItem {
-                    item_id: item_id_of(&payload)?,
-                    score: hit.score,
-                    payload,
-                })
-            })
+            .filter_map(|hit| scored_item(to_json(hit.payload), hit.score))
             .collect())
     }
 
@@ -205,11 +198,8 @@ impl VectorIndex for RemoteIndex {
         let mut by_id: HashMap<String, IndexedItem> = response
             .result
             .into_iter()
-            .filter_map(|point| {
-                let payload = to_json(point.payload);
-                let item_id = item_id_of(&payload)?;
-                Some((item_id.clone(), IndexedItem { item_id, payload }))
-            })
+            .filter_map(|point| indexed_item(to_json(point.payload)))
+            .map(|item| (item.item_id.clone(), item))
             .collect();
         Ok(item_ids
             .iter()
