@@ -3,20 +3,16 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::index::{open_index, VectorIndex};
-use engine::indexing::index_bundle;
+use engine::index::VectorIndex;
 use engine::model::{HttpModel, InProcessModel, QueryModel};
-use engine::popularity::{PopularItem, PopularSnapshot};
+use engine::popularity::PopularSnapshot;
 use engine::retrieve::{FallbackReason, RetrieveRequest, Retriever, Source};
 use engine::store::{open_store, AppliedInteraction, StoreLimits, UserStore, UserUpdate};
-use model_server::data::Dataset;
-use model_server::fixtures::{train_tiny_bundle, TINY_DATASET};
-use model_server::model::EncoderKind;
-use model_server::{Embedder, EmbedderConfig, ModelBundle};
+use model_server::Embedder;
 
 /// Field order matters: the index must be dropped (and flushed) before its directory is deleted.
 struct Fixture {
@@ -33,45 +29,13 @@ fn ids(raw: &[&str]) -> Vec<String> {
 
 async fn fixture() -> Fixture {
     let data_dir = tempfile::tempdir().unwrap();
-    let outcome = train_tiny_bundle(data_dir.path(), EncoderKind::Gru).unwrap();
-    let bundle = ModelBundle::load(&outcome.bundle_dir).unwrap();
-    let dataset = Dataset::load(data_dir.path(), TINY_DATASET).unwrap();
-    index_bundle(
-        "embedded",
-        "items",
-        data_dir.path(),
-        &bundle,
-        &dataset.items,
-        &HashMap::new(),
-    )
-    .await
-    .unwrap();
-    let index = open_index("embedded", "items", data_dir.path())
-        .await
-        .unwrap();
-    let embedder = Embedder::start(bundle, EmbedderConfig::default());
-    let store = open_store(
-        "embedded",
-        "unused",
-        StoreLimits::default(),
-        data_dir.path(),
-    )
-    .await
-    .unwrap();
-    let popular = Arc::new(PopularSnapshot::new(
-        (0..10)
-            .map(|n| PopularItem {
-                item_id: format!("i{n}"),
-                score: 100.0 - n as f64,
-            })
-            .collect(),
-    ));
+    let (retriever, embedder) = engine::fixtures::tiny_retriever(data_dir.path()).await;
     Fixture {
-        data_dir,
-        store,
-        index,
+        store: Arc::clone(retriever.store()),
+        index: Arc::clone(retriever.index()),
         embedder,
-        popular,
+        popular: Arc::clone(retriever.popular()),
+        data_dir,
     }
 }
 

@@ -1,0 +1,81 @@
+//! The recommendation API over the engine's retrieve pipeline.
+
+pub mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use engine::config::ApiConfig;
+use engine::retrieve::Retriever;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub retriever: Arc<Retriever>,
+    pub metrics: PrometheusHandle,
+    pub limits: ApiConfig,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.limits.max_body_bytes;
+    routes::routes()
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(record_request_metrics))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            tracing::info_span!("request", request_id = %request_id, method = %request.method(), uri = %request.uri())
+        }))
+        // Outermost: an incoming `x-request-id` is kept, otherwise a UUID is made.
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// `recsys_api_request_duration_seconds{route, status}` for every request.
+async fn record_request_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "recsys_api_request_duration_seconds",
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A running API; the task ends on SIGINT/SIGTERM.
+pub struct ApiHandle {
+    pub local_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<ApiHandle> {
+    let local_addr = listener.local_addr()?;
+    let app = router(state);
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(ApiHandle { local_addr, task })
+}

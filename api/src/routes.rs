@@ -1,0 +1,245 @@
+//! Route handlers: parse and check the input, call the pipeline, shape the answer.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use engine::retrieve::{RetrieveOutcome, RetrieveRequest, Source};
+use schemas::{
+    RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
+    RetrieveContext,
+};
+use serde::Deserialize;
+use tower_http::request_id::RequestId;
+
+use crate::{ApiError, AppState};
+
+pub const MAX_COUNT: usize = 1000;
+const DEFAULT_COUNT: usize = 10;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/recs/retrieve", post(retrieve))
+        .route("/recs/popular", get(popular))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { state.metrics.render() }),
+        )
+}
+
+/// Query parameters arrive as text so that a bad value gets a message naming the parameter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecsParams {
+    count: Option<String>,
+    debug: Option<String>,
+}
+
+fn parse_count(raw: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_COUNT);
+    };
+    match raw.trim().parse::<usize>() {
+        Ok(count) if (1..=MAX_COUNT).contains(&count) => Ok(count),
+        _ => Err(ApiError::field(
+            "count",
+            format!("must be an integer from 1 to {MAX_COUNT}, got '{raw}'"),
+        )),
+    }
+}
+
+fn parse_debug(raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw {
+        None => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(ApiError::field(
+            "debug",
+            format!("must be true or false, got '{other}'"),
+        )),
+    }
+}
+
+fn rec_id(request_id: &RequestId) -> String {
+    request_id
+        .header_value()
+        .to_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn check_context(context: &RetrieveContext, max_session_items: usize) -> Result<(), ApiError> {
+    for (row, sequence) in context.item_seq_raw.iter().enumerate() {
+        if sequence.len() > max_session_items {
+            return Err(ApiError::field(
+                &format!("item_seq_raw[{row}]"),
+                format!(
+                    "{} items, at most {max_session_items} are accepted",
+                    sequence.len()
+                ),
+            ));
+        }
+        if let Some(position) = sequence.iter().position(|item| item.trim().is_empty()) {
+            return Err(ApiError::field(
+                &format!("item_seq_raw[{row}][{position}]"),
+                "empty item id",
+            ));
+        }
+    }
+    if context.candidate_items_raw.len() > MAX_COUNT {
+        return Err(ApiError::field(
+            "candidate_items_raw",
+            format!(
+                "{} items, at most {MAX_COUNT} are accepted",
+                context.candidate_items_raw.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn response(
+    outcome: RetrieveOutcome,
+    ctx: RetrieveContext,
+    rec_id: String,
+    debug: bool,
+) -> RecommendationsResponse {
+    let source = match outcome.source {
+        Source::Personalized => RecommendationSource::Personalized,
+        Source::Popular => RecommendationSource::Popular,
+        Source::Cache => RecommendationSource::Cache,
+    };
+    RecommendationsResponse {
+        recommendations: outcome
+            .recommendations
+            .into_iter()
+            .map(|recommendation| RecommendedItem {
+                item_id: recommendation.item_id,
+                score: recommendation.score,
+                payload: recommendation.payload,
+            })
+            .collect(),
+        ctx,
+        metadata: RecommendationMetadata {
+            rec_id,
+            model_version: outcome.model_version,
+            source,
+            fallback_reason: outcome
+                .fallback_reason
+                .map(|reason| reason.as_str().to_owned()),
+            unknown_items: outcome.unknown_items,
+            timings: debug
+                .then(|| serde_json::to_value(&outcome.timings).expect("timings serialise")),
+        },
+    }
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    params: Result<Query<RecsParams>, QueryRejection>,
+    body: Result<Json<RetrieveContext>, JsonRejection>,
+) -> Result<Json<RecommendationsResponse>, ApiError> {
+    let Query(params) = params?;
+    let count = parse_count(params.count.as_deref())?;
+    let debug = parse_debug(params.debug.as_deref())?;
+    let Json(context) = body?;
+    check_context(&context, state.limits.max_session_items)?;
+    let request = RetrieveRequest {
+        user_id: context.user_id().map(str::to_owned),
+        session_items: context.session_items().to_vec(),
+        candidates: context.candidate_items_raw.clone(),
+        count,
+    };
+    let outcome = state.retriever.retrieve(&request).await;
+    Ok(Json(response(outcome, context, rec_id(&request_id), debug)))
+}
+
+async fn popular(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    params: Result<Query<RecsParams>, QueryRejection>,
+) -> Result<Json<RecommendationsResponse>, ApiError> {
+    let Query(params) = params?;
+    let count = parse_count(params.count.as_deref())?;
+    let recommendations = state.retriever.popular_items(count, &HashSet::new()).await;
+    let outcome = RetrieveOutcome {
+        recommendations,
+        source: Source::Popular,
+        fallback_reason: None,
+        unknown_items: Vec::new(),
+        model_version: None,
+        timings: Default::default(),
+    };
+    Ok(Json(response(
+        outcome,
+        RetrieveContext::default(),
+        rec_id(&request_id),
+        false,
+    )))
+}
+
+/// Each dependency's state; 503 when any of them cannot answer within a second.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let deadline = Duration::from_secs(1);
+    let retriever = &state.retriever;
+    let describe = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| match result {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(error)) => error,
+        Err(_) => "timed out".to_owned(),
+    };
+    let store = describe(
+        tokio::time::timeout(deadline, async {
+            retriever
+                .store()
+                .ping()
+                .await
+                .map_err(|error| error.to_string())
+        })
+        .await,
+    );
+    let index = describe(
+        tokio::time::timeout(deadline, async {
+            retriever
+                .index()
+                .ping()
+                .await
+                .map_err(|error| error.to_string())
+        })
+        .await,
+    );
+    let model = describe(
+        tokio::time::timeout(deadline, async {
+            retriever
+                .model()
+                .model_version()
+                .await
+                .map(drop)
+                .map_err(|error| error.to_string())
+        })
+        .await,
+    );
+    let ready = [&store, &index, &model]
+        .iter()
+        .all(|state| state.as_str() == "ok");
+    let dependencies: HashMap<&str, String> =
+        [("store", store), ("index", index), ("model", model)]
+            .into_iter()
+            .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "dependencies": dependencies })),
+    )
+}

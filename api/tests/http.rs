@@ -1,0 +1,296 @@
+//! The API over HTTP semantics (tower `oneshot` on the real router, real embedded backends).
+
+use std::sync::Arc;
+
+use api::{router, AppState};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use engine::config::ApiConfig;
+use engine::store::{AppliedInteraction, UserUpdate};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct TestApi {
+    app: axum::Router,
+    retriever: Arc<engine::retrieve::Retriever>,
+    _data_dir: tempfile::TempDir,
+}
+
+async fn test_api() -> TestApi {
+    let data_dir = tempfile::tempdir().unwrap();
+    let (retriever, _embedder) = engine::fixtures::tiny_retriever(data_dir.path()).await;
+    let retriever = Arc::new(retriever);
+    let limits = ApiConfig {
+        max_body_bytes: 4096,
+        max_session_items: 20,
+        ..ApiConfig::default()
+    };
+    let app = router(AppState {
+        retriever: Arc::clone(&retriever),
+        metrics: model_server::telemetry::prometheus_handle(),
+        limits,
+    });
+    TestApi {
+        app,
+        retriever,
+        _data_dir: data_dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    request_id: Option<String>,
+    body: Value,
+    text: String,
+}
+
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    request_id: Option<&str>,
+) -> Answer {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(request_id) = request_id {
+        builder = builder.header("x-request-id", request_id);
+    }
+    let response = app
+        .clone()
+        .oneshot(builder.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer {
+        status,
+        request_id,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieve_merges_history_excludes_seen_and_tags_the_request() {
+    let api = test_api().await;
+    let interactions = ["i1", "i2", "i3"]
+        .iter()
+        .enumerate()
+        .map(|(time, item)| AppliedInteraction {
+            item_id: item.to_string(),
+            event_time_ms: time as i64,
+            position: None,
+        })
+        .collect();
+    api.retriever
+        .store()
+        .apply(&[UserUpdate {
+            user_id: "u1".into(),
+            interactions,
+        }])
+        .await
+        .unwrap();
+
+    let body = json!({"user_ids_raw": ["u1"], "item_seq_raw": [["i4"]], "candidate_items_raw": []});
+    let answer = send(
+        &api.app,
+        "POST",
+        "/recs/retrieve?count=5",
+        &body.to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let recommendations = answer.body["recommendations"].as_array().unwrap();
+    assert_eq!(recommendations.len(), 5);
+    for recommendation in recommendations {
+        let item = recommendation["item_id"].as_str().unwrap();
+        assert!(!["i1", "i2", "i3", "i4"].contains(&item), "{item} was seen");
+        assert!(recommendation["title"].is_string() && recommendation["score"].is_number());
+    }
+    assert_eq!(answer.body["metadata"]["source"], "personalized");
+    assert_eq!(answer.body["ctx"], body);
+    let rec_id = answer.body["metadata"]["rec_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!rec_id.is_empty());
+    assert_eq!(answer.request_id.as_deref(), Some(rec_id.as_str()));
+    assert!(answer.body["metadata"].get("timings").is_none());
+
+    // An incoming request id is kept; debug adds timings.
+    let answer = send(
+        &api.app,
+        "POST",
+        "/recs/retrieve?count=2&debug=true",
+        &body.to_string(),
+        Some("trace-me-42"),
+    )
+    .await;
+    assert_eq!(answer.request_id.as_deref(), Some("trace-me-42"));
+    assert_eq!(answer.body["metadata"]["rec_id"], "trace-me-42");
+    assert!(
+        answer.body["metadata"]["timings"]["total_micros"].is_number(),
+        "{}",
+        answer.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_requests_get_popular_items_with_the_reason() {
+    let api = test_api().await;
+    let answer = send(&api.app, "POST", "/recs/retrieve?count=3", "{}", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body["metadata"]["source"], "popular");
+    assert_eq!(answer.body["metadata"]["fallback_reason"], "no_history");
+    let ids: Vec<&str> = answer.body["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["item_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i0", "i1", "i2"]);
+
+    let answer = send(&api.app, "GET", "/recs/popular?count=2", "", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body["recommendations"].as_array().unwrap().len(), 2);
+    assert!(answer.body["recommendations"][0]["title"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_naming_the_field() {
+    let api = test_api().await;
+    let long_session: Vec<String> = (0..21).map(|n| format!("i{}", n % 40)).collect();
+    let cases: Vec<(String, String, StatusCode, &str)> = vec![
+        (
+            "/recs/retrieve".into(),
+            "{\"item_seq_raw\": [[\"i1\"]".into(),
+            StatusCode::BAD_REQUEST,
+            "EOF",
+        ),
+        (
+            "/recs/retrieve".into(),
+            "{\"item_seq_raw\": \"i1\"}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "item_seq_raw",
+        ),
+        (
+            "/recs/retrieve".into(),
+            "{\"user_ids_raw\": [1]}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "user_ids_raw",
+        ),
+        (
+            "/recs/retrieve".into(),
+            "{\"item_seq\": []}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `item_seq`",
+        ),
+        (
+            "/recs/retrieve?count=0".into(),
+            "{}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "count: must be an integer from 1 to 1000, got '0'",
+        ),
+        (
+            "/recs/retrieve?count=1001".into(),
+            "{}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "count: must be an integer from 1 to 1000",
+        ),
+        (
+            "/recs/retrieve?count=ten".into(),
+            "{}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "got 'ten'",
+        ),
+        (
+            "/recs/retrieve?debug=maybe".into(),
+            "{}".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "debug: must be true or false",
+        ),
+        (
+            "/recs/retrieve?colour=red".into(),
+            "{}".into(),
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
+        (
+            "/recs/retrieve".into(),
+            json!({"item_seq_raw": [long_session]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "item_seq_raw[0]: 21 items, at most 20",
+        ),
+        (
+            "/recs/retrieve".into(),
+            json!({"item_seq_raw": [["i1", " "]]}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "item_seq_raw[0][1]: empty item id",
+        ),
+        (
+            "/recs/retrieve".into(),
+            json!({"item_seq_raw": [["x".repeat(5000)]]}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit",
+        ),
+    ];
+    for (uri, body, expected_status, expected_message) in cases {
+        let answer = send(&api.app, "POST", &uri, &body, None).await;
+        assert_eq!(
+            answer.status, expected_status,
+            "{uri} {body:.60} -> {}",
+            answer.text
+        );
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected_message),
+            "{uri} -> {}",
+            answer.text
+        );
+        assert!(answer.request_id.is_some(), "errors carry a request id too");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let api = test_api().await;
+    let answer = send(&api.app, "GET", "/healthz", "", None).await;
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "ok")
+    );
+    let answer = send(&api.app, "GET", "/readyz", "", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body["dependencies"]["store"], "ok");
+    assert_eq!(answer.body["dependencies"]["index"], "ok");
+    assert_eq!(answer.body["dependencies"]["model"], "ok");
+    send(&api.app, "POST", "/recs/retrieve", "{}", None).await;
+    let answer = send(&api.app, "GET", "/metrics", "", None).await;
+    assert!(
+        answer
+            .text
+            .contains("recsys_api_request_duration_seconds_bucket"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.text.contains("route=\"/recs/retrieve\""),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.text.contains("recsys_retrieve_fallbacks_total"),
+        "{}",
+        answer.text
+    );
+}

@@ -1,0 +1,62 @@
+//! A complete tiny deployment on embedded backends (trained tiny model, Qdrant Edge index,
+//! embedded store, seeded popular list) for the tests of the API and the consumer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use model_server::data::Dataset;
+use model_server::fixtures::{train_tiny_bundle, TINY_DATASET};
+use model_server::model::EncoderKind;
+use model_server::{Embedder, EmbedderConfig, ModelBundle};
+
+use crate::index::open_index;
+use crate::indexing::index_bundle;
+use crate::model::InProcessModel;
+use crate::popularity::{PopularItem, PopularSnapshot};
+use crate::retrieve::Retriever;
+use crate::store::{open_store, StoreLimits};
+
+/// Trains the tiny model into `data_dir`, indexes it, opens the embedded store, and seeds the
+/// popular list with `i0` (most popular) .. `i9`.
+pub async fn tiny_retriever(data_dir: &Path) -> (Retriever, Embedder) {
+    let outcome = train_tiny_bundle(data_dir, EncoderKind::Gru).expect("tiny bundle trains");
+    let bundle = ModelBundle::load(&outcome.bundle_dir).expect("tiny bundle loads");
+    let dataset = Dataset::load(data_dir, TINY_DATASET).expect("tiny data set loads");
+    index_bundle(
+        "embedded",
+        "items",
+        data_dir,
+        &bundle,
+        &dataset.items,
+        &HashMap::new(),
+    )
+    .await
+    .expect("tiny index builds");
+    let index = open_index("embedded", "items", data_dir)
+        .await
+        .expect("tiny index opens");
+    let embedder = Embedder::start(bundle, EmbedderConfig::default());
+    let store = open_store("embedded", "unused", StoreLimits::default(), data_dir)
+        .await
+        .expect("embedded store opens");
+    let popular = Arc::new(PopularSnapshot::new(
+        (0..10)
+            .map(|n| PopularItem {
+                item_id: format!("i{n}"),
+                score: 100.0 - n as f64,
+            })
+            .collect(),
+    ));
+    let retriever = Retriever::new(
+        store,
+        index,
+        Arc::new(InProcessModel::new(embedder.clone())),
+        popular,
+        embedder.max_len(),
+        Duration::from_secs(5),
+        embedder.model_version().to_owned(),
+    );
+    (retriever, embedder)
+}
