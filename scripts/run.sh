@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up, build, train a model if none exists, and evaluate it against popularity.
+# The main job: set up, build, train a model if none exists, evaluate it against popularity,
+# build the item index if none exists, and serve the recommendation API on embedded backends.
+# A second run reuses the venv, the data, the bundle and the index, and serves within seconds.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"
@@ -13,3 +15,5 @@ if ! "$recsys" eval --data-dir "$RECSYS_DATA_DIR" --json >/dev/null 2>&1; then
   "$recsys" train --data-dir "$RECSYS_DATA_DIR"
 fi
 "$recsys" eval --data-dir "$RECSYS_DATA_DIR"
+"$recsys" index --if-missing --data-dir "$RECSYS_DATA_DIR"
+exec "$recsys" serve --data-dir "$RECSYS_DATA_DIR" "$@"

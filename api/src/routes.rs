@@ -120,10 +120,15 @@ fn response(
         recommendations: outcome
             .recommendations
             .into_iter()
-            .map(|recommendation| RecommendedItem {
-                item_id: recommendation.item_id,
-                score: recommendation.score,
-                payload: recommendation.payload,
+            .map(|recommendation| {
+                // `item_id` is a field of its own; the payload's copy would repeat the JSON key.
+                let mut payload = recommendation.payload;
+                payload.remove("item_id");
+                RecommendedItem {
+                    item_id: recommendation.item_id,
+                    score: recommendation.score,
+                    payload,
+                }
             })
             .collect(),
         ctx,

@@ -117,6 +117,13 @@ async fn retrieve_merges_history_excludes_seen_and_tags_the_request() {
         assert!(!["i1", "i2", "i3", "i4"].contains(&item), "{item} was seen");
         assert!(recommendation["title"].is_string() && recommendation["score"].is_number());
     }
+    // One `item_id` key per recommendation in the raw text (a duplicate key would vanish on parsing).
+    assert_eq!(
+        answer.text.matches("\"item_id\"").count(),
+        5,
+        "{}",
+        answer.text
+    );
     assert_eq!(answer.body["metadata"]["source"], "personalized");
     assert_eq!(answer.body["ctx"], body);
     let rec_id = answer.body["metadata"]["rec_id"]

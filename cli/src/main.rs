@@ -46,8 +46,44 @@ impl BundleArg {
     }
 }
 
+#[derive(Args, Clone)]
+struct ServingArgs {
+    /// Configuration file (default: ./recsys.toml when it exists); RECSYS__SECTION__KEY overrides.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir` of the configuration.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServingArgs {
+    fn load(&self) -> anyhow::Result<engine::config::Config> {
+        let mut config = engine::config::load_config(self.config.as_deref())?;
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        Ok(config)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Serve recommendations over HTTP on the configured backends.
+    Serve {
+        #[command(flatten)]
+        serving: ServingArgs,
+        /// Overrides `api.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Build the item index from the current bundle and switch the served alias to it.
+    Index {
+        #[command(flatten)]
+        serving: ServingArgs,
+        /// Do nothing when an index is already served under the alias.
+        #[arg(long)]
+        if_missing: bool,
+    },
     /// Train a sequence model and write a bundle (made current unless --no-make-current).
     Train(TrainArgs),
     /// Evaluate a bundle on the test split (leave-one-out, full ranking) against popularity.
@@ -184,6 +220,20 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
+        Command::Serve { serving, listen } => {
+            let mut config = serving.load()?;
+            if let Some(listen) = listen {
+                config.api.listen = listen;
+            }
+            tokio::runtime::Runtime::new()?.block_on(serve_command(config))
+        }
+        Command::Index {
+            serving,
+            if_missing,
+        } => {
+            let config = serving.load()?;
+            tokio::runtime::Runtime::new()?.block_on(index_command(config, if_missing))
+        }
         Command::Train(args) => train_command(&args),
         Command::Eval { data, bundle, json } => {
             let bundle_dir = bundle.resolve(&data)?;
@@ -334,5 +384,69 @@ fn train_command(args: &TrainArgs) -> anyhow::Result<()> {
         outcome.test.model.recall_at_10,
         outcome.test.popularity.ndcg_at_10
     );
+    Ok(())
+}
+
+async fn index_command(config: engine::config::Config, if_missing: bool) -> anyhow::Result<()> {
+    if if_missing {
+        let existing = engine::index::open_index(
+            &config.index.url,
+            &config.index.collection,
+            &config.data_dir,
+        )
+        .await;
+        if let Ok(index) = existing {
+            println!(
+                "index '{}' already serves {}",
+                config.index.collection,
+                index.version()
+            );
+            return Ok(());
+        }
+    }
+    let outcome = engine::startup::build_index_from_bundle(&config)
+        .await
+        .context("building the index (is there a bundle? `recsys train` makes one)")?;
+    println!(
+        "index '{}' now serves {} ({} items{})",
+        config.index.collection,
+        outcome.version,
+        outcome.items,
+        if outcome.seeded_popularity > 0 {
+            format!(
+                "; live popularity seeded from {} training counts",
+                outcome.seeded_popularity
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+async fn serve_command(config: engine::config::Config) -> anyhow::Result<()> {
+    let (retriever, _refresher) = engine::startup::build_retriever(&config).await.context(
+        "starting the serving pipeline (`recsys train` makes a bundle, `recsys index` the index)",
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding {}", config.api.listen))?;
+    let state = api::AppState {
+        retriever,
+        metrics: model_server::telemetry::prometheus_handle(),
+        limits: config.api.clone(),
+    };
+    let handle = api::spawn(listener, state)?;
+    let address = handle.local_addr;
+    tracing::info!(%address, "recommendation API listening");
+    println!("recsys API listening on http://{address}");
+    println!("try:");
+    println!(
+        "  curl -s -X POST 'http://{address}/recs/retrieve?count=5' -H 'content-type: application/json' \\\n    -d '{{\"user_ids_raw\": [\"196\"], \"item_seq_raw\": [[\"242\", \"302\", \"377\"]], \"candidate_items_raw\": []}}'"
+    );
+    tokio::select! {
+        result = handle.task => result??,
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
     Ok(())
 }

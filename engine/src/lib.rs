@@ -8,4 +8,5 @@ pub mod indexing;
 pub mod model;
 pub mod popularity;
 pub mod retrieve;
+pub mod startup;
 pub mod store;

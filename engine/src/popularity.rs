@@ -46,16 +46,26 @@ pub struct PopularItem {
     pub score: f64,
 }
 
-/// The most popular items as of the last successful refresh.
-#[derive(Debug, Default)]
+/// The most popular items as of the last successful refresh, scored as decayed counts.
+#[derive(Debug)]
 pub struct PopularSnapshot {
     items: RwLock<Arc<Vec<PopularItem>>>,
+    clock: DecayClock,
 }
 
 impl PopularSnapshot {
     pub fn new(initial: Vec<PopularItem>) -> PopularSnapshot {
         PopularSnapshot {
             items: RwLock::new(Arc::new(initial)),
+            clock: DecayClock::new(24.0),
+        }
+    }
+
+    /// An empty snapshot whose refreshes convert stored scores with `clock`.
+    pub fn with_clock(clock: DecayClock) -> PopularSnapshot {
+        PopularSnapshot {
+            items: RwLock::new(Arc::new(Vec::new())),
+            clock,
         }
     }
 
@@ -78,9 +88,16 @@ impl PopularSnapshot {
             // A store without live popularity yet keeps the seeded list.
             return Ok(0);
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or_default();
         let items: Vec<PopularItem> = top
             .into_iter()
-            .map(|(item_id, score)| PopularItem { item_id, score })
+            .map(|(item_id, stored)| PopularItem {
+                item_id,
+                score: self.clock.decayed(stored, now_ms),
+            })
             .collect();
         let refreshed = items.len();
         self.replace(items);

@@ -1,0 +1,158 @@
+//! Assembling the serving parts from configuration: model, store, index, popular list.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use model_server::bundle::{current_bundle_dir, ModelBundle};
+use model_server::data::Dataset;
+use model_server::{Embedder, EmbedderConfig};
+
+use crate::config::Config;
+use crate::index::open_index;
+use crate::indexing::index_bundle;
+use crate::model::{HttpModel, InProcessModel, QueryModel};
+use crate::popularity::{DecayClock, PopularSnapshot};
+use crate::retrieve::Retriever;
+use crate::store::{open_store, UserStore};
+
+/// How many popular items the snapshot keeps.
+pub const POPULAR_SNAPSHOT_SIZE: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("model bundle: {0}")]
+    Bundle(#[from] model_server::BundleError),
+    #[error("data set: {0}")]
+    Data(#[from] model_server::data::DataError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
+
+pub fn bundle_dir(config: &Config) -> Result<PathBuf, StartupError> {
+    match &config.model.bundle {
+        Some(path) => Ok(path.clone()),
+        None => Ok(current_bundle_dir(&config.data_dir)?),
+    }
+}
+
+fn embedder_config(config: &Config) -> EmbedderConfig {
+    EmbedderConfig {
+        max_batch_size: config.model.max_batch_size,
+        max_wait: Duration::from_micros(config.model.max_wait_micros),
+        queue_capacity: config.model.queue_capacity,
+    }
+}
+
+/// The serving pipeline on the configured backends, plus the popular-list refresher task.
+pub async fn build_retriever(
+    config: &Config,
+) -> Result<(Arc<Retriever>, tokio::task::JoinHandle<()>), StartupError> {
+    let (model, model_version, max_len): (Arc<dyn QueryModel>, String, usize) =
+        if config.model.url == "embedded" {
+            let bundle = ModelBundle::load(&bundle_dir(config)?)?;
+            let max_len = bundle.config.max_len as usize;
+            let embedder = Embedder::start(bundle, embedder_config(config));
+            let version = embedder.model_version().to_owned();
+            (Arc::new(InProcessModel::new(embedder)), version, max_len)
+        } else {
+            let budget = Duration::from_millis(config.api.request_budget_ms);
+            let http = HttpModel::new(&config.model.url, budget)?;
+            let version = http.model_version().await?;
+            (Arc::new(http), version, config.state.max_history)
+        };
+    let store = open_store(
+        &config.state.url,
+        &config.state.key_prefix,
+        config.state.limits(),
+        &config.data_dir,
+    )
+    .await?;
+    let index = open_index(
+        &config.index.url,
+        &config.index.collection,
+        &config.data_dir,
+    )
+    .await?;
+    let popular = Arc::new(PopularSnapshot::with_clock(DecayClock::new(
+        config.popularity.half_life_hours,
+    )));
+    if let Err(error) = popular.refresh(store.as_ref(), POPULAR_SNAPSHOT_SIZE).await {
+        tracing::warn!(%error, "popular items not loaded at start");
+    }
+    let refresher = popular.spawn_refresher(
+        Arc::clone(&store),
+        POPULAR_SNAPSHOT_SIZE,
+        Duration::from_millis(config.popularity.refresh_interval_ms),
+    );
+    let retriever = Retriever::new(
+        store,
+        index,
+        model,
+        popular,
+        max_len,
+        Duration::from_millis(config.api.request_budget_ms),
+        model_version,
+    );
+    Ok((Arc::new(retriever), refresher))
+}
+
+/// What `recsys index` did.
+pub struct IndexOutcome {
+    pub version: String,
+    pub items: usize,
+    /// Items whose training popularity was written to an empty store.
+    pub seeded_popularity: usize,
+}
+
+/// Indexes the current bundle with the data set's metadata and training popularity; seeds the
+/// store's live popularity with the training counts when it has none yet.
+pub async fn build_index_from_bundle(config: &Config) -> Result<IndexOutcome, StartupError> {
+    let bundle = ModelBundle::load(&bundle_dir(config)?)?;
+    let dataset = Dataset::load(&config.data_dir, &bundle.config.dataset)?;
+    let mut counts: HashMap<String, f64> = HashMap::new();
+    for interaction in &dataset.interactions {
+        *counts.entry(interaction.item_id.clone()).or_default() += 1.0;
+    }
+    let version = index_bundle(
+        &config.index.url,
+        &config.index.collection,
+        &config.data_dir,
+        &bundle,
+        &dataset.items,
+        &counts,
+    )
+    .await?;
+
+    let store: Arc<dyn UserStore> = open_store(
+        &config.state.url,
+        &config.state.key_prefix,
+        config.state.limits(),
+        &config.data_dir,
+    )
+    .await?;
+    let mut seeded_popularity = 0;
+    if store.top_popular(1).await?.is_empty() {
+        let clock = DecayClock::new(config.popularity.half_life_hours);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or_default();
+        let increments: Vec<(String, f64)> = counts
+            .iter()
+            .map(|(item_id, count)| (item_id.clone(), clock.increment(*count, now_ms)))
+            .collect();
+        seeded_popularity = increments.len();
+        store.add_popularity(&increments).await?;
+    }
+    Ok(IndexOutcome {
+        version,
+        items: bundle.id_map.len(),
+        seeded_popularity,
+    })
+}
