@@ -19,6 +19,10 @@ pub enum ApiError {
     InvalidField { message: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// A dependency this endpoint cannot answer without is down (recommendations never get this:
+    /// they fall back to popular items).
+    #[error("{0}")]
+    Unavailable(String),
     /// A bug or an unexpected failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,6 +57,14 @@ impl IntoResponse for ApiError {
                 "not_found",
                 format!("{what} not found"),
             ),
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "dependency unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    detail.clone(),
+                )
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -26,6 +26,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/recs/retrieve", post(retrieve))
         .route("/recs/popular", get(popular))
+        .route("/users/{user_id}/history", get(user_history))
+        .route("/items", get(items))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -247,4 +249,79 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         status,
         Json(serde_json::json!({ "ready": ready, "dependencies": dependencies })),
     )
+}
+
+/// The user's stored state: recent sequence (oldest first) and how many items count as seen.
+async fn user_history(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user_state = state
+        .retriever
+        .store()
+        .user_state(&user_id)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+    Ok(Json(serde_json::json!({
+        "user_id": user_id,
+        "recent_items": user_state.recent_items,
+        "seen_items": user_state.seen_items.len(),
+        "newest_event_time_ms": user_state.newest_event_time_ms,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemsParams {
+    ids: Option<String>,
+}
+
+/// Item metadata by ids (`?ids=a,b`), in request order; unknown ids are listed apart.
+async fn items(
+    State(state): State<AppState>,
+    params: Result<Query<ItemsParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(params) = params?;
+    let ids: Vec<String> = params
+        .ids
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return Err(ApiError::field(
+            "ids",
+            "give at least one item id, e.g. ?ids=50,181",
+        ));
+    }
+    if ids.len() > MAX_COUNT {
+        return Err(ApiError::field(
+            "ids",
+            format!("{} ids, at most {MAX_COUNT}", ids.len()),
+        ));
+    }
+    let found = state
+        .retriever
+        .index()
+        .items(&ids)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+    let known: HashSet<&str> = found.iter().map(|item| item.item_id.as_str()).collect();
+    let unknown: Vec<&String> = ids
+        .iter()
+        .filter(|id| !known.contains(id.as_str()))
+        .collect();
+    let items: Vec<serde_json::Value> = found
+        .iter()
+        .map(|item| {
+            let mut payload = item.payload.clone();
+            payload.insert("item_id".into(), item.item_id.clone().into());
+            serde_json::Value::Object(payload)
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "items": items, "unknown_items": unknown }),
+    ))
 }

@@ -301,3 +301,51 @@ async fn health_readiness_and_metrics() {
         answer.text
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_item_lookups() {
+    let api = test_api().await;
+    let interactions = ["i5", "i6", "i5"]
+        .iter()
+        .enumerate()
+        .map(|(time, item)| AppliedInteraction {
+            item_id: item.to_string(),
+            event_time_ms: 1000 + time as i64,
+            position: None,
+        })
+        .collect();
+    api.retriever
+        .store()
+        .apply(&[UserUpdate {
+            user_id: "u9".into(),
+            interactions,
+        }])
+        .await
+        .unwrap();
+    let answer = send(&api.app, "GET", "/users/u9/history", "", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body["recent_items"], json!(["i5", "i6", "i5"]));
+    assert_eq!(answer.body["seen_items"], 2);
+    assert_eq!(answer.body["newest_event_time_ms"], 1002);
+    let answer = send(&api.app, "GET", "/users/nobody/history", "", None).await;
+    assert_eq!(answer.body["recent_items"], json!([]));
+
+    let answer = send(&api.app, "GET", "/items?ids=i3,nope,i1", "", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let ids: Vec<&str> = answer.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["item_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i3", "i1"]);
+    assert!(answer.body["items"][0]["title"].is_string());
+    assert_eq!(answer.body["unknown_items"], json!(["nope"]));
+    let answer = send(&api.app, "GET", "/items", "", None).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        answer.text.contains("ids: give at least one item id"),
+        "{}",
+        answer.text
+    );
+}
