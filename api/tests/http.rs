@@ -82,23 +82,7 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieve_merges_history_excludes_seen_and_tags_the_request() {
     let api = test_api().await;
-    let interactions = ["i1", "i2", "i3"]
-        .iter()
-        .enumerate()
-        .map(|(time, item)| AppliedInteraction {
-            item_id: item.to_string(),
-            event_time_ms: time as i64,
-            position: None,
-        })
-        .collect();
-    api.retriever
-        .store()
-        .apply(&[UserUpdate {
-            user_id: "u1".into(),
-            interactions,
-        }])
-        .await
-        .unwrap();
+    engine::fixtures::remember(api.retriever.store().as_ref(), "u1", &["i1", "i2", "i3"]).await;
 
     let body = json!({"user_ids_raw": ["u1"], "item_seq_raw": [["i4"]], "candidate_items_raw": []});
     let answer = send(

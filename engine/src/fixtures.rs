@@ -16,7 +16,7 @@ use crate::indexing::index_bundle;
 use crate::model::InProcessModel;
 use crate::popularity::{PopularItem, PopularSnapshot};
 use crate::retrieve::Retriever;
-use crate::store::{open_store, StoreLimits};
+use crate::store::{open_store, AppliedInteraction, StoreLimits, UserStore, UserUpdate};
 
 /// Trains the tiny model into `data_dir`, indexes it, opens the embedded store, and seeds the
 /// popular list with `i0` (most popular) .. `i9`.
@@ -59,4 +59,24 @@ pub async fn tiny_retriever(data_dir: &Path) -> (Retriever, Embedder) {
         embedder.model_version().to_owned(),
     );
     (retriever, embedder)
+}
+
+/// Stores `items` as the user's history, one millisecond apart from t = 0.
+pub async fn remember(store: &dyn UserStore, user_id: &str, items: &[&str]) {
+    let interactions = items
+        .iter()
+        .enumerate()
+        .map(|(time, item)| AppliedInteraction {
+            item_id: (*item).to_owned(),
+            event_time_ms: time as i64,
+            position: None,
+        })
+        .collect();
+    store
+        .apply(&[UserUpdate {
+            user_id: user_id.to_owned(),
+            interactions,
+        }])
+        .await
+        .expect("history is stored");
 }

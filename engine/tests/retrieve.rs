@@ -11,7 +11,7 @@ use engine::index::VectorIndex;
 use engine::model::{HttpModel, InProcessModel, QueryModel};
 use engine::popularity::PopularSnapshot;
 use engine::retrieve::{FallbackReason, RetrieveRequest, Retriever, Source};
-use engine::store::{open_store, AppliedInteraction, StoreLimits, UserStore, UserUpdate};
+use engine::store::{open_store, StoreLimits, UserStore};
 use model_server::Embedder;
 
 /// Field order matters: the index must be dropped (and flushed) before its directory is deleted.
@@ -66,22 +66,7 @@ impl Fixture {
     }
 
     async fn history(&self, user: &str, items: &[&str]) {
-        let interactions = items
-            .iter()
-            .enumerate()
-            .map(|(time, item)| AppliedInteraction {
-                item_id: item.to_string(),
-                event_time_ms: time as i64,
-                position: None,
-            })
-            .collect();
-        self.store
-            .apply(&[UserUpdate {
-                user_id: user.into(),
-                interactions,
-            }])
-            .await
-            .unwrap();
+        engine::fixtures::remember(self.store.as_ref(), user, items).await;
     }
 }
 

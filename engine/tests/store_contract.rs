@@ -26,16 +26,20 @@ async fn embedded() -> (Arc<dyn UserStore>, Guard) {
     (store, Box::new(data_dir))
 }
 
-async fn redis() -> (Arc<dyn UserStore>, Guard) {
-    let server = support::RedisServer::start();
-    let store = open_store(
+async fn redis_store(server: &support::RedisServer, test: &str) -> Arc<dyn UserStore> {
+    open_store(
         &server.url(),
-        &support::unique_prefix("contract"),
+        &support::unique_prefix(test),
         LIMITS,
         std::path::Path::new("."),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+async fn redis() -> (Arc<dyn UserStore>, Guard) {
+    let server = support::RedisServer::start();
+    let store = redis_store(&server, "contract").await;
     (store, Box::new(server))
 }
 
@@ -312,14 +316,7 @@ async fn embedded_state_survives_a_reopen() {
 #[tokio::test]
 async fn redis_state_survives_a_server_restart_and_scripts_reload() {
     let mut server = support::RedisServer::start();
-    let store = open_store(
-        &server.url(),
-        &support::unique_prefix("restart"),
-        LIMITS,
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
+    let store = redis_store(&server, "restart").await;
     store
         .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
         .await
@@ -348,14 +345,7 @@ async fn redis_state_survives_a_server_restart_and_scripts_reload() {
 #[tokio::test]
 async fn a_stopped_redis_is_an_unavailable_error_not_a_hang() {
     let mut server = support::RedisServer::start();
-    let store = open_store(
-        &server.url(),
-        &support::unique_prefix("down"),
-        LIMITS,
-        std::path::Path::new("."),
-    )
-    .await
-    .unwrap();
+    let store = redis_store(&server, "down").await;
     server.kill();
     let started = std::time::Instant::now();
     let error = store.user_state("u").await.unwrap_err();
