@@ -193,45 +193,24 @@ async fn popular(
     )))
 }
 
-/// Each dependency's state; 503 when any of them cannot answer within a second.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let deadline = Duration::from_secs(1);
-    let retriever = &state.retriever;
-    let describe = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| match result {
+/// "ok", or why the check failed or that it did not finish within a second.
+async fn dependency_state<E: std::fmt::Display>(
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> String {
+    match tokio::time::timeout(Duration::from_secs(1), check).await {
         Ok(Ok(())) => "ok".to_owned(),
-        Ok(Err(error)) => error,
+        Ok(Err(error)) => error.to_string(),
         Err(_) => "timed out".to_owned(),
-    };
-    let store = describe(
-        tokio::time::timeout(deadline, async {
-            retriever
-                .store()
-                .ping()
-                .await
-                .map_err(|error| error.to_string())
-        })
-        .await,
-    );
-    let index = describe(
-        tokio::time::timeout(deadline, async {
-            retriever
-                .index()
-                .ping()
-                .await
-                .map_err(|error| error.to_string())
-        })
-        .await,
-    );
-    let model = describe(
-        tokio::time::timeout(deadline, async {
-            retriever
-                .model()
-                .model_version()
-                .await
-                .map(drop)
-                .map_err(|error| error.to_string())
-        })
-        .await,
+    }
+}
+
+/// Each dependency's state, checked concurrently; 503 when any of them is not ok.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let retriever = &state.retriever;
+    let (store, index, model) = tokio::join!(
+        dependency_state(retriever.store().ping()),
+        dependency_state(retriever.index().ping()),
+        dependency_state(async { retriever.model().model_version().await.map(drop) }),
     );
     let ready = [&store, &index, &model]
         .iter()

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use model_server::embedder::add_unknown_candidates;
 use model_server::{EmbedError, Embedder};
 use schemas::{ModelServerRequest, PredictResponse, QueryEmbeddingsResponse, RetrieveContext};
 
@@ -86,11 +87,7 @@ impl QueryModel for InProcessModel {
         let scores = self.embedder.score_candidates(&query.vector, candidates);
         // Unknown candidates are reported next to unknown sequence items, as the model server does.
         let mut unknown_items = query.unknown_items;
-        for (candidate, score) in candidates.iter().zip(&scores) {
-            if score.is_none() && !unknown_items.contains(candidate) {
-                unknown_items.push(candidate.clone());
-            }
-        }
+        add_unknown_candidates(candidates, &scores, &mut unknown_items);
         Ok((scores, unknown_items))
     }
 }

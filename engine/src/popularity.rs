@@ -12,6 +12,14 @@ use std::time::Duration;
 
 use crate::store::UserStore;
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 /// 2026-01-01T00:00:00Z.
 pub const DEFAULT_ANCHOR_MS: i64 = 1_767_225_600_000;
 
@@ -88,15 +96,12 @@ impl PopularSnapshot {
             // A store without live popularity yet keeps the seeded list.
             return Ok(0);
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as i64)
-            .unwrap_or_default();
+        let now = now_ms();
         let items: Vec<PopularItem> = top
             .into_iter()
             .map(|(item_id, stored)| PopularItem {
                 item_id,
-                score: self.clock.decayed(stored, now_ms),
+                score: self.clock.decayed(stored, now),
             })
             .collect();
         let refreshed = items.len();

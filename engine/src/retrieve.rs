@@ -2,13 +2,13 @@
 //! search with the seen items excluded inside the search → top `count` with item payloads. Any
 //! dependency failure or an exhausted time budget answers with popular items and says why.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::index::{IndexError, Payload, VectorIndex};
+use crate::index::{IndexError, IndexedItem, Payload, VectorIndex};
 use crate::model::{ModelError, QueryModel};
 use crate::popularity::PopularSnapshot;
 use crate::store::{UserState, UserStore};
@@ -218,25 +218,7 @@ impl Retriever {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        chosen
-            .into_iter()
-            .map(|(item_id, score)| {
-                let payload = payloads
-                    .iter()
-                    .find(|item| item.item_id == item_id)
-                    .map(|item| item.payload.clone())
-                    .unwrap_or_else(|| {
-                        let mut payload = Payload::new();
-                        payload.insert("item_id".into(), item_id.clone().into());
-                        payload
-                    });
-                Recommendation {
-                    item_id,
-                    score,
-                    payload,
-                }
-            })
-            .collect()
+        with_payloads(chosen, payloads)
     }
 
     async fn personalized(&self, request: &RetrieveRequest, timings: &mut StageTimings) -> Attempt {
@@ -343,14 +325,10 @@ impl Retriever {
                 .items
                 .iter()
                 .take(request.count)
-                .map(|item| {
-                    let mut payload = Payload::new();
-                    payload.insert("item_id".into(), item.item_id.clone().into());
-                    Recommendation {
-                        item_id: item.item_id.clone(),
-                        score: f64::from(item.score),
-                        payload,
-                    }
+                .map(|item| Recommendation {
+                    item_id: item.item_id.clone(),
+                    score: f64::from(item.score),
+                    payload: bare_payload(&item.item_id),
                 })
                 .collect(),
             source: Source::Cache,
@@ -390,12 +368,12 @@ impl Retriever {
                 )
             }
         };
-        let mut ranked: Vec<(String, f32)> = Vec::new();
+        let mut ranked: Vec<(String, f64)> = Vec::new();
         let mut seen_candidates = HashSet::new();
         for (candidate, score) in request.candidates.iter().zip(scores) {
             if let Some(score) = score {
                 if seen_candidates.insert(candidate.clone()) {
-                    ranked.push((candidate.clone(), score));
+                    ranked.push((candidate.clone(), f64::from(score)));
                 }
             }
         }
@@ -411,21 +389,7 @@ impl Retriever {
         };
         timings.payload_micros = Some(micros(stage));
         Attempt::Done(RetrieveOutcome {
-            recommendations: ranked
-                .into_iter()
-                .map(|(item_id, score)| {
-                    let payload = payloads
-                        .iter()
-                        .find(|item| item.item_id == item_id)
-                        .map(|item| item.payload.clone())
-                        .unwrap_or_default();
-                    Recommendation {
-                        item_id,
-                        score: f64::from(score),
-                        payload,
-                    }
-                })
-                .collect(),
+            recommendations: with_payloads(ranked, payloads),
             source: Source::Personalized,
             fallback_reason: None,
             unknown_items,
@@ -451,6 +415,31 @@ impl Retriever {
     fn index_failure(&self, error: IndexError, exclude: HashSet<String>) -> Attempt {
         self.dependency_failure(FallbackReason::IndexUnavailable, &error, exclude)
     }
+}
+
+/// The payload of an item the index did not describe: just its id.
+fn bare_payload(item_id: &str) -> Payload {
+    let mut payload = Payload::new();
+    payload.insert("item_id".into(), item_id.into());
+    payload
+}
+
+/// Ranked `(item, score)` pairs joined with the payloads the index returned for them.
+fn with_payloads(ranked: Vec<(String, f64)>, found: Vec<IndexedItem>) -> Vec<Recommendation> {
+    let mut payload_of: HashMap<String, Payload> = found
+        .into_iter()
+        .map(|item| (item.item_id, item.payload))
+        .collect();
+    ranked
+        .into_iter()
+        .map(|(item_id, score)| Recommendation {
+            payload: payload_of
+                .remove(&item_id)
+                .unwrap_or_else(|| bare_payload(&item_id)),
+            item_id,
+            score,
+        })
+        .collect()
 }
 
 /// Stored history then the session, each item kept only at its most recent position, the last

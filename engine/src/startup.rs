@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::index::open_index;
 use crate::indexing::index_bundle;
 use crate::model::{HttpModel, InProcessModel, QueryModel};
-use crate::popularity::{DecayClock, PopularSnapshot};
+use crate::popularity::{now_ms, DecayClock, PopularSnapshot};
 use crate::retrieve::Retriever;
 use crate::store::{open_store, UserStore};
 
@@ -139,13 +139,10 @@ pub async fn build_index_from_bundle(config: &Config) -> Result<IndexOutcome, St
     let mut seeded_popularity = 0;
     if store.top_popular(1).await?.is_empty() {
         let clock = DecayClock::new(config.popularity.half_life_hours);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as i64)
-            .unwrap_or_default();
+        let now = now_ms();
         let increments: Vec<(String, f64)> = counts
             .iter()
-            .map(|(item_id, count)| (item_id.clone(), clock.increment(*count, now_ms)))
+            .map(|(item_id, count)| (item_id.clone(), clock.increment(*count, now)))
             .collect();
         seeded_popularity = increments.len();
         store.add_popularity(&increments).await?;

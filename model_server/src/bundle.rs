@@ -213,13 +213,22 @@ pub fn current_bundle_dir(data_dir: &Path) -> Result<PathBuf, BundleError> {
     Ok(bundles.join(version))
 }
 
-/// Atomically points `bundles/CURRENT` at `version` (write a temporary file, then rename).
+/// Atomically points `bundles/CURRENT` at `version`.
 pub fn set_current_bundle(data_dir: &Path, version: &str) -> Result<(), BundleError> {
-    let bundles = bundles_dir(data_dir);
-    let temporary = bundles.join(format!(".{CURRENT_FILE}.{}", std::process::id()));
-    std::fs::write(&temporary, format!("{version}\n")).map_err(io_error(&temporary))?;
-    let current = bundles.join(CURRENT_FILE);
-    std::fs::rename(&temporary, &current).map_err(io_error(&current))
+    let current = bundles_dir(data_dir).join(CURRENT_FILE);
+    write_pointer_file(&current, version).map_err(io_error(&current))
+}
+
+/// Replaces `path` with `name` and a newline so that readers see the old name or the new one,
+/// never a partial write: the text goes to a temporary file in the same directory, then renamed.
+pub fn write_pointer_file(path: &Path, name: &str) -> std::io::Result<()> {
+    let file_name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("pointer");
+    let temporary = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
+    std::fs::write(&temporary, format!("{name}\n"))?;
+    std::fs::rename(&temporary, path)
 }
 
 /// What to record next to a trained native model.

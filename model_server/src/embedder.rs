@@ -57,6 +57,19 @@ mod micros {
     }
 }
 
+/// Appends the candidates that got no score (unknown to the model) to `unknown_items`, once each.
+pub fn add_unknown_candidates(
+    candidates: &[String],
+    scores: &[Option<f32>],
+    unknown_items: &mut Vec<String>,
+) {
+    for (candidate, score) in candidates.iter().zip(scores) {
+        if score.is_none() && !unknown_items.contains(candidate) {
+            unknown_items.push(candidate.clone());
+        }
+    }
+}
+
 /// A query vector and what was dropped to compute it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryEmbedding {

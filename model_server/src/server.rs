@@ -16,7 +16,7 @@ use schemas::{
 };
 use tokio::net::TcpListener;
 
-use crate::embedder::{EmbedError, Embedder};
+use crate::embedder::{add_unknown_candidates, EmbedError, Embedder};
 
 /// Requests carry at most this many bytes; a session is a few hundred ids at most.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -177,11 +177,11 @@ async fn predict(
     let scores = state
         .embedder
         .score_candidates(&vectors[0], &request.ctx.candidate_items_raw);
-    for (candidate, score) in request.ctx.candidate_items_raw.iter().zip(&scores) {
-        if score.is_none() && !unknown_items.contains(candidate) {
-            unknown_items.push(candidate.clone());
-        }
-    }
+    add_unknown_candidates(
+        &request.ctx.candidate_items_raw,
+        &scores,
+        &mut unknown_items,
+    );
     Ok(Json(PredictResponse {
         scores,
         metadata: metadata(&state.embedder),

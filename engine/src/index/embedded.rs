@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use model_server::bundle::write_pointer_file;
 use qdrant_edge::{
     Condition, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, HasIdCondition, JsonPath,
     NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted,
@@ -201,9 +202,7 @@ fn build_blocking(
 
     std::fs::rename(&staging, &target).map_err(io(&target))?;
     let current = alias_dir.join(CURRENT_FILE);
-    let temporary = alias_dir.join(format!(".{CURRENT_FILE}.{}", std::process::id()));
-    std::fs::write(&temporary, format!("{version}\n")).map_err(io(&temporary))?;
-    std::fs::rename(&temporary, &current).map_err(io(&current))?;
+    write_pointer_file(&current, version).map_err(io(&current))?;
     Ok(version.to_owned())
 }
 
