@@ -1,21 +1,25 @@
 //! Route handlers: parse and check the input, call the pipeline, shape the answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use engine::model::ModelError;
 use engine::retrieve::{RetrieveOutcome, RetrieveRequest, Source};
 use schemas::{
+    ErrorBody, ItemsResponse, PredictResponse, QueryEmbeddingsResponse, ReadinessResponse,
     RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
-    RetrieveContext,
+    RetrieveContext, SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse,
+    UserHistoryResponse,
 };
 use serde::Deserialize;
 use tower_http::request_id::RequestId;
+use utoipa::{IntoParams, OpenApi};
 
 use crate::{ApiError, AppState};
 
@@ -26,21 +30,50 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/recs/retrieve", post(retrieve))
         .route("/recs/popular", get(popular))
+        .route("/vendor/seq_retriever", post(seq_retriever))
         .route("/users/{user_id}/history", get(user_history))
         .route("/items", get(items))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(|State(state): State<AppState>| async move { state.metrics.render() }),
         )
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/docs", get(|| async { Html(DOCS_PAGE) }))
+}
+
+/// The OpenAPI document, generated from the handlers' annotations and the wire types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "recsys",
+        description = "Streaming session recommender: personalized top-N items from a user's \
+            stored history and current session, popular items (with the reason) otherwise."
+    ),
+    paths(retrieve, popular, seq_retriever, user_history, items, readyz, healthz)
+)]
+pub struct ApiDoc;
+
+/// A self-contained page that renders `/openapi.json` (no CDN: it works offline and air-gapped).
+const DOCS_PAGE: &str = include_str!("docs.html");
+
+/// Process liveness: answers as long as the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = String, example = "ok")))]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// Query parameters arrive as text so that a bad value gets a message naming the parameter.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RecsParams {
+    /// How many items to return, 1 to 1000 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     count: Option<String>,
+    /// Adds per-stage timings to `metadata.timings`.
+    #[param(value_type = Option<bool>)]
     debug: Option<String>,
 }
 
@@ -77,11 +110,16 @@ fn rec_id(request_id: &RequestId) -> String {
         .to_owned()
 }
 
-fn check_context(context: &RetrieveContext, max_session_items: usize) -> Result<(), ApiError> {
+/// Checks the limits serde cannot express; `prefix` is where the context sits in the body.
+fn check_context(
+    context: &RetrieveContext,
+    max_session_items: usize,
+    prefix: &str,
+) -> Result<(), ApiError> {
     for (row, sequence) in context.item_seq_raw.iter().enumerate() {
         if sequence.len() > max_session_items {
             return Err(ApiError::field(
-                &format!("item_seq_raw[{row}]"),
+                &format!("{prefix}item_seq_raw[{row}]"),
                 format!(
                     "{} items, at most {max_session_items} are accepted",
                     sequence.len()
@@ -90,14 +128,14 @@ fn check_context(context: &RetrieveContext, max_session_items: usize) -> Result<
         }
         if let Some(position) = sequence.iter().position(|item| item.trim().is_empty()) {
             return Err(ApiError::field(
-                &format!("item_seq_raw[{row}][{position}]"),
+                &format!("{prefix}item_seq_raw[{row}][{position}]"),
                 "empty item id",
             ));
         }
     }
     if context.candidate_items_raw.len() > MAX_COUNT {
         return Err(ApiError::field(
-            "candidate_items_raw",
+            &format!("{prefix}candidate_items_raw"),
             format!(
                 "{} items, at most {MAX_COUNT} are accepted",
                 context.candidate_items_raw.len()
@@ -148,6 +186,21 @@ fn response(
     }
 }
 
+/// Personalized recommendations for a session, merged with the user's stored history; popular
+/// items with `metadata.fallback_reason` when there is no usable signal or a dependency is down.
+#[utoipa::path(
+    post,
+    path = "/recs/retrieve",
+    params(RecsParams),
+    request_body = RetrieveContext,
+    responses(
+        (status = 200, body = RecommendationsResponse, headers(("x-request-id" = String, description = "Equal to metadata.rec_id"))),
+        (status = 400, body = ErrorBody, description = "Malformed JSON or query string"),
+        (status = 413, body = ErrorBody, description = "Body over the size limit"),
+        (status = 415, body = ErrorBody, description = "Body is not application/json"),
+        (status = 422, body = ErrorBody, description = "A field has the wrong type, is unknown, or is out of range"),
+    )
+)]
 async fn retrieve(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -158,7 +211,7 @@ async fn retrieve(
     let count = parse_count(params.count.as_deref())?;
     let debug = parse_debug(params.debug.as_deref())?;
     let Json(context) = body?;
-    check_context(&context, state.limits.max_session_items)?;
+    check_context(&context, state.limits.max_session_items, "")?;
     let request = RetrieveRequest {
         user_id: context.user_id().map(str::to_owned),
         session_items: context.session_items().to_vec(),
@@ -169,6 +222,17 @@ async fn retrieve(
     Ok(Json(response(outcome, context, rec_id(&request_id), debug)))
 }
 
+/// The live popular items (decayed interaction counts), from the in-memory snapshot.
+#[utoipa::path(
+    get,
+    path = "/recs/popular",
+    params(RecsParams),
+    responses(
+        (status = 200, body = RecommendationsResponse),
+        (status = 400, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
 async fn popular(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
@@ -205,20 +269,28 @@ async fn dependency_state<E: std::fmt::Display>(
 }
 
 /// Each dependency's state, checked concurrently; 503 when any of them is not ok.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, body = ReadinessResponse),
+        (status = 503, body = ReadinessResponse, description = "A dependency is not ok"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let retriever = &state.retriever;
     let (store, index, model) = tokio::join!(
         dependency_state(retriever.store().ping()),
         dependency_state(retriever.index().ping()),
-        dependency_state(async { retriever.model().model_version().await.map(drop) }),
+        dependency_state(async { retriever.model().metadata().await.map(drop) }),
     );
     let ready = [&store, &index, &model]
         .iter()
         .all(|state| state.as_str() == "ok");
-    let dependencies: HashMap<&str, String> =
-        [("store", store), ("index", index), ("model", model)]
-            .into_iter()
-            .collect();
+    let dependencies = [("store", store), ("index", index), ("model", model)]
+        .into_iter()
+        .map(|(name, state)| (name.to_owned(), state))
+        .collect();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -226,40 +298,64 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "dependencies": dependencies })),
+        Json(ReadinessResponse {
+            ready,
+            dependencies,
+        }),
     )
 }
 
 /// The user's stored state: recent sequence (oldest first) and how many items count as seen.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}/history",
+    params(("user_id" = String, Path, description = "The user id as events and requests name it")),
+    responses(
+        (status = 200, body = UserHistoryResponse, description = "An unknown user has an empty history"),
+        (status = 503, body = ErrorBody, description = "The store is unavailable"),
+    )
+)]
 async fn user_history(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserHistoryResponse>, ApiError> {
     let user_state = state
         .retriever
         .store()
         .user_state(&user_id)
         .await
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
-    Ok(Json(serde_json::json!({
-        "user_id": user_id,
-        "recent_items": user_state.recent_items,
-        "seen_items": user_state.seen_items.len(),
-        "newest_event_time_ms": user_state.newest_event_time_ms,
-    })))
+    Ok(Json(UserHistoryResponse {
+        user_id,
+        recent_items: user_state.recent_items,
+        seen_items: user_state.seen_items.len(),
+        newest_event_time_ms: user_state.newest_event_time_ms,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ItemsParams {
+    /// Comma-separated item ids, at most 1000, e.g. `50,181`.
     ids: Option<String>,
 }
 
 /// Item metadata by ids (`?ids=a,b`), in request order; unknown ids are listed apart.
+#[utoipa::path(
+    get,
+    path = "/items",
+    params(ItemsParams),
+    responses(
+        (status = 200, body = ItemsResponse),
+        (status = 422, body = ErrorBody, description = "No ids, or more than 1000"),
+        (status = 503, body = ErrorBody, description = "The index is unavailable"),
+    )
+)]
 async fn items(
     State(state): State<AppState>,
     params: Result<Query<ItemsParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ItemsResponse>, ApiError> {
     let Query(params) = params?;
     let ids: Vec<String> = params
         .ids
@@ -288,19 +384,95 @@ async fn items(
         .await
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     let known: HashSet<&str> = found.iter().map(|item| item.item_id.as_str()).collect();
-    let unknown: Vec<&String> = ids
+    let unknown_items = ids
         .iter()
         .filter(|id| !known.contains(id.as_str()))
+        .cloned()
         .collect();
-    let items: Vec<serde_json::Value> = found
-        .iter()
+    let items = found
+        .into_iter()
         .map(|item| {
-            let mut payload = item.payload.clone();
-            payload.insert("item_id".into(), item.item_id.clone().into());
-            serde_json::Value::Object(payload)
+            let mut payload = item.payload;
+            payload.insert("item_id".into(), item.item_id.into());
+            payload
         })
         .collect();
-    Ok(Json(
-        serde_json::json!({ "items": items, "unknown_items": unknown }),
-    ))
+    Ok(Json(ItemsResponse {
+        items,
+        unknown_items,
+    }))
+}
+
+/// Direct access to the model, as the tutorial's API offers it for debugging: the context goes
+/// to the model as sent (no stored history merged) and the model's answer comes back unchanged.
+#[utoipa::path(
+    post,
+    path = "/vendor/seq_retriever",
+    request_body = SeqRetrieverRequest,
+    responses(
+        (status = 200, body = SeqRetrieverResponse),
+        (status = 400, body = ErrorBody, description = "Malformed JSON"),
+        (status = 422, body = ErrorBody, description = "Unknown endpoint, wrong field, or no item known to the model"),
+        (status = 503, body = ErrorBody, description = "The model is unavailable"),
+    )
+)]
+async fn seq_retriever(
+    State(state): State<AppState>,
+    body: Result<Json<SeqRetrieverRequest>, JsonRejection>,
+) -> Result<Json<SeqRetrieverResponse>, ApiError> {
+    let Json(SeqRetrieverRequest { ctx, endpoint }) = body?;
+    check_context(&ctx, state.limits.max_session_items, "ctx.")?;
+    if ctx.item_seq_raw.is_empty() {
+        return Err(ApiError::field(
+            "ctx.item_seq_raw",
+            "send at least one sequence",
+        ));
+    }
+    let model = state.retriever.model();
+    let metadata = model.metadata().await.map_err(model_error(0))?;
+    let response = match endpoint {
+        SeqRetrieverEndpoint::GetQueryEmbeddings => {
+            let mut query_embedding = Vec::with_capacity(ctx.item_seq_raw.len());
+            let mut unknown_items: Vec<String> = Vec::new();
+            for (row, sequence) in ctx.item_seq_raw.iter().enumerate() {
+                let query = model.query(sequence).await.map_err(model_error(row))?;
+                for item in query.unknown_items {
+                    if !unknown_items.contains(&item) {
+                        unknown_items.push(item);
+                    }
+                }
+                query_embedding.push(query.vector);
+            }
+            SeqRetrieverResponse::QueryEmbeddings(QueryEmbeddingsResponse {
+                query_embedding,
+                metadata,
+                ctx,
+                unknown_items,
+            })
+        }
+        SeqRetrieverEndpoint::Predict => {
+            let (scores, unknown_items) = model
+                .score_candidates(ctx.session_items(), &ctx.candidate_items_raw)
+                .await
+                .map_err(model_error(0))?;
+            SeqRetrieverResponse::Predict(PredictResponse {
+                scores,
+                metadata,
+                ctx,
+                unknown_items,
+            })
+        }
+    };
+    Ok(Json(response))
+}
+
+/// An empty sequence is the client's problem (422 naming the row); anything else is the model's.
+fn model_error(row: usize) -> impl FnOnce(ModelError) -> ApiError {
+    move |error| match error {
+        ModelError::EmptySequence { unknown_items } => ApiError::field(
+            &format!("ctx.item_seq_raw[{row}]"),
+            format!("no item known to the model (unknown: {unknown_items:?})"),
+        ),
+        ModelError::Unavailable(detail) => ApiError::Unavailable(detail),
+    }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use model_server::embedder::add_unknown_candidates;
 use model_server::{EmbedError, Embedder};
-use schemas::{ModelServerRequest, PredictResponse, QueryEmbeddingsResponse, RetrieveContext};
+use schemas::{
+    ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse, RetrieveContext,
+};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
@@ -27,8 +29,8 @@ pub struct Query {
 #[async_trait::async_trait]
 pub trait QueryModel: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
-    /// The version string of the served bundle, as responses report it.
-    async fn model_version(&self) -> Result<String, ModelError>;
+    /// The served model's name and version (responses report the version).
+    async fn metadata(&self) -> Result<ModelMetadata, ModelError>;
     async fn query(&self, items: &[String]) -> Result<Query, ModelError>;
     /// Scores of `candidates` for the query of `items`, in order; `None` for unknown candidates.
     /// Also returns every unknown item, of the sequence and of the candidates.
@@ -66,8 +68,11 @@ impl QueryModel for InProcessModel {
         "embedded"
     }
 
-    async fn model_version(&self) -> Result<String, ModelError> {
-        Ok(self.embedder.model_version().to_owned())
+    async fn metadata(&self) -> Result<ModelMetadata, ModelError> {
+        Ok(ModelMetadata {
+            model_name: self.embedder.model_name().to_owned(),
+            model_version: self.embedder.model_version().to_owned(),
+        })
     }
 
     async fn query(&self, items: &[String]) -> Result<Query, ModelError> {
@@ -175,7 +180,7 @@ impl QueryModel for HttpModel {
         "http"
     }
 
-    async fn model_version(&self) -> Result<String, ModelError> {
+    async fn metadata(&self) -> Result<ModelMetadata, ModelError> {
         let response = self
             .client
             .get(format!("{}/metadata", self.base_url))
@@ -183,11 +188,10 @@ impl QueryModel for HttpModel {
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|error| ModelError::Unavailable(format!("metadata: {error}")))?;
-        let metadata: schemas::ModelMetadata = response
+        response
             .json()
             .await
-            .map_err(|error| ModelError::Unavailable(format!("metadata: {error}")))?;
-        Ok(metadata.model_version)
+            .map_err(|error| ModelError::Unavailable(format!("metadata: {error}")))
     }
 
     async fn query(&self, items: &[String]) -> Result<Query, ModelError> {

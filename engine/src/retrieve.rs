@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::index::{IndexError, IndexedItem, Payload, VectorIndex};
 use crate::model::{ModelError, QueryModel};
 use crate::popularity::PopularSnapshot;
-use crate::store::{UserState, UserStore};
+use crate::store::{StoreError, UserState, UserStore};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrieveRequest {
@@ -42,7 +42,8 @@ pub enum FallbackReason {
     StoreUnavailable,
     ModelUnavailable,
     IndexUnavailable,
-    /// The personalised path did not finish within the request budget.
+    /// The personalised path did not finish within the request budget (a dependency that is
+    /// late is reported as unavailable; this is the outer guard).
     Timeout,
 }
 
@@ -117,6 +118,22 @@ fn micros(since: Instant) -> u64 {
     since.elapsed().as_micros() as u64
 }
 
+/// Runs a dependency call that must answer before `deadline`. A late answer is that dependency's
+/// failure (`unavailable`), so the fallback reason names who was slow, and a dead dependency
+/// costs a request no more than the budget.
+async fn before<T, E>(
+    deadline: tokio::time::Instant,
+    call: impl std::future::Future<Output = Result<T, E>>,
+    unavailable: impl FnOnce(String) -> E,
+) -> Result<T, E> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(unavailable(
+            "no answer within the request budget".to_owned(),
+        )),
+    }
+}
+
 impl Retriever {
     pub fn new(
         store: Arc<dyn UserStore>,
@@ -161,8 +178,13 @@ impl Retriever {
     pub async fn retrieve(&self, request: &RetrieveRequest) -> RetrieveOutcome {
         let started = Instant::now();
         let mut timings = StageTimings::default();
-        let attempt =
-            tokio::time::timeout(self.budget, self.personalized(request, &mut timings)).await;
+        let deadline = tokio::time::Instant::from_std(started) + self.budget;
+        // The outer guard leaves a little room so that a late stage reports itself first.
+        let attempt = tokio::time::timeout_at(
+            deadline + Duration::from_millis(5),
+            self.personalized(request, &mut timings, deadline),
+        )
+        .await;
         let (reason, exclude, unknown_items) = match attempt {
             Ok(Attempt::Done(mut outcome)) => {
                 outcome.timings = StageTimings {
@@ -221,13 +243,23 @@ impl Retriever {
         with_payloads(chosen, payloads)
     }
 
-    async fn personalized(&self, request: &RetrieveRequest, timings: &mut StageTimings) -> Attempt {
+    async fn personalized(
+        &self,
+        request: &RetrieveRequest,
+        timings: &mut StageTimings,
+        deadline: tokio::time::Instant,
+    ) -> Attempt {
         let session_exclude: HashSet<String> = request.session_items.iter().cloned().collect();
         let state = match &request.user_id {
             None => UserState::default(),
             Some(user_id) => {
                 let stage = Instant::now();
-                let state = self.store.user_state(user_id).await;
+                let state = before(
+                    deadline,
+                    self.store.user_state(user_id),
+                    StoreError::Unavailable,
+                )
+                .await;
                 timings.state_micros = Some(micros(stage));
                 match state {
                     Ok(state) => state,
@@ -261,11 +293,18 @@ impl Retriever {
             };
         }
         if !request.candidates.is_empty() {
-            return self.rank_candidates(request, &sequence, timings).await;
+            return self
+                .rank_candidates(request, &sequence, timings, deadline)
+                .await;
         }
 
         let stage = Instant::now();
-        let query = self.model.query(&sequence).await;
+        let query = before(
+            deadline,
+            self.model.query(&sequence),
+            ModelError::Unavailable,
+        )
+        .await;
         timings.embed_micros = Some(micros(stage));
         let query = match query {
             Ok(query) => query,
@@ -282,10 +321,13 @@ impl Retriever {
         };
         let stage = Instant::now();
         let exclude_list: Vec<String> = exclude.iter().cloned().collect();
-        let hits = self
-            .index
-            .search(&query.vector, request.count, &exclude_list)
-            .await;
+        let hits = before(
+            deadline,
+            self.index
+                .search(&query.vector, request.count, &exclude_list),
+            IndexError::Unavailable,
+        )
+        .await;
         timings.search_micros = Some(micros(stage));
         let hits = match hits {
             Ok(hits) => hits,
@@ -344,12 +386,15 @@ impl Retriever {
         request: &RetrieveRequest,
         sequence: &[String],
         timings: &mut StageTimings,
+        deadline: tokio::time::Instant,
     ) -> Attempt {
         let stage = Instant::now();
-        let scored = self
-            .model
-            .score_candidates(sequence, &request.candidates)
-            .await;
+        let scored = before(
+            deadline,
+            self.model.score_candidates(sequence, &request.candidates),
+            ModelError::Unavailable,
+        )
+        .await;
         timings.embed_micros = Some(micros(stage));
         let (scores, unknown_items) = match scored {
             Ok(scored) => scored,
@@ -381,7 +426,8 @@ impl Retriever {
         ranked.truncate(request.count);
         let stage = Instant::now();
         let ids: Vec<String> = ranked.iter().map(|(item_id, _)| item_id.clone()).collect();
-        let payloads = match self.index.items(&ids).await {
+        let payloads = match before(deadline, self.index.items(&ids), IndexError::Unavailable).await
+        {
             Ok(payloads) => payloads,
             Err(error) => {
                 return self.index_failure(error, request.session_items.iter().cloned().collect())

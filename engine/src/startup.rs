@@ -63,7 +63,7 @@ pub async fn build_retriever(
         } else {
             let budget = Duration::from_millis(config.api.request_budget_ms);
             let http = HttpModel::new(&config.model.url, budget)?;
-            let version = http.model_version().await?;
+            let version = http.metadata().await?.model_version;
             (Arc::new(http), version, config.state.max_history)
         };
     let store = open_store(

@@ -42,7 +42,7 @@ async fn both_backends_give_the_same_answers() {
     let mut queries = Vec::new();
     let mut scores = Vec::new();
     for backend in &backends {
-        versions.push(backend.model_version().await.unwrap());
+        versions.push(backend.metadata().await.unwrap());
         let query = backend.query(&items(&["i1", "ghost", "i2"])).await.unwrap();
         assert_eq!(query.unknown_items, ["ghost"], "{}", backend.backend());
         queries.push(query.vector);
@@ -83,7 +83,7 @@ async fn an_unreachable_model_server_is_unavailable() {
         Err(ModelError::Unavailable(_))
     ));
     assert!(matches!(
-        http.model_version().await,
+        http.metadata().await,
         Err(ModelError::Unavailable(_))
     ));
 }

@@ -1,8 +1,6 @@
 //! The retrieve pipeline end to end on real parts: a trained tiny model, Qdrant Edge, the embedded
 //! store (and a real redis-server for the outage case).
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,8 +76,8 @@ impl QueryModel for SlowModel {
     fn backend(&self) -> &'static str {
         "slow"
     }
-    async fn model_version(&self) -> Result<String, engine::model::ModelError> {
-        self.0.model_version().await
+    async fn metadata(&self) -> Result<schemas::ModelMetadata, engine::model::ModelError> {
+        self.0.metadata().await
     }
     async fn query(
         &self,
@@ -257,10 +255,10 @@ async fn dependency_outages_answer_with_popular_items() {
     let fixture = fixture().await;
 
     // The store: a real redis-server, killed.
-    let mut server = support::RedisServer::start();
+    let mut server = testkit::RedisServer::start();
     let redis = open_store(
         &server.url(),
-        &support::unique_prefix("outage"),
+        &testkit::unique_prefix("outage"),
         StoreLimits::default(),
         fixture.data_dir.path(),
     )
@@ -314,7 +312,7 @@ async fn dependency_outages_answer_with_popular_items() {
     );
     assert_eq!(outcome.recommendations.len(), 3);
 
-    // The budget: a model slower than the budget.
+    // The budget: a model slower than the budget is reported as the late dependency.
     let slow = SlowModel(
         InProcessModel::new(fixture.embedder.clone()),
         Duration::from_millis(300),
@@ -326,7 +324,10 @@ async fn dependency_outages_answer_with_popular_items() {
     );
     let started = std::time::Instant::now();
     let outcome = retriever.retrieve(&request(None, &["i1"], &[], 3)).await;
-    assert_eq!(outcome.fallback_reason, Some(FallbackReason::Timeout));
+    assert_eq!(
+        outcome.fallback_reason,
+        Some(FallbackReason::ModelUnavailable)
+    );
     assert_eq!(outcome.recommendations.len(), 3);
     assert!(
         started.elapsed() < Duration::from_millis(290),

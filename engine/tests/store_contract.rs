@@ -1,8 +1,6 @@
 //! One contract for every `UserStore` backend, run against the embedded store and a real
 //! redis-server started by the harness.
 
-mod support;
-
 use std::sync::Arc;
 
 use engine::store::{
@@ -26,10 +24,10 @@ async fn embedded() -> (Arc<dyn UserStore>, Guard) {
     (store, Box::new(data_dir))
 }
 
-async fn redis_store(server: &support::RedisServer, test: &str) -> Arc<dyn UserStore> {
+async fn redis_store(server: &testkit::RedisServer, test: &str) -> Arc<dyn UserStore> {
     open_store(
         &server.url(),
-        &support::unique_prefix(test),
+        &testkit::unique_prefix(test),
         LIMITS,
         std::path::Path::new("."),
     )
@@ -38,7 +36,7 @@ async fn redis_store(server: &support::RedisServer, test: &str) -> Arc<dyn UserS
 }
 
 async fn redis() -> (Arc<dyn UserStore>, Guard) {
-    let server = support::RedisServer::start();
+    let server = testkit::RedisServer::start();
     let store = redis_store(&server, "contract").await;
     (store, Box::new(server))
 }
@@ -315,7 +313,7 @@ async fn embedded_state_survives_a_reopen() {
 
 #[tokio::test]
 async fn redis_state_survives_a_server_restart_and_scripts_reload() {
-    let mut server = support::RedisServer::start();
+    let mut server = testkit::RedisServer::start();
     let store = redis_store(&server, "restart").await;
     store
         .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
@@ -344,7 +342,7 @@ async fn redis_state_survives_a_server_restart_and_scripts_reload() {
 
 #[tokio::test]
 async fn a_stopped_redis_is_an_unavailable_error_not_a_hang() {
-    let mut server = support::RedisServer::start();
+    let mut server = testkit::RedisServer::start();
     let store = redis_store(&server, "down").await;
     server.kill();
     let started = std::time::Instant::now();

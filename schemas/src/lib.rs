@@ -7,12 +7,15 @@ mod error;
 mod model_server;
 mod recommendations;
 mod retrieve;
+mod status;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use model_server::{
     ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse,
+    SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse,
 };
 pub use recommendations::{
     RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
 };
 pub use retrieve::RetrieveContext;
+pub use status::{ItemsResponse, ReadinessResponse, UserHistoryResponse};

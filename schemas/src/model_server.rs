@@ -38,3 +38,28 @@ pub struct PredictResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_items: Vec<String>,
 }
+
+/// Which model-server endpoint `POST /vendor/seq_retriever` forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SeqRetrieverEndpoint {
+    GetQueryEmbeddings,
+    Predict,
+}
+
+/// `POST /vendor/seq_retriever`: direct access to the model, for debugging, as the tutorial's API
+/// offers it. The context goes to the model as sent (no stored history is merged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeqRetrieverRequest {
+    pub ctx: RetrieveContext,
+    pub endpoint: SeqRetrieverEndpoint,
+}
+
+/// The model's answer for the requested endpoint, unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SeqRetrieverResponse {
+    QueryEmbeddings(QueryEmbeddingsResponse),
+    Predict(PredictResponse),
+}

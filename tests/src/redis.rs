@@ -1,24 +1,15 @@
-//! Test harness: real servers started on free ports, cleaned up on drop.
+//! A `redis-server` per test.
 
-#![allow(dead_code)]
-
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::free_port;
 
 /// A `redis-server` of our own on a free loopback port, in a temporary directory.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     directory: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl RedisServer {

@@ -1,0 +1,35 @@
+//! Answers of the API's operational and lookup routes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `GET /readyz`: each dependency's state, `"ok"` or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReadinessResponse {
+    pub ready: bool,
+    /// `store`, `index` and `model`, each `"ok"`, the error, or `"timed out"`.
+    pub dependencies: BTreeMap<String, String>,
+}
+
+/// `GET /users/{user_id}/history`: what the store keeps for a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserHistoryResponse {
+    pub user_id: String,
+    /// The recent sequence, oldest first.
+    pub recent_items: Vec<String>,
+    /// How many distinct items count as seen (excluded from recommendations).
+    pub seen_items: usize,
+    /// Event time of the newest applied event, when events came from the stream.
+    pub newest_event_time_ms: Option<i64>,
+}
+
+/// `GET /items?ids=a,b`: item metadata in request order; ids the index does not hold are listed apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ItemsResponse {
+    /// Each item's payload (title, year, genres, popularity) with its `item_id`.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub unknown_items: Vec<String>,
+}
