@@ -119,6 +119,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare the API load benchmark: store every user's history of the current bundle's data
+    /// set (minus the last 5 items) and write request bodies (a stored user + 1-5 of those items).
+    BenchPrepare {
+        #[command(flatten)]
+        serving: ServingArgs,
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
+        /// Where the bodies go, one JSON object per line (`oha -Z`).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Generate a synthetic data set into `<data-dir>/datasets/<name>/`.
     Synth {
         #[command(flatten)]
@@ -143,6 +156,9 @@ struct BatchingArgs {
     /// Microseconds the batcher waits for more sequences once it has one.
     #[arg(long, default_value_t = 0)]
     max_wait_micros: u64,
+    /// Torch intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    torch_threads: usize,
 }
 
 #[derive(Args)]
@@ -236,6 +252,16 @@ fn main() -> anyhow::Result<()> {
             let config = serving.load()?;
             tokio::runtime::Runtime::new()?.block_on(index_command(config, if_missing))
         }
+        Command::BenchPrepare {
+            serving,
+            requests,
+            out,
+            seed,
+        } => {
+            let config = serving.load()?;
+            tokio::runtime::Runtime::new()?
+                .block_on(bench_prepare_command(config, requests, &out, seed))
+        }
         Command::Train(args) => train_command(&args),
         Command::Eval { data, bundle, json } => {
             let bundle_dir = bundle.resolve(&data)?;
@@ -280,6 +306,7 @@ fn main() -> anyhow::Result<()> {
                 EmbedderConfig {
                     max_batch_size: batching.max_batch_size,
                     max_wait: Duration::from_micros(batching.max_wait_micros),
+                    torch_threads: batching.torch_threads,
                     ..EmbedderConfig::default()
                 },
             );
@@ -422,6 +449,37 @@ async fn index_command(config: engine::config::Config, if_missing: bool) -> anyh
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+async fn bench_prepare_command(
+    config: engine::config::Config,
+    requests: usize,
+    out: &std::path::Path,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let bundle = ModelBundle::load(&engine::startup::bundle_dir(&config)?)?;
+    let dataset = model_server::data::Dataset::load(&config.data_dir, &bundle.config.dataset)?;
+    let store = engine::store::open_store(
+        &config.state.url,
+        &config.state.key_prefix,
+        config.state.limits(),
+        &config.data_dir,
+    )
+    .await?;
+    let load =
+        engine::loadgen::prepare_retrieve_load(store.as_ref(), &dataset, requests, seed).await?;
+    let mut text = load.bodies.join("\n");
+    text.push('\n');
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "stored {} interactions of {} users of {}; {} request bodies in {}",
+        load.stored_interactions,
+        load.users,
+        dataset.name,
+        load.bodies.len(),
+        out.display()
     );
     Ok(())
 }

@@ -121,6 +121,8 @@ pub struct ModelBackendConfig {
     pub max_batch_size: usize,
     pub max_wait_micros: u64,
     pub queue_capacity: usize,
+    /// Torch intra-op threads (0: one per core); see `EmbedderConfig::torch_threads`.
+    pub torch_threads: usize,
 }
 
 impl Default for ModelBackendConfig {
@@ -131,6 +133,7 @@ impl Default for ModelBackendConfig {
             max_batch_size: 64,
             max_wait_micros: 0,
             queue_capacity: 4096,
+            torch_threads: 1,
         }
     }
 }

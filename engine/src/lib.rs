@@ -5,6 +5,7 @@ pub mod config;
 pub mod fixtures;
 pub mod index;
 pub mod indexing;
+pub mod loadgen;
 pub mod model;
 pub mod popularity;
 pub mod retrieve;

@@ -46,6 +46,7 @@ fn embedder_config(config: &Config) -> EmbedderConfig {
         max_batch_size: config.model.max_batch_size,
         max_wait: Duration::from_micros(config.model.max_wait_micros),
         queue_capacity: config.model.queue_capacity,
+        torch_threads: config.model.torch_threads,
     }
 }
 

@@ -102,6 +102,7 @@ pub fn run_embedder_benchmark(
                 max_batch_size: batch_size,
                 max_wait: Duration::from_millis(20),
                 queue_capacity: batch_size.max(1) * 2,
+                ..EmbedderConfig::default()
             },
         );
         let batch: Vec<Vec<String>> = sequences.iter().cycle().take(batch_size).cloned().collect();

@@ -27,6 +27,10 @@ pub struct EmbedderConfig {
     pub max_wait: Duration,
     /// Jobs waiting for the batcher; senders wait (backpressure) when it is full.
     pub queue_capacity: usize,
+    /// Torch intra-op threads of the process (0 keeps torch's default, one per core). One is
+    /// best for serving: a forward pass of a few sequences is too small to split, and the
+    /// request threads need the other cores.
+    pub torch_threads: usize,
 }
 
 impl Default for EmbedderConfig {
@@ -35,6 +39,7 @@ impl Default for EmbedderConfig {
             max_batch_size: 64,
             max_wait: Duration::ZERO,
             queue_capacity: 4096,
+            torch_threads: 1,
         }
     }
 }
@@ -144,6 +149,9 @@ impl Embedder {
             batches_run: AtomicU64::new(0),
             sequences_embedded: AtomicU64::new(0),
         });
+        if config.torch_threads > 0 {
+            tch::set_num_threads(config.torch_threads as i32);
+        }
         let (sender, receiver) = flume::bounded(config.queue_capacity.max(1));
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()

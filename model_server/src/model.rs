@@ -422,12 +422,9 @@ mod tests {
 /// Left-pads index sequences into one `[batch, len]` int64 tensor, `len` being the longest sequence
 /// of the batch capped at `max_len`; longer sequences keep their most recent `max_len` items.
 pub fn left_padded_batch<S: AsRef<[i64]>>(sequences: &[S], max_len: usize) -> Tensor {
-    let width = sequences
-        .iter()
-        .map(|sequence| sequence.as_ref().len().min(max_len))
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    // Always the full width: a GRU reads padding, so a sequence's query must not depend on how
+    // long the other sequences of its batch are (training pads every window to `max_len` too).
+    let width = max_len.max(1);
     let mut flat = vec![0i64; sequences.len() * width];
     for (row, sequence) in sequences.iter().enumerate() {
         let sequence = sequence.as_ref();
@@ -443,10 +440,12 @@ mod padding_tests {
     use super::*;
 
     #[test]
-    fn left_pads_to_the_longest_and_truncates_to_the_most_recent() {
+    fn left_pads_to_max_len_and_truncates_to_the_most_recent() {
         let batch = left_padded_batch(&[vec![1i64, 2], vec![3, 4, 5, 6, 7], vec![]], 4);
         assert_eq!(batch.size(), [3, 4]);
         let rows: Vec<i64> = Vec::try_from(batch.view([-1])).unwrap();
         assert_eq!(rows, [0, 0, 1, 2, 4, 5, 6, 7, 0, 0, 0, 0]);
+        let short = left_padded_batch(&[vec![9i64]], 4);
+        assert_eq!(short.size(), [1, 4]);
     }
 }

@@ -297,14 +297,12 @@ impl TrainingWindows {
     }
 }
 
-/// Like `left_padded_batch`, but always exactly `max_len` wide so windows stack into one tensor.
+/// `left_padded_batch`, also for no sequences at all.
 fn pad_to(sequences: &[Vec<i64>], max_len: usize) -> Tensor {
     if sequences.is_empty() {
         return Tensor::zeros([0, max_len as i64], (Kind::Int64, tch::Device::Cpu));
     }
-    let batch = left_padded_batch(sequences, max_len);
-    let width = batch.size()[1];
-    batch.constant_pad_nd([max_len as i64 - width, 0])
+    left_padded_batch(sequences, max_len)
 }
 
 fn batch_loss(model: &SequenceModel, inputs: &Tensor, targets: &Tensor, loss: LossKind) -> Tensor {

@@ -68,6 +68,25 @@ async fn only_the_most_recent_max_len_items_count() {
     assert_eq!(from_recent, from_long);
 }
 
+#[tokio::test]
+async fn a_query_does_not_depend_on_the_other_sequences_of_its_batch() {
+    // A GRU reads padding, so this holds only because every batch is padded to max_len.
+    let (_data_dir, outcome) = common::trained_data_dir(EncoderKind::Gru);
+    let embedder = start(&outcome.bundle_dir, EmbedderConfig::default());
+    let short = ids(&["i4", "i9"]);
+    let long = ids(&["i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8"]);
+    let alone = embedder.embed(&short).await.unwrap().vector;
+    let together = embedder.embed_many(&[long, short]).await;
+    let batched = &together[1].as_ref().unwrap().vector;
+    // Equal up to float summation order (matrix kernels differ by batch size), not by padding.
+    let largest_difference = batched
+        .iter()
+        .zip(&alone)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(largest_difference < 1e-5, "{largest_difference}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_share_batches_and_get_their_own_answers() {
     let (_data_dir, outcome) = common::trained_data_dir(EncoderKind::Sasrec);
@@ -100,6 +119,7 @@ async fn concurrent_callers_share_batches_and_get_their_own_answers() {
             max_batch_size: 32,
             max_wait: Duration::from_millis(50),
             queue_capacity: 128,
+            ..EmbedderConfig::default()
         },
     );
     let tasks: Vec<_> = sequences
@@ -140,6 +160,7 @@ async fn a_full_queue_applies_backpressure_instead_of_dropping() {
             max_batch_size: 4,
             max_wait: Duration::ZERO,
             queue_capacity: 2,
+            ..EmbedderConfig::default()
         },
     );
     let sequences: Vec<Vec<String>> = (0..50).map(|n| vec![format!("i{}", n % 40)]).collect();

@@ -12,15 +12,15 @@ use std::sync::Arc;
 
 use model_server::bundle::write_pointer_file;
 use qdrant_edge::{
-    Condition, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, HasIdCondition, JsonPath,
+    Condition, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, HasIdCondition,
     NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted,
     QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, WithPayloadInterface,
     WithVector, DEFAULT_VECTOR_NAME,
 };
 
 use super::{
-    indexed_item, item_id_of, payload_with_item_id, scored_item, IndexError, IndexPoint,
-    IndexedItem, Payload, ScoredItem, VectorIndex,
+    indexed_item, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
+    VectorIndex,
 };
 
 const CURRENT_FILE: &str = "CURRENT";
@@ -29,7 +29,16 @@ const UPSERT_CHUNK: usize = 1024;
 pub struct EmbeddedIndex {
     shard: Arc<EdgeShard>,
     version: String,
-    point_of_item: Arc<HashMap<String, u64>>,
+    catalog: Arc<Catalog>,
+}
+
+/// Every item of the served version, in memory: versions never change once built, and reading
+/// payloads from memory instead of the segment keeps them off the search's latency (and lets
+/// lookups by id skip the shard entirely).
+#[derive(Default)]
+struct Catalog {
+    point_of_item: HashMap<String, u64>,
+    item_of_point: HashMap<u64, IndexedItem>,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> IndexError {
@@ -61,18 +70,18 @@ impl EmbeddedIndex {
             }
         };
         let shard_dir = alias_dir.join(&version);
-        let (shard, point_of_item) = tokio::task::spawn_blocking(move || {
+        let (shard, catalog) = tokio::task::spawn_blocking(move || {
             let shard = EdgeShard::load(&shard_dir, None)
                 .map_err(|error| unavailable(format!("{}: {error}", shard_dir.display())))?;
-            let point_of_item = read_item_ids(&shard)?;
-            Ok::<_, IndexError>((shard, point_of_item))
+            let catalog = read_catalog(&shard)?;
+            Ok::<_, IndexError>((shard, catalog))
         })
         .await
         .map_err(unavailable)??;
         Ok(EmbeddedIndex {
             shard: Arc::new(shard),
             version,
-            point_of_item: Arc::new(point_of_item),
+            catalog: Arc::new(catalog),
         })
     }
 
@@ -103,35 +112,36 @@ impl EmbeddedIndex {
     fn point_ids(&self, item_ids: &[String]) -> Vec<PointId> {
         item_ids
             .iter()
-            .filter_map(|item_id| self.point_of_item.get(item_id))
+            .filter_map(|item_id| self.catalog.point_of_item.get(item_id))
             .map(|&number| PointId::NumId(number))
             .collect()
     }
 }
 
-fn read_item_ids(shard: &EdgeShard) -> Result<HashMap<String, u64>, IndexError> {
-    let item_id_path = JsonPath::try_from("item_id").map_err(|_| unavailable("bad json path"))?;
-    let mut point_of_item = HashMap::new();
+fn read_catalog(shard: &EdgeShard) -> Result<Catalog, IndexError> {
+    let mut catalog = Catalog::default();
     let mut offset = None;
     loop {
         let (records, next) = shard
             .scroll(ScrollRequest {
                 offset,
                 limit: Some(10_000),
-                with_payload: Some(WithPayloadInterface::Fields(vec![item_id_path.clone()])),
+                with_payload: Some(WithPayloadInterface::Bool(true)),
                 with_vector: WithVector::Bool(false),
                 ..ScrollRequest::default()
             })
             .map_err(unavailable)?;
         for record in records {
-            let payload = payload_map(record.payload);
-            if let (Some(item_id), Some(number)) = (item_id_of(&payload), point_number(record.id)) {
-                point_of_item.insert(item_id, number);
+            let number = point_number(record.id);
+            if let (Some(item), Some(number)) = (indexed_item(payload_map(record.payload)), number)
+            {
+                catalog.point_of_item.insert(item.item_id.clone(), number);
+                catalog.item_of_point.insert(number, item);
             }
         }
         match next {
             Some(next) => offset = Some(next),
-            None => return Ok(point_of_item),
+            None => return Ok(catalog),
         }
     }
 }
@@ -224,6 +234,7 @@ impl VectorIndex for EmbeddedIndex {
     ) -> Result<Vec<ScoredItem>, IndexError> {
         let excluded = self.point_ids(exclude);
         let query = query.to_vec();
+        let catalog = Arc::clone(&self.catalog);
         self.blocking(move |shard| {
             let filter = if excluded.is_empty() {
                 None
@@ -243,33 +254,31 @@ impl VectorIndex for EmbeddedIndex {
                     offset: 0,
                     params: None,
                     with_vector: WithVector::Bool(false),
-                    with_payload: WithPayloadInterface::Bool(true),
+                    with_payload: WithPayloadInterface::Bool(false),
                 })
                 .map_err(unavailable)?;
             Ok(hits
                 .into_iter()
-                .filter_map(|hit| scored_item(payload_map(hit.payload), hit.score))
+                .filter_map(|hit| {
+                    let item = catalog.item_of_point.get(&point_number(hit.id)?)?;
+                    Some(ScoredItem {
+                        item_id: item.item_id.clone(),
+                        score: hit.score,
+                        payload: item.payload.clone(),
+                    })
+                })
                 .collect())
         })
         .await
     }
 
     async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError> {
-        let ids = self.point_ids(item_ids);
-        self.blocking(move |shard| {
-            let records = shard
-                .retrieve(
-                    &ids,
-                    Some(WithPayloadInterface::Bool(true)),
-                    Some(WithVector::Bool(false)),
-                )
-                .map_err(unavailable)?;
-            Ok(records
-                .into_iter()
-                .filter_map(|record| indexed_item(payload_map(record.payload)))
-                .collect())
-        })
-        .await
+        Ok(item_ids
+            .iter()
+            .filter_map(|item_id| self.catalog.point_of_item.get(item_id))
+            .filter_map(|number| self.catalog.item_of_point.get(number))
+            .cloned()
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), IndexError> {

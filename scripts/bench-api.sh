@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Load benchmark of the release API: open-loop load at a fixed rate (oha, latency-corrected) with
+# realistic bodies (a stored user + 1-5 of their next items), then GET /healthz at the same rate
+# as the floor. Prints p50/p99/p99.9, throughput, errors, and retrieve p99 / floor p99.
+#
+#   scripts/bench-api.sh [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m]
+#                        [--rate 1000] [--duration 30s]
+#
+# Everything it makes (bench data dirs, bundles, indexes, the oha binary) lives under
+# $RECSYS_CACHE_DIR, apart from the main command's data dir.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+store=embedded
+dataset=ml-100k
+rate=1000
+duration=30s
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --store) store="$2"; shift 2 ;;
+    --dataset) dataset="$2"; shift 2 ;;
+    --rate) rate="$2"; shift 2 ;;
+    --duration) duration="$2"; shift 2 ;;
+    *) echo "usage: $0 [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m] [--rate N] [--duration 30s]" >&2; exit 2 ;;
+  esac
+done
+log() { echo "[bench-api] $*" >&2; }
+
+"$REPO_ROOT/scripts/setup.sh" $([[ $store == redis ]] && echo --tests)
+
+tools="$RECSYS_CACHE_DIR/tools"
+oha="$tools/bin/oha"
+if [[ ! -x "$oha" ]]; then
+  log "installing oha (load generator) into $tools (a few minutes, once)"
+  CARGO_TARGET_DIR="$RECSYS_CACHE_DIR/tools-target" cargo install --quiet --locked oha --version 1.16.0 --root "$tools"
+fi
+
+log "building the release binary"
+(cd "$REPO_ROOT" && cargo build --quiet --release --locked -p recsys-cli)
+recsys="$CARGO_TARGET_DIR/release/recsys"
+
+bench_dir="$RECSYS_CACHE_DIR/bench/$dataset"
+mkdir -p "$bench_dir/datasets"
+case "$dataset" in
+  ml-100k)
+    ln -sfn "$(realpath "$RECSYS_DATA_DIR/datasets/ml-100k")" "$bench_dir/datasets/ml-100k"
+    train_args=() ;;
+  synthetic-100k|synthetic-1m)
+    items=$([[ $dataset == synthetic-1m ]] && echo 1000000 || echo 100000)
+    if [[ ! -s "$bench_dir/datasets/$dataset/$dataset.inter" ]]; then
+      "$recsys" synth --data-dir "$bench_dir" --name "$dataset" --items "$items" --users 100000
+    fi
+    # Latency does not depend on how long the model trained: one epoch makes a real bundle.
+    train_args=(--max-epochs 1) ;;
+  *) echo "unknown dataset $dataset" >&2; exit 2 ;;
+esac
+if [[ ! -s "$bench_dir/bundles/CURRENT" ]]; then
+  log "training a bundle on $dataset"
+  "$recsys" train --data-dir "$bench_dir" --dataset "$dataset" "${train_args[@]}"
+fi
+"$recsys" index --data-dir "$bench_dir" --if-missing
+
+run_dir="$(mktemp -d)"
+server_pid=""
+redis_pid=""
+cleanup() {
+  [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  [[ -n "$redis_pid" ]] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  rm -rf "$run_dir"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+export RECSYS__STATE__URL=embedded
+if [[ $store == redis ]]; then
+  redis_port="$(free_port)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir" >/dev/null &
+  redis_pid=$!
+  export RECSYS__STATE__URL="redis://127.0.0.1:$redis_port/"
+  export RECSYS__STATE__KEY_PREFIX="bench"
+  until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
+else
+  # A fresh embedded store per run, so every run stores the same histories.
+  rm -rf "$bench_dir/state"
+fi
+
+"$recsys" bench-prepare --data-dir "$bench_dir" --out "$run_dir/bodies.ndjson"
+
+port="$(free_port)"
+RUST_LOG=warn,qdrant_edge=error "$recsys" serve --data-dir "$bench_dir" --listen "127.0.0.1:$port" >"$run_dir/serve.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$run_dir/serve.log" >&2; exit 1; }
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { log "the API did not become ready"; cat "$run_dir/serve.log" >&2; exit 1; }
+
+load() { # name, output, extra oha arguments...
+  local name="$1" output="$2"; shift 2
+  "$oha" --no-tui --output-format json -q "$rate" --latency-correction -c 64 -z "$duration" \
+    --worker-threads 1 "$@" >"$output"
+  log "$name done"
+}
+retrieve_args=(-m POST -T application/json -Z "$run_dir/bodies.ndjson" "http://127.0.0.1:$port/recs/retrieve?count=10")
+log "warm-up (5 s)"
+"$oha" --no-tui --output-format quiet -q "$rate" -c 64 -z 5s --worker-threads 1 "${retrieve_args[@]}"
+log "POST /recs/retrieve at $rate/s for $duration ($store store, $dataset)"
+load retrieve "$run_dir/retrieve.json" "${retrieve_args[@]}"
+log "GET /healthz at $rate/s for $duration (the floor)"
+load healthz "$run_dir/healthz.json" "http://127.0.0.1:$port/healthz"
+
+"$RECSYS_VENV/bin/python" - "$run_dir" "$store" "$dataset" "$rate" "$duration" <<'PY'
+import json, sys
+run_dir, store, dataset, rate, duration = sys.argv[1:]
+
+def summary(name):
+    with open(f"{run_dir}/{name}.json") as handle:
+        report = json.load(handle)
+    percentiles = report["latencyPercentiles"]
+    statuses = report.get("statusCodeDistribution", {})
+    non_2xx = sum(count for status, count in statuses.items() if not status.startswith("2"))
+    failures = sum(report.get("errorDistribution", {}).values())
+    return {
+        "p50": percentiles["p50"] * 1000, "p99": percentiles["p99"] * 1000,
+        "p99.9": percentiles["p99.9"] * 1000,
+        "rps": report["summary"]["requestsPerSec"],
+        "ok": sum(count for status, count in statuses.items() if status.startswith("2")),
+        "errors": non_2xx + failures,
+    }
+
+retrieve, floor = summary("retrieve"), summary("healthz")
+print(f"store={store} dataset={dataset} rate={rate}/s duration={duration} (oha, open loop, latency-corrected)")
+print(f"{'':16} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'req/s':>8} {'ok':>8} {'errors':>7}")
+for name, row in (("/recs/retrieve", retrieve), ("/healthz", floor)):
+    print(f"{name:16} {row['p50']:8.3f} {row['p99']:8.3f} {row['p99.9']:9.3f} {row['rps']:8.1f} {row['ok']:8d} {row['errors']:7d}")
+print(f"retrieve p99 / floor p99 = {retrieve['p99'] / floor['p99']:.2f}")
+PY
