@@ -99,7 +99,8 @@ curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { log "the API did not be
 
 load() { # name, output, extra oha arguments...
   local name="$1" output="$2"; shift 2
-  "$oha" --no-tui --output-format json -q "$rate" --latency-correction -c 64 -z "$duration" \
+  # -w: requests in flight at the deadline are waited for, not counted as errors.
+  "$oha" --no-tui --output-format json -q "$rate" --latency-correction -c 64 -z "$duration" -w \
     --worker-threads 1 "$@" >"$output"
   log "$name done"
 }

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::gru_kernel::ServingGru;
 use crate::id_map::IdMap;
-use crate::model::{ModelConfig, SequenceEncoder, SequenceModel};
+use crate::model::{EncoderKind, ModelConfig, SequenceEncoder, SequenceModel};
 
 pub const BUNDLE_FORMAT_VERSION: u32 = 1;
 const CONFIG_FILE: &str = "config.json";
@@ -166,7 +167,13 @@ impl ModelBundle {
                         "item embeddings differ from the item table in weights.safetensors",
                     ));
                 }
-                Box::new(model)
+                match model_config.encoder {
+                    EncoderKind::Gru => Box::new(
+                        ServingGru::new(model)
+                            .map_err(|problem| invalid(&dir.join(WEIGHTS_FILE), problem))?,
+                    ),
+                    EncoderKind::Sasrec => Box::new(model),
+                }
             }
             EncoderSpec::Torchscript { file } => {
                 Box::new(load_torchscript(&dir.join(file), config.embedding_dim)?)

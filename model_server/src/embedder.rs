@@ -351,6 +351,10 @@ fn run_batches(
     tracing::debug!("embedder thread stopping: every sender is gone");
 }
 
+/// Batches up to this size run one sequence at a time through the encoder's own path when it
+/// has one (the GRU kernel): below it, libtorch's per-operator cost outweighs batching.
+const MAX_SINGLE_SEQUENCE_BATCH: usize = 4;
+
 fn run_one_batch(encoder: &dyn SequenceEncoder, batch: Vec<EmbedJob>, shared: &SharedModelInfo) {
     let started = Instant::now();
     let batch_size = batch.len();
@@ -359,10 +363,18 @@ fn run_one_batch(encoder: &dyn SequenceEncoder, batch: Vec<EmbedJob>, shared: &S
             .record(started.duration_since(job.enqueued_at).as_secs_f64());
     }
     let sequences: Vec<&[i64]> = batch.iter().map(|job| job.indices.as_slice()).collect();
-    let input = left_padded_batch(&sequences, shared.max_len);
     // tch reports some failures by panicking; one bad batch must not take the thread down.
     let output = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let queries = encoder.encode(&input)?;
+        if sequences.len() <= MAX_SINGLE_SEQUENCE_BATCH {
+            let one_by_one: Option<Vec<Vec<f32>>> = sequences
+                .iter()
+                .map(|sequence| encoder.encode_one(sequence))
+                .collect();
+            if let Some(vectors) = one_by_one {
+                return Ok(vectors.concat());
+            }
+        }
+        let queries = encoder.encode(&left_padded_batch(&sequences, shared.max_len))?;
         Vec::<f32>::try_from(queries.contiguous().view([-1]))
     }));
     let vectors = match output {

@@ -7,6 +7,7 @@ pub mod data;
 pub mod embedder;
 pub mod eval;
 pub mod fixtures;
+pub mod gru_kernel;
 pub mod id_map;
 pub mod model;
 pub mod offline;

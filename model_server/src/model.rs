@@ -57,6 +57,12 @@ pub struct ModelConfig {
 /// `[batch, dim]` (float): the native model, or a TorchScript module exported from Python.
 pub trait SequenceEncoder: Send {
     fn encode(&self, item_indices: &Tensor) -> Result<Tensor, tch::TchError>;
+
+    /// One sequence of model indices (most recent last) without libtorch, for encoders that have
+    /// such a path; it must equal `encode` of the sequence left-padded to `max_len`.
+    fn encode_one(&self, _item_indices: &[i64]) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 pub struct SequenceModel {

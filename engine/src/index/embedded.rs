@@ -18,6 +18,8 @@ use qdrant_edge::{
     WithVector, DEFAULT_VECTOR_NAME,
 };
 
+use crate::blocking::run_short;
+
 use super::{
     indexed_item, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
     VectorIndex,
@@ -99,14 +101,13 @@ impl EmbeddedIndex {
             .map_err(unavailable)?
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// A search: short, so it skips the hand-off to the blocking pool (see `run_short`).
+    async fn short<T: Send + 'static>(
         &self,
         work: impl FnOnce(&EdgeShard) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
         let shard = Arc::clone(&self.shard);
-        tokio::task::spawn_blocking(move || work(&shard))
-            .await
-            .map_err(unavailable)?
+        run_short(move || work(&shard)).await.map_err(unavailable)?
     }
 
     fn point_ids(&self, item_ids: &[String]) -> Vec<PointId> {
@@ -235,7 +236,7 @@ impl VectorIndex for EmbeddedIndex {
         let excluded = self.point_ids(exclude);
         let query = query.to_vec();
         let catalog = Arc::clone(&self.catalog);
-        self.blocking(move |shard| {
+        self.short(move |shard| {
             let filter = if excluded.is_empty() {
                 None
             } else {

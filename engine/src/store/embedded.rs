@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::blocking::run_short;
+
 use super::{
     ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
     UserUpdate,
@@ -65,6 +67,17 @@ impl EmbeddedStore {
             .await
             .map_err(unavailable)?
     }
+
+    /// A read of one key: microseconds, so it skips the hand-off to the blocking pool.
+    async fn short_read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let database = Arc::clone(&self.database);
+        run_short(move || work(&database))
+            .await
+            .map_err(unavailable)?
+    }
 }
 
 fn decode(user_id: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
@@ -92,7 +105,7 @@ impl UserStore for EmbeddedStore {
 
     async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
         let user_id = user_id.to_owned();
-        self.blocking(move |database| {
+        self.short_read(move |database| {
             let transaction = database.begin_read().map_err(unavailable)?;
             let table = transaction.open_table(USERS).map_err(unavailable)?;
             Ok(read_record(&table, &user_id)?.into_state())
