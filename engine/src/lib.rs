@@ -1,7 +1,6 @@
 //! What the API and the consumer share: the user-state store, the vector index, popularity, the
 //! retrieve pipeline and configuration.
 
-mod blocking;
 pub mod config;
 pub mod fixtures;
 pub mod index;

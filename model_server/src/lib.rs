@@ -2,6 +2,7 @@
 //! embedder shared by the API and the consumer, and the HTTP model server.
 
 pub mod bench;
+pub mod blocking;
 pub mod bundle;
 pub mod data;
 pub mod embedder;

@@ -6,9 +6,13 @@
 //! Position embeddings count from the end (the most recent item has position 0), which keeps a
 //! sequence's encoding independent of how far its batch was padded.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
+
+use crate::gru_kernel::GruKernel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,9 +62,10 @@ pub struct ModelConfig {
 pub trait SequenceEncoder: Send {
     fn encode(&self, item_indices: &Tensor) -> Result<Tensor, tch::TchError>;
 
-    /// One sequence of model indices (most recent last) without libtorch, for encoders that have
-    /// such a path; it must equal `encode` of the sequence left-padded to `max_len`.
-    fn encode_one(&self, _item_indices: &[i64]) -> Option<Vec<f32>> {
+    /// A libtorch-free path for single sequences, for encoders that have one; it must equal
+    /// `encode` of the sequence left-padded to `max_len`. Unlike the encoder it can be shared by
+    /// threads, so callers run it where they are instead of queueing for the batching thread.
+    fn single_sequence_kernel(&self) -> Option<Arc<GruKernel>> {
         None
     }
 }

@@ -18,7 +18,7 @@ use qdrant_edge::{
     WithVector, DEFAULT_VECTOR_NAME,
 };
 
-use crate::blocking::run_short;
+use model_server::blocking::run_short;
 
 use super::{
     indexed_item, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,

@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::blocking::run_short;
+use model_server::blocking::run_short;
 
 use super::{
     ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
@@ -21,6 +21,20 @@ use super::{
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// item id -> popularity score.
 const POPULARITY: TableDefinition<&str, f64> = TableDefinition::new("popularity");
+/// (order key of the score, item id) for every entry of `POPULARITY`: read backwards it gives the
+/// most popular items first without scanning the catalogue.
+const POPULARITY_RANK: TableDefinition<(u64, &str), ()> = TableDefinition::new("popularity_rank");
+
+/// A `u64` that sorts like the `f64` (IEEE 754 bit trick: flip all bits of negatives, only the
+/// sign bit of the rest).
+fn order_key(score: f64) -> u64 {
+    let bits = score.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
 
 pub struct EmbeddedStore {
     database: Arc<Database>,
@@ -46,7 +60,21 @@ impl EmbeddedStore {
             // Create the tables once so readers never meet a missing table.
             let transaction = database.begin_write().map_err(unavailable)?;
             transaction.open_table(USERS).map_err(unavailable)?;
-            transaction.open_table(POPULARITY).map_err(unavailable)?;
+            {
+                let popularity = transaction.open_table(POPULARITY).map_err(unavailable)?;
+                let mut rank = transaction
+                    .open_table(POPULARITY_RANK)
+                    .map_err(unavailable)?;
+                // Stores written before the rank table existed get it built once.
+                if rank.len().map_err(unavailable)? != popularity.len().map_err(unavailable)? {
+                    rank.retain(|_, _| false).map_err(unavailable)?;
+                    for entry in popularity.iter().map_err(unavailable)? {
+                        let (item, score) = entry.map_err(unavailable)?;
+                        rank.insert((order_key(score.value()), item.value()), ())
+                            .map_err(unavailable)?;
+                    }
+                }
+            }
             transaction.commit().map_err(unavailable)?;
             Ok::<_, StoreError>(database)
         })
@@ -175,14 +203,23 @@ impl UserStore for EmbeddedStore {
             let transaction = database.begin_write().map_err(unavailable)?;
             {
                 let mut table = transaction.open_table(POPULARITY).map_err(unavailable)?;
+                let mut rank = transaction
+                    .open_table(POPULARITY_RANK)
+                    .map_err(unavailable)?;
                 for (item_id, amount) in &increments {
                     let current = table
                         .get(item_id.as_str())
                         .map_err(unavailable)?
-                        .map(|score| score.value())
-                        .unwrap_or(0.0);
+                        .map(|score| score.value());
+                    if let Some(current) = current {
+                        rank.remove((order_key(current), item_id.as_str()))
+                            .map_err(unavailable)?;
+                    }
+                    let updated = current.unwrap_or(0.0) + amount;
                     table
-                        .insert(item_id.as_str(), current + amount)
+                        .insert(item_id.as_str(), updated)
+                        .map_err(unavailable)?;
+                    rank.insert((order_key(updated), item_id.as_str()), ())
                         .map_err(unavailable)?;
                 }
             }
@@ -195,14 +232,25 @@ impl UserStore for EmbeddedStore {
         self.blocking(move |database| {
             let transaction = database.begin_read().map_err(unavailable)?;
             let table = transaction.open_table(POPULARITY).map_err(unavailable)?;
-            // A full scan: callers refresh an in-memory snapshot in the background, not per request.
-            let mut scores: Vec<(String, f64)> = Vec::new();
-            for entry in table.iter().map_err(unavailable)? {
-                let (item, score) = entry.map_err(unavailable)?;
-                scores.push((item.value().to_owned(), score.value()));
+            let rank = transaction
+                .open_table(POPULARITY_RANK)
+                .map_err(unavailable)?;
+            // Backwards through the rank: best score first, equal scores by item id descending
+            // (what Redis's ZREVRANGE returns).
+            let mut scores: Vec<(String, f64)> = Vec::with_capacity(count);
+            for entry in rank.iter().map_err(unavailable)?.rev().take(count) {
+                let (key, _) = entry.map_err(unavailable)?;
+                let item_id = key.value().1.to_owned();
+                let score = table
+                    .get(item_id.as_str())
+                    .map_err(unavailable)?
+                    .map(|score| score.value())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: item_id.clone(),
+                        problem: "ranked but has no popularity score".into(),
+                    })?;
+                scores.push((item_id, score));
             }
-            sort_popular(&mut scores);
-            scores.truncate(count);
             Ok(scores)
         })
         .await
@@ -214,12 +262,31 @@ impl UserStore for EmbeddedStore {
     }
 }
 
-/// Best first; equal scores by item id descending, which is what Redis's ZREVRANGE returns.
-pub(crate) fn sort_popular(scores: &mut [(String, f64)]) {
-    scores.sort_by(|left, right| {
-        right
-            .1
-            .total_cmp(&left.1)
-            .then_with(|| right.0.cmp(&left.0))
-    });
+#[cfg(test)]
+mod tests {
+    use super::order_key;
+
+    #[test]
+    fn order_keys_sort_like_the_scores() {
+        let scores = [
+            -1e9,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-300,
+            0.5,
+            1.0,
+            3.0,
+            1e12,
+            f64::INFINITY,
+        ];
+        for pair in scores.windows(2) {
+            assert!(
+                order_key(pair[0]) < order_key(pair[1]),
+                "{} then {}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
 }

@@ -1,9 +1,9 @@
-//! Calling the embedded backends' synchronous APIs from async code.
+//! Running short synchronous work from async code.
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// Short synchronous work on the request path (a read of the embedded store, a search of the
-/// embedded index). On a multi-thread runtime it runs right here, after the runtime has moved
+/// embedded index, the GRU kernel). On a multi-thread runtime it runs right here, after the runtime has moved
 /// this worker's other tasks elsewhere (`block_in_place`): no hand-off to another thread, whose
 /// wake-up would cost more than the work. On a current-thread runtime, where that is not
 /// possible, it goes to the blocking pool. Long work (writes, scans) always goes to the pool.
