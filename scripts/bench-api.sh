@@ -66,9 +66,13 @@ run_dir="$(mktemp -d)"
 server_pid=""
 redis_pid=""
 cleanup() {
-  [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  [[ -n "$redis_pid" ]] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  local status=$?
+  for pid in $server_pid $redis_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$run_dir"
+  exit "$status"
 }
 trap cleanup EXIT
 
