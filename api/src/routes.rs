@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use engine::model::ModelError;
 use engine::retrieve::{RetrieveOutcome, RetrieveRequest, Source};
+use model_server::embedder::add_unknown_items;
 use schemas::{
     ErrorBody, ItemsResponse, PredictResponse, QueryEmbeddingsResponse, ReadinessResponse,
     RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
@@ -436,11 +437,7 @@ async fn seq_retriever(
             let mut unknown_items: Vec<String> = Vec::new();
             for (row, sequence) in ctx.item_seq_raw.iter().enumerate() {
                 let query = model.query(sequence).await.map_err(model_error(row))?;
-                for item in query.unknown_items {
-                    if !unknown_items.contains(&item) {
-                        unknown_items.push(item);
-                    }
-                }
+                add_unknown_items(query.unknown_items, &mut unknown_items);
                 query_embedding.push(query.vector);
             }
             SeqRetrieverResponse::QueryEmbeddings(QueryEmbeddingsResponse {

@@ -80,6 +80,15 @@ pub fn add_unknown_candidates(
     }
 }
 
+/// Appends `items` to `unknown_items`, each once (rows of one request share one list).
+pub fn add_unknown_items(items: Vec<String>, unknown_items: &mut Vec<String>) {
+    for item in items {
+        if !unknown_items.contains(&item) {
+            unknown_items.push(item);
+        }
+    }
+}
+
 /// A query vector and what was dropped to compute it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryEmbedding {

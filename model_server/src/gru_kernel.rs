@@ -185,11 +185,17 @@ impl GruKernel {
         };
         let items = kernel.item_table.len() / dim;
         if items * gates * std::mem::size_of::<f32>() <= MAX_INPUT_GATE_TABLE_BYTES {
-            let mut table = vec![0.0f32; items * gates];
-            for (item, gates_of_item) in table.chunks_exact_mut(gates).enumerate() {
-                input_gates::<false>(&kernel, item, gates_of_item);
-            }
-            kernel.input_gate_table = Some(table);
+            // One matrix product for the whole catalogue (milliseconds, where a loop of
+            // matrix-vector products over 100k items would add seconds to start-up).
+            let float = |name: &str| variables[name].detach().to_kind(tch::Kind::Float);
+            let table = tch::no_grad(|| {
+                float("item_embedding.weight").matmul(&float("encoder.gru.weight_ih_l0").tr())
+                    + float("encoder.gru.bias_ih_l0")
+            });
+            kernel.input_gate_table = Some(
+                Vec::<f32>::try_from(table.contiguous().view([-1]))
+                    .map_err(|error| format!("input gate table: {error}"))?,
+            );
         }
         // A padding input is the zero vector: its input gates are the input bias alone.
         let padding_gates = kernel.input_bias.clone();

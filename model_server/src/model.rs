@@ -430,8 +430,8 @@ mod tests {
     }
 }
 
-/// Left-pads index sequences into one `[batch, len]` int64 tensor, `len` being the longest sequence
-/// of the batch capped at `max_len`; longer sequences keep their most recent `max_len` items.
+/// Left-pads index sequences into one `[batch, max_len]` int64 tensor; longer sequences keep their
+/// most recent `max_len` items.
 pub fn left_padded_batch<S: AsRef<[i64]>>(sequences: &[S], max_len: usize) -> Tensor {
     // Always the full width: a GRU reads padding, so a sequence's query must not depend on how
     // long the other sequences of its batch are (training pads every window to `max_len` too).
@@ -458,5 +458,6 @@ mod padding_tests {
         assert_eq!(rows, [0, 0, 1, 2, 4, 5, 6, 7, 0, 0, 0, 0]);
         let short = left_padded_batch(&[vec![9i64]], 4);
         assert_eq!(short.size(), [1, 4]);
+        assert_eq!(left_padded_batch::<Vec<i64>>(&[], 4).size(), [0, 4]);
     }
 }

@@ -16,7 +16,7 @@ use schemas::{
 };
 use tokio::net::TcpListener;
 
-use crate::embedder::{add_unknown_candidates, EmbedError, Embedder};
+use crate::embedder::{add_unknown_candidates, add_unknown_items, EmbedError, Embedder};
 
 /// Requests carry at most this many bytes; a session is a few hundred ids at most.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -129,11 +129,7 @@ async fn embed_rows(
     for (row, result) in embedder.embed_many(rows).await.into_iter().enumerate() {
         match result {
             Ok(embedding) => {
-                for item in embedding.unknown_items {
-                    if !unknown_items.contains(&item) {
-                        unknown_items.push(item);
-                    }
-                }
+                add_unknown_items(embedding.unknown_items, &mut unknown_items);
                 vectors.push(embedding.vector);
             }
             Err(EmbedError::EmptySequence { unknown_items }) => {

@@ -286,8 +286,8 @@ impl TrainingWindows {
             }
         }
         TrainingWindows {
-            inputs: pad_to(&inputs, max_len),
-            targets: pad_to(&targets, max_len),
+            inputs: left_padded_batch(&inputs, max_len),
+            targets: left_padded_batch(&targets, max_len),
             target_count,
         }
     }
@@ -295,14 +295,6 @@ impl TrainingWindows {
     fn count(&self) -> usize {
         self.inputs.size()[0] as usize
     }
-}
-
-/// `left_padded_batch`, also for no sequences at all.
-fn pad_to(sequences: &[Vec<i64>], max_len: usize) -> Tensor {
-    if sequences.is_empty() {
-        return Tensor::zeros([0, max_len as i64], (Kind::Int64, tch::Device::Cpu));
-    }
-    left_padded_batch(sequences, max_len)
 }
 
 fn batch_loss(model: &SequenceModel, inputs: &Tensor, targets: &Tensor, loss: LossKind) -> Tensor {

@@ -183,10 +183,7 @@ async fn both_model_backends_give_the_same_answers_through_the_api() {
             .await;
         assert_eq!(status, 200, "{base}: {embedding}");
         assert_eq!(embedding["query_embedding"].as_array().unwrap().len(), 2);
-        assert_eq!(
-            embedding["ctx"],
-            get_embedding["ctx"].clone().merge_defaults()
-        );
+        assert_eq!(embedding["ctx"], with_defaults(&get_embedding["ctx"]));
         let (status, predicted) = deployment
             .post(base, "/vendor/seq_retriever", &predict)
             .await;
@@ -238,19 +235,10 @@ async fn both_model_backends_give_the_same_answers_through_the_api() {
     deployment.shut_down().await;
 }
 
-/// The tutorial's defaults filled in, as the API echoes `ctx` back.
-trait MergeDefaults {
-    fn merge_defaults(self) -> Value;
-}
-
-impl MergeDefaults for Value {
-    fn merge_defaults(mut self) -> Value {
-        let object = self.as_object_mut().unwrap();
-        object.entry("user_ids_raw").or_insert(json!([]));
-        object.entry("item_seq_raw").or_insert(json!([[]]));
-        object.entry("candidate_items_raw").or_insert(json!([]));
-        self
-    }
+/// `ctx` with the tutorial's defaults filled in, as the API echoes it back.
+fn with_defaults(ctx: &Value) -> Value {
+    let context: schemas::RetrieveContext = serde_json::from_value(ctx.clone()).unwrap();
+    serde_json::to_value(context).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
