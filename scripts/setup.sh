@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: a project-local venv with torch==2.13.0 (libtorch for tch), MovieLens-100k in
-# the data dir, and with --tests the servers the test suite starts (redis-server).
+# the data dir, and with --tests the servers the test suite starts (redis-server, and the
+# Kafka-protocol broker tansu, built once into the tool cache).
 # Every step checks first and does nothing when its result is already there.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -51,6 +52,14 @@ if $with_test_deps; then
     [[ "$(id -u)" != 0 ]] && sudo_if_needed="sudo"
     $sudo_if_needed apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq redis-server >/dev/null
+  fi
+  # Apache Kafka cannot be installed here; tansu speaks the Kafka protocol and runs in memory.
+  tansu_version="0.6.0"
+  if ! "$RECSYS_CACHE_DIR/tools/bin/tansu" --version 2>/dev/null | grep -q "$tansu_version"; then
+    log "building tansu $tansu_version into $RECSYS_CACHE_DIR/tools (about 10 minutes, once)"
+    CARGO_TARGET_DIR="$RECSYS_CACHE_DIR/tansu-build" cargo install --quiet --locked \
+      tansu --version "$tansu_version" --features dynostore,libsql --root "$RECSYS_CACHE_DIR/tools"
+    rm -rf "$RECSYS_CACHE_DIR/tansu-build"
   fi
 fi
 log "ready: venv $RECSYS_VENV, data $RECSYS_DATA_DIR"

@@ -19,6 +19,18 @@ pub enum ApiError {
     InvalidField { message: String },
     #[error("{0} not found")]
     NotFound(String),
+    /// Events that failed validation, each named by line; none was published.
+    #[error("{0}")]
+    InvalidEvents(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Too much in flight: retry later (429 with `retry-after`).
+    #[error("{0}")]
+    Overloaded(String),
     /// A dependency this endpoint cannot answer without is down (recommendations never get this:
     /// they fall back to popular items).
     #[error("{0}")]
@@ -52,6 +64,34 @@ impl IntoResponse for ApiError {
                 "invalid_field",
                 message.clone(),
             ),
+            ApiError::InvalidEvents(message) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                message.clone(),
+            ),
+            ApiError::Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", message.clone())
+            }
+            ApiError::TooLarge(message) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone())
+            }
+            ApiError::UnsupportedMediaType(message) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message.clone(),
+            ),
+            ApiError::Overloaded(message) => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(ErrorBody::new("overloaded", message.clone())),
+                )
+                    .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                return response;
+            }
             ApiError::NotFound(what) => (
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -1,6 +1,7 @@
 //! The recommendation API over the engine's retrieve pipeline.
 
 pub mod error;
+mod events;
 mod routes;
 
 use std::net::SocketAddr;
@@ -11,7 +12,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
-use engine::config::ApiConfig;
+use consumer::EventSink;
+use engine::config::{ApiConfig, Config, EventsConfig};
 use engine::retrieve::Retriever;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -27,12 +29,54 @@ pub struct AppState {
     pub retriever: Arc<Retriever>,
     pub metrics: PrometheusHandle,
     pub limits: ApiConfig,
+    /// Where `POST /events` sends what it accepts.
+    pub events: Arc<dyn EventSink>,
+    pub events_config: EventsConfig,
+}
+
+impl AppState {
+    /// The state `recsys serve` runs with: `config`'s limits, and `POST /events` going to Kafka
+    /// when `events.url` names a broker, otherwise to the in-process bus applying to the
+    /// retriever's store (pushing recommendations when `consumer.push_recommendations`).
+    pub fn new(
+        config: &Config,
+        retriever: Arc<Retriever>,
+    ) -> Result<AppState, rdkafka::error::KafkaError> {
+        let applier = consumer::event_applier(
+            config,
+            Arc::clone(retriever.store()),
+            Some(Arc::clone(&retriever)),
+        );
+        let events = consumer::open_event_sink(config, Arc::new(applier))?;
+        Ok(AppState {
+            retriever,
+            metrics: model_server::telemetry::prometheus_handle(),
+            limits: config.api.clone(),
+            events,
+            events_config: config.events.clone(),
+        })
+    }
+}
+
+/// Largest `POST /events` body: a full batch of the largest events, within reason.
+fn events_body_limit(config: &EventsConfig) -> usize {
+    config
+        .max_events_per_request
+        .saturating_mul(config.max_event_bytes)
+        .min(64 * 1024 * 1024)
 }
 
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.limits.max_body_bytes;
+    let events_route = Router::new().route(
+        "/events",
+        axum::routing::post(events::post_events).layer(axum::extract::DefaultBodyLimit::max(
+            events_body_limit(&state.events_config),
+        )),
+    );
     routes::routes()
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .merge(events_route)
         .layer(axum::middleware::from_fn(record_request_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

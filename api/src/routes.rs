@@ -52,7 +52,16 @@ pub fn routes() -> Router<AppState> {
         description = "Streaming session recommender: personalized top-N items from a user's \
             stored history and current session, popular items (with the reason) otherwise."
     ),
-    paths(retrieve, popular, seq_retriever, user_history, items, readyz, healthz)
+    paths(
+        retrieve,
+        popular,
+        seq_retriever,
+        user_history,
+        items,
+        readyz,
+        healthz,
+        crate::events::post_events
+    )
 )]
 pub struct ApiDoc;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use api::{router, AppState};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use engine::config::ApiConfig;
+use engine::config::{ApiConfig, Config};
 use engine::store::{AppliedInteraction, UserUpdate};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -18,19 +18,24 @@ struct TestApi {
 }
 
 async fn test_api() -> TestApi {
+    test_api_with(|_| {}).await
+}
+
+/// The test API with its configuration adjusted by `configure`.
+async fn test_api_with(configure: impl FnOnce(&mut Config)) -> TestApi {
     let data_dir = tempfile::tempdir().unwrap();
     let (retriever, _embedder) = engine::fixtures::tiny_retriever(data_dir.path()).await;
     let retriever = Arc::new(retriever);
-    let limits = ApiConfig {
-        max_body_bytes: 4096,
-        max_session_items: 20,
-        ..ApiConfig::default()
+    let mut config = Config {
+        api: ApiConfig {
+            max_body_bytes: 4096,
+            max_session_items: 20,
+            ..ApiConfig::default()
+        },
+        ..Config::default()
     };
-    let app = router(AppState {
-        retriever: Arc::clone(&retriever),
-        metrics: model_server::telemetry::prometheus_handle(),
-        limits,
-    });
+    configure(&mut config);
+    let app = router(AppState::new(&config, Arc::clone(&retriever)).unwrap());
     TestApi {
         app,
         retriever,
@@ -296,6 +301,7 @@ async fn history_and_item_lookups() {
             item_id: item.to_string(),
             event_time_ms: 1000 + time as i64,
             position: None,
+            popularity_increment: 0.0,
         })
         .collect();
     api.retriever
@@ -489,4 +495,187 @@ async fn the_vendor_endpoint_rejects_what_it_cannot_forward() {
             answer.text
         );
     }
+}
+
+async fn post_events(
+    app: &axum::Router,
+    content_type: &str,
+    body: &str,
+    api_key: Option<&str>,
+) -> Answer {
+    let mut builder = Request::builder()
+        .method("POST")
+        .uri("/events")
+        .header("content-type", content_type);
+    if let Some(api_key) = api_key {
+        builder = builder.header("authorization", format!("Bearer {api_key}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(builder.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer {
+        status,
+        request_id: None,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+fn event_line(user: &str, item: &str, offset_ms: i64) -> String {
+    json!({
+        "event_id": format!("{user}-{item}"),
+        "user_id": user,
+        "item_id": item,
+        "event_type": "click",
+        "event_time_ms": engine::popularity::now_ms() + offset_ms,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_events_are_applied_through_the_in_process_bus() {
+    let api = test_api().await;
+    let single = post_events(
+        &api.app,
+        "application/json",
+        &event_line("e1", "i1", 0),
+        None,
+    )
+    .await;
+    assert_eq!(single.status, StatusCode::OK, "{}", single.text);
+    assert_eq!(single.body, json!({"accepted": 1, "log": "embedded"}));
+    let batch = [
+        event_line("e1", "i2", 1),
+        String::new(),
+        event_line("e1", "i3", 2),
+    ]
+    .join("\n");
+    let answer = post_events(&api.app, "application/x-ndjson", &batch, None).await;
+    assert_eq!(answer.body["accepted"], 2, "{}", answer.text);
+    // A 200 means stored: the history already holds the events.
+    let state = api.retriever.store().user_state("e1").await.unwrap();
+    assert_eq!(state.recent_items, ["i1", "i2", "i3"]);
+    // And live popularity counted them.
+    let popular = api.retriever.store().top_popular(10).await.unwrap();
+    assert!(
+        popular
+            .iter()
+            .any(|(item, score)| item == "i1" && *score > 0.0),
+        "{popular:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_events_refuse_the_whole_request_naming_each_line() {
+    let api = test_api_with(|config| config.events.max_events_per_request = 3).await;
+    let mut missing_user: Value = serde_json::from_str(&event_line("e2", "i1", 0)).unwrap();
+    missing_user.as_object_mut().unwrap().remove("user_id");
+    let batch = [
+        event_line("e2", "i1", 0),
+        missing_user.to_string(),
+        "{not json".to_owned(),
+    ]
+    .join("\n");
+    let answer = post_events(&api.app, "application/x-ndjson", &batch, None).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2 of 3 events invalid, none published"),
+        "{message}"
+    );
+    assert!(message.contains("line 2: missing_field"), "{message}");
+    assert!(message.contains("line 3: invalid_json"), "{message}");
+    let state = api.retriever.store().user_state("e2").await.unwrap();
+    assert!(state.recent_items.is_empty(), "nothing may be applied");
+
+    let too_many = vec![event_line("e2", "i1", 0); 4].join("\n");
+    let answer = post_events(&api.app, "application/x-ndjson", &too_many, None).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        answer.text
+    );
+    let answer = post_events(&api.app, "text/plain", &event_line("e2", "i1", 0), None).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        answer.text
+    );
+    let answer = post_events(&api.app, "application/x-ndjson", "\n\n", None).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_api_key_protects_event_ingestion() {
+    let api = test_api_with(|config| config.events.api_key = Some("s3cret".into())).await;
+    let line = event_line("e3", "i1", 0);
+    let refused = post_events(&api.app, "application/json", &line, None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let wrong = post_events(&api.app, "application/json", &line, Some("guess")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let accepted = post_events(&api.app, "application/json", &line, Some("s3cret")).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.text);
+    // Reading recommendations needs no key.
+    let answer = send(&api.app, "GET", "/recs/popular?count=2", "", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_recommendations_are_served_from_the_cache_until_the_user_acts_again() {
+    let api = test_api_with(|config| config.consumer.push_recommendations = true).await;
+    let batch = [event_line("e4", "i1", 0), event_line("e4", "i2", 1)].join("\n");
+    let answer = post_events(&api.app, "application/x-ndjson", &batch, None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    let body = json!({"user_ids_raw": ["e4"]}).to_string();
+    let cached = send(&api.app, "POST", "/recs/retrieve?count=5", &body, None).await;
+    assert_eq!(
+        cached.body["metadata"]["source"], "cache",
+        "{}",
+        cached.text
+    );
+    assert!(
+        cached.body["recommendations"][0]["title"].is_string(),
+        "{}",
+        cached.text
+    );
+    // The same list as computing it now.
+    let with_session = json!({"user_ids_raw": ["e4"], "item_seq_raw": [["i2"]]}).to_string();
+    let computed = send(
+        &api.app,
+        "POST",
+        "/recs/retrieve?count=5",
+        &with_session,
+        None,
+    )
+    .await;
+    assert_eq!(computed.body["metadata"]["source"], "personalized");
+    let ids = |answer: &Answer| -> Vec<String> {
+        answer.body["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["item_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&cached), ids(&computed));
+    // More than the cache holds: computed.
+    let many = send(&api.app, "POST", "/recs/retrieve?count=50", &body, None).await;
+    assert_eq!(
+        many.body["metadata"]["source"], "personalized",
+        "{}",
+        many.text
+    );
 }

@@ -16,6 +16,8 @@ use model_server::offline::{evaluate_bundle, train_bundle};
 use model_server::train::{LossKind, TrainConfig};
 use model_server::{Embedder, EmbedderConfig, ModelBundle};
 
+mod stream;
+
 #[derive(Parser)]
 #[command(name = "recsys", version, about = "Streaming session recommender")]
 struct Cli {
@@ -131,6 +133,40 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+    /// Apply interaction events from the Kafka topic (`events.url`) to user state, with dead
+    /// letters, live popularity and (when `consumer.push_recommendations`) pushed recommendations.
+    Consume {
+        #[command(flatten)]
+        serving: ServingArgs,
+        /// Overrides `consumer.listen` (the consumer's /healthz, /readyz and /metrics).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Send a data set's interactions, in time order, as events to Kafka or to an API.
+    Replay {
+        #[command(flatten)]
+        serving: ServingArgs,
+        #[arg(long, default_value = "ml-100k")]
+        dataset: String,
+        /// `kafka` (the configured `events.url`) or an API base URL such as http://127.0.0.1:8000.
+        #[arg(long, default_value = "kafka")]
+        to: String,
+        /// Events per second (default: as fast as the target takes them).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Only the first N events.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Keep the data set's event times (by default each event is stamped when sent, so
+        /// live popularity moves).
+        #[arg(long)]
+        original_timestamps: bool,
+    },
+    /// Print a wire type's JSON Schema (`event`: the interaction event).
+    Schema {
+        #[arg(value_parser = ["event"])]
+        kind: String,
     },
     /// Generate a synthetic data set into `<data-dir>/datasets/<name>/`.
     Synth {
@@ -352,6 +388,37 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Consume { serving, listen } => {
+            let config = serving.load()?;
+            tokio::runtime::Runtime::new()?.block_on(stream::consume_command(config, listen))
+        }
+        Command::Replay {
+            serving,
+            dataset,
+            to,
+            rate,
+            limit,
+            original_timestamps,
+        } => {
+            let config = serving.load()?;
+            tokio::runtime::Runtime::new()?.block_on(stream::replay_command(
+                config,
+                stream::ReplayArgs {
+                    dataset,
+                    to,
+                    rate,
+                    limit,
+                    original_timestamps,
+                },
+            ))
+        }
+        Command::Schema { kind: _ } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schemas::event_json_schema())?
+            );
+            Ok(())
+        }
         Command::Synth {
             data,
             name,
@@ -491,11 +558,7 @@ async fn serve_command(config: engine::config::Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding {}", config.api.listen))?;
-    let state = api::AppState {
-        retriever,
-        metrics: model_server::telemetry::prometheus_handle(),
-        limits: config.api.clone(),
-    };
+    let state = api::AppState::new(&config, retriever).context("connecting the event log")?;
     let handle = api::spawn(listener, state)?;
     let address = handle.local_addr;
     tracing::info!(%address, "recommendation API listening");

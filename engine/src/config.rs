@@ -6,11 +6,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::events::{Backoff, EventWeights};
 use crate::store::StoreLimits;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +25,8 @@ pub struct Config {
     pub index: IndexConfig,
     pub model: ModelBackendConfig,
     pub popularity: PopularityConfig,
+    pub events: EventsConfig,
+    pub consumer: ConsumerConfig,
 }
 
 impl Default for Config {
@@ -34,6 +38,8 @@ impl Default for Config {
             index: IndexConfig::default(),
             model: ModelBackendConfig::default(),
             popularity: PopularityConfig::default(),
+            events: EventsConfig::default(),
+            consumer: ConsumerConfig::default(),
         }
     }
 }
@@ -143,8 +149,10 @@ impl Default for ModelBackendConfig {
 pub struct PopularityConfig {
     /// How often the in-memory popular list is refreshed from the store.
     pub refresh_interval_ms: u64,
-    /// Half-life of live popularity counts.
+    /// Half-life of live popularity counts (decayed by event time).
     pub half_life_hours: f64,
+    /// What one event of each type adds to its item's popularity.
+    pub weights: EventWeights,
 }
 
 impl Default for PopularityConfig {
@@ -152,6 +160,91 @@ impl Default for PopularityConfig {
         PopularityConfig {
             refresh_interval_ms: 2_000,
             half_life_hours: 24.0,
+            weights: EventWeights::default(),
+        }
+    }
+}
+
+/// The event log: where `POST /events` and `recsys replay` send events and `recsys consume` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// `embedded` (the API applies events itself through a bounded in-process bus) or
+    /// `kafka://host:port[,host:port...]`.
+    pub url: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    /// Largest event accepted, in bytes of JSON.
+    pub max_event_bytes: usize,
+    /// Most events one `POST /events` may carry.
+    pub max_events_per_request: usize,
+    /// When set, `POST /events` needs `authorization: Bearer <key>` (or `x-api-key: <key>`).
+    pub api_key: Option<String>,
+    /// Requests the in-process bus holds before answering 503.
+    pub bus_capacity: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            url: "embedded".into(),
+            topic: "interactions".into(),
+            dead_letter_topic: "interactions.dead-letters".into(),
+            max_event_bytes: schemas::DEFAULT_MAX_EVENT_BYTES,
+            max_events_per_request: 10_000,
+            api_key: None,
+            bus_capacity: 256,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The broker list of a `kafka://` URL.
+    pub fn kafka_brokers(&self) -> Option<&str> {
+        self.url.strip_prefix("kafka://")
+    }
+}
+
+/// `recsys consume` (and the in-process bus worker, which shares batching and pushing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumerConfig {
+    pub group_id: String,
+    /// The consumer's own HTTP listener: `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+    /// A batch closes at this many events...
+    pub max_batch_events: usize,
+    /// ...or this long after its first event.
+    pub max_batch_wait_ms: u64,
+    /// Recompute touched users' recommendations after each batch and cache them.
+    pub push_recommendations: bool,
+    /// Recommendations cached per user.
+    pub push_count: usize,
+    /// Store retry backoff bounds.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group_id: "recsys-consumer".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            max_batch_events: 5_000,
+            max_batch_wait_ms: 20,
+            push_recommendations: false,
+            push_count: 20,
+            retry_initial_ms: 50,
+            retry_max_ms: 5_000,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(self.retry_initial_ms),
+            max: Duration::from_millis(self.retry_max_ms),
         }
     }
 }
@@ -216,6 +309,25 @@ fn load_config_from(file: Option<&Path>, environment: Env) -> Result<Config, Con
             &config.model.url,
             &["embedded", "http://", "https://"],
         );
+        check_url(
+            &mut problems,
+            "events.url",
+            &config.events.url,
+            &["embedded", "kafka://"],
+        );
+        if config.events.topic.is_empty() || config.events.dead_letter_topic.is_empty() {
+            problems.push("events.topic and events.dead_letter_topic must be set".into());
+        }
+        if config.events.bus_capacity == 0 || config.events.max_events_per_request == 0 {
+            problems.push(
+                "events.bus_capacity and events.max_events_per_request must be at least 1".into(),
+            );
+        }
+        if config.consumer.max_batch_events == 0 || config.consumer.push_count == 0 {
+            problems.push(
+                "consumer.max_batch_events and consumer.push_count must be at least 1".into(),
+            );
+        }
         if config.state.max_history == 0 {
             problems.push("state.max_history must be at least 1".into());
         }

@@ -70,6 +70,7 @@ pub async fn remember(store: &dyn UserStore, user_id: &str, items: &[&str]) {
             item_id: (*item).to_owned(),
             event_time_ms: time as i64,
             position: None,
+            popularity_increment: 0.0,
         })
         .collect();
     store

@@ -2,6 +2,7 @@
 //! retrieve pipeline and configuration.
 
 pub mod config;
+pub mod events;
 pub mod fixtures;
 pub mod index;
 pub mod indexing;

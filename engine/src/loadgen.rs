@@ -51,6 +51,7 @@ pub async fn prepare_retrieve_load(
                             item_id: item_id.clone(),
                             event_time_ms: position as i64,
                             position: None,
+                            popularity_increment: 0.0,
                         })
                         .collect(),
                 }

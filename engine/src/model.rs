@@ -32,6 +32,14 @@ pub trait QueryModel: Send + Sync + 'static {
     /// The served model's name and version (responses report the version).
     async fn metadata(&self) -> Result<ModelMetadata, ModelError>;
     async fn query(&self, items: &[String]) -> Result<Query, ModelError>;
+    /// Queries for many sequences at once (the consumer's pushes); backends that can batch do.
+    async fn query_many(&self, sequences: &[Vec<String>]) -> Vec<Result<Query, ModelError>> {
+        let mut queries = Vec::with_capacity(sequences.len());
+        for sequence in sequences {
+            queries.push(self.query(sequence).await);
+        }
+        queries
+    }
     /// Scores of `candidates` for the query of `items`, in order; `None` for unknown candidates.
     /// Also returns every unknown item, of the sequence and of the candidates.
     async fn score_candidates(
@@ -81,6 +89,20 @@ impl QueryModel for InProcessModel {
             vector: embedding.vector,
             unknown_items: embedding.unknown_items,
         })
+    }
+
+    async fn query_many(&self, sequences: &[Vec<String>]) -> Vec<Result<Query, ModelError>> {
+        self.embedder
+            .embed_many(sequences)
+            .await
+            .into_iter()
+            .map(|embedding| {
+                embedding.map_err(from_embed_error).map(|embedding| Query {
+                    vector: embedding.vector,
+                    unknown_items: embedding.unknown_items,
+                })
+            })
+            .collect()
     }
 
     async fn score_candidates(

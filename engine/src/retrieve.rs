@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::index::{IndexError, IndexedItem, Payload, VectorIndex};
 use crate::model::{ModelError, QueryModel};
 use crate::popularity::PopularSnapshot;
-use crate::store::{StoreError, UserState, UserStore};
+use crate::store::{CachedItem, CachedRecommendations, StoreError, UserState, UserStore};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrieveRequest {
@@ -80,6 +80,17 @@ pub struct StageTimings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_micros: Option<u64>,
     pub total_micros: u64,
+}
+
+/// Why recommendations could not be recomputed for pushing.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(ModelError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -277,7 +288,7 @@ impl Retriever {
         exclude.extend(state.seen_items.iter().cloned());
         exclude.extend(state.recent_items.iter().cloned());
 
-        if let Some(outcome) = self.cached(request, &state) {
+        if let Some(outcome) = self.cached(request, &state, deadline, timings).await {
             return Attempt::Done(outcome);
         }
         let sequence = merge_history(
@@ -350,35 +361,118 @@ impl Retriever {
         })
     }
 
-    /// The consumer's pushed list, when the request adds nothing to what it was computed from.
-    fn cached(&self, request: &RetrieveRequest, state: &UserState) -> Option<RetrieveOutcome> {
+    /// The consumer's pushed list, when the request adds nothing to what it was computed from
+    /// and nothing happened to the user since. Item metadata comes from the index; if the index
+    /// cannot give it, the list is still the user's, with bare payloads.
+    async fn cached(
+        &self,
+        request: &RetrieveRequest,
+        state: &UserState,
+        deadline: tokio::time::Instant,
+        timings: &mut StageTimings,
+    ) -> Option<RetrieveOutcome> {
         if !request.session_items.is_empty() || !request.candidates.is_empty() {
             return None;
         }
         let cached = state.cached.as_ref()?;
-        let fresh = Some(cached.reflects_event_time_ms) == state.newest_event_time_ms
+        let current = cached.reflects_history_version == state.history_version
             && cached.model_version == self.model_version
             && cached.items.len() >= request.count;
-        if !fresh {
+        if !current {
             return None;
         }
+        let ranked: Vec<(String, f64)> = cached
+            .items
+            .iter()
+            .take(request.count)
+            .map(|item| (item.item_id.clone(), f64::from(item.score)))
+            .collect();
+        let ids: Vec<String> = ranked.iter().map(|(item_id, _)| item_id.clone()).collect();
+        let stage = Instant::now();
+        let payloads = before(deadline, self.index.items(&ids), IndexError::Unavailable)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cached recommendations served without item metadata");
+                Vec::new()
+            });
+        timings.payload_micros = Some(micros(stage));
         Some(RetrieveOutcome {
-            recommendations: cached
-                .items
-                .iter()
-                .take(request.count)
-                .map(|item| Recommendation {
-                    item_id: item.item_id.clone(),
-                    score: f64::from(item.score),
-                    payload: bare_payload(&item.item_id),
-                })
-                .collect(),
+            recommendations: with_payloads(ranked, payloads),
             source: Source::Cache,
             fallback_reason: None,
             unknown_items: Vec::new(),
             model_version: Some(cached.model_version.clone()),
             timings: StageTimings::default(),
         })
+    }
+
+    /// Recomputes each user's recommendations from the stored state alone, for the consumer to
+    /// push into the cache slot. The sequences are embedded together (one batched forward pass
+    /// in-process). Users without a usable history are left out: the API answers them with
+    /// popular items anyway.
+    pub async fn recommendations_to_push(
+        &self,
+        user_ids: &[String],
+        count: usize,
+    ) -> Result<Vec<(String, CachedRecommendations)>, PushError> {
+        let states = futures::future::try_join_all(
+            user_ids
+                .iter()
+                .map(|user_id| self.store.user_state(user_id)),
+        )
+        .await?;
+        let mut users = Vec::with_capacity(user_ids.len());
+        let mut sequences = Vec::with_capacity(user_ids.len());
+        for (user_id, state) in user_ids.iter().zip(states) {
+            let sequence = merge_history(&state.recent_items, &[], self.max_sequence_len);
+            if !sequence.is_empty() {
+                users.push((user_id, state));
+                sequences.push(sequence);
+            }
+        }
+        let queries = self.model.query_many(&sequences).await;
+        let searches = users
+            .into_iter()
+            .zip(queries)
+            .filter_map(|((user_id, state), query)| {
+                let query = match query {
+                    Ok(query) => query,
+                    // Only unknown items: nothing personal to push.
+                    Err(ModelError::EmptySequence { .. }) => return None,
+                    Err(error) => return Some(Err(PushError::Model(error))),
+                };
+                Some(Ok((user_id, state, query)))
+            });
+        let mut pushed = Vec::new();
+        for search in searches {
+            let (user_id, state, query) = search?;
+            let exclude: Vec<String> = state
+                .seen_items
+                .iter()
+                .chain(&state.recent_items)
+                .cloned()
+                .collect::<HashSet<String>>()
+                .into_iter()
+                .collect();
+            let hits = self.index.search(&query.vector, count, &exclude).await?;
+            pushed.push((
+                user_id.clone(),
+                CachedRecommendations {
+                    model_version: self.model_version.clone(),
+                    reflects_event_time_ms: state.newest_event_time_ms.unwrap_or_default(),
+                    reflects_history_version: state.history_version,
+                    computed_at_ms: crate::popularity::now_ms(),
+                    items: hits
+                        .into_iter()
+                        .map(|hit| CachedItem {
+                            item_id: hit.item_id,
+                            score: hit.score,
+                        })
+                        .collect(),
+                },
+            ));
+        }
+        Ok(pushed)
     }
 
     async fn rank_candidates(

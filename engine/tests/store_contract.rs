@@ -46,6 +46,7 @@ fn interaction(item: &str, time: i64, position: Option<(i32, i64)>) -> AppliedIn
         item_id: item.to_owned(),
         event_time_ms: time,
         position: position.map(|(partition, offset)| SourcePosition { partition, offset }),
+        popularity_increment: 0.0,
     }
 }
 
@@ -138,6 +139,7 @@ mod contract {
             store.user_state("u4").await.unwrap(),
         );
 
+        assert_eq!(before.0.history_version, 2);
         let again = store.apply(&batch).await.unwrap();
         assert_eq!((again.applied, again.duplicates), (0, 3));
         let after = (
@@ -203,6 +205,7 @@ mod contract {
         let cached = CachedRecommendations {
             model_version: "gru-test-1".into(),
             reflects_event_time_ms: 100,
+            reflects_history_version: 1,
             computed_at_ms: 150,
             items: vec![
                 CachedItem {
@@ -216,12 +219,13 @@ mod contract {
             ],
         };
         store
-            .put_cached_recommendations("u5", &cached)
+            .put_cached_recommendations(&[("u5".to_owned(), cached.clone())])
             .await
             .unwrap();
         let state = store.user_state("u5").await.unwrap();
         assert_eq!(state.cached, Some(cached.clone()));
         assert_eq!(state.recent_items, ["a"]);
+        assert_eq!(state.history_version, 1);
         // Applying events keeps the cache slot; readers compare its event time with the history's.
         store
             .apply(&[update("u5", vec![interaction("d", 200, None)])])
@@ -230,6 +234,14 @@ mod contract {
         let state = store.user_state("u5").await.unwrap();
         assert_eq!(state.cached, Some(cached));
         assert_eq!(state.newest_event_time_ms, Some(200));
+        // An event older than the newest one still moves the version on.
+        store
+            .apply(&[update("u5", vec![interaction("e", 50, None)])])
+            .await
+            .unwrap();
+        let state = store.user_state("u5").await.unwrap();
+        assert_eq!(state.newest_event_time_ms, Some(200));
+        assert_eq!(state.history_version, 3);
     }
 
     pub async fn popularity_accumulates_and_ranks(store: &dyn UserStore) {
@@ -253,6 +265,36 @@ mod contract {
             ]
         );
         assert_eq!(store.top_popular(0).await.unwrap(), []);
+    }
+
+    pub async fn only_applied_interactions_add_popularity(store: &dyn UserStore) {
+        let weighted = |item: &str, offset: i64, weight: f64| AppliedInteraction {
+            popularity_increment: weight,
+            ..interaction(item, offset, Some((0, offset)))
+        };
+        let batch = [
+            update("p1", vec![weighted("a", 1, 1.0), weighted("b", 2, 2.0)]),
+            update("p2", vec![weighted("a", 3, 4.0)]),
+        ];
+        store.apply(&batch).await.unwrap();
+        // Redelivered (same positions): nothing more is counted.
+        store.apply(&batch).await.unwrap();
+        // Partly redelivered: only the new interaction counts.
+        store
+            .apply(&[update(
+                "p1",
+                vec![weighted("b", 2, 2.0), weighted("c", 5, 0.5)],
+            )])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.top_popular(10).await.unwrap(),
+            [
+                ("a".to_owned(), 5.0),
+                ("b".to_owned(), 2.0),
+                ("c".to_owned(), 0.5)
+            ]
+        );
     }
 }
 
@@ -281,6 +323,7 @@ macro_rules! every_backend {
                 users_do_not_see_each_other,
                 cached_recommendations_round_trip_next_to_the_history,
                 popularity_accumulates_and_ranks,
+                only_applied_interactions_add_popularity,
             );
         )*
     };

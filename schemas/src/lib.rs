@@ -4,12 +4,17 @@
 //! `item_seq_raw`, `candidate_items_raw`), so existing clients keep working unchanged.
 
 mod error;
+mod event;
 mod model_server;
 mod recommendations;
 mod retrieve;
 mod status;
 
 pub use error::{ErrorBody, ErrorDetail};
+pub use event::{
+    EventLimits, EventRejection, EventType, InteractionEvent, RejectionReason,
+    DEFAULT_MAX_EVENT_BYTES, EARLIEST_EVENT_TIME_MS, MAX_CLOCK_SKEW_MS, MAX_ID_BYTES,
+};
 pub use model_server::{
     ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse,
     SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse,
@@ -18,4 +23,10 @@ pub use recommendations::{
     RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
 };
 pub use retrieve::RetrieveContext;
-pub use status::{ItemsResponse, ReadinessResponse, UserHistoryResponse};
+pub use status::{EventsAccepted, ItemsResponse, ReadinessResponse, UserHistoryResponse};
+
+/// The JSON Schema (draft 2020-12) of [`InteractionEvent`], as committed in
+/// `schemas/json/interaction_event.schema.json` for producers in other languages.
+pub fn event_json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(InteractionEvent)).expect("a schema is JSON")
+}

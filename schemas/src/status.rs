@@ -33,3 +33,12 @@ pub struct ItemsResponse {
     pub items: Vec<serde_json::Map<String, serde_json::Value>>,
     pub unknown_items: Vec<String>,
 }
+
+/// `POST /events`: every event of the request is durable (in Kafka with `acks=all`, or applied
+/// to the persistent store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventsAccepted {
+    pub accepted: usize,
+    /// Where they went: `kafka` or `embedded`.
+    pub log: String,
+}

@@ -1,8 +1,10 @@
 //! Test harness: real servers started on free ports by the tests themselves, cleaned up on drop,
 //! so no test relies on a server started by hand.
 
+mod kafka;
 mod redis;
 
+pub use kafka::{tansu_binary, KafkaBroker};
 pub use redis::{unique_prefix, RedisServer};
 
 /// A loopback port nobody listens on right now.

@@ -34,15 +34,7 @@ async fn serve(
     tasks: &mut Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 ) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = api::spawn(
-        listener,
-        AppState {
-            retriever,
-            metrics: model_server::telemetry::prometheus_handle(),
-            limits: config.api.clone(),
-        },
-    )
-    .unwrap();
+    let handle = api::spawn(listener, AppState::new(config, retriever).unwrap()).unwrap();
     tasks.push(handle.task);
     format!("http://{}", handle.local_addr)
 }

@@ -125,6 +125,37 @@ fn read_record(
     }
 }
 
+/// Adds to items' scores inside `transaction`, keeping the rank table in step.
+fn add_to_popularity(
+    transaction: &redb::WriteTransaction,
+    increments: &[(String, f64)],
+) -> Result<(), StoreError> {
+    if increments.is_empty() {
+        return Ok(());
+    }
+    let mut table = transaction.open_table(POPULARITY).map_err(unavailable)?;
+    let mut rank = transaction
+        .open_table(POPULARITY_RANK)
+        .map_err(unavailable)?;
+    for (item_id, amount) in increments {
+        let current = table
+            .get(item_id.as_str())
+            .map_err(unavailable)?
+            .map(|score| score.value());
+        if let Some(current) = current {
+            rank.remove((order_key(current), item_id.as_str()))
+                .map_err(unavailable)?;
+        }
+        let updated = current.unwrap_or(0.0) + amount;
+        table
+            .insert(item_id.as_str(), updated)
+            .map_err(unavailable)?;
+        rank.insert((order_key(updated), item_id.as_str()), ())
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl UserStore for EmbeddedStore {
     fn backend(&self) -> &'static str {
@@ -147,6 +178,7 @@ impl UserStore for EmbeddedStore {
         self.blocking(move |database| {
             let transaction = database.begin_write().map_err(unavailable)?;
             let mut outcome = ApplyOutcome::default();
+            let mut popularity_increments: Vec<(String, f64)> = Vec::new();
             {
                 let mut table = transaction.open_table(USERS).map_err(unavailable)?;
                 for update in &updates {
@@ -156,6 +188,12 @@ impl UserStore for EmbeddedStore {
                         if record.apply(interaction, limits) {
                             outcome.applied += 1;
                             changed = true;
+                            if interaction.popularity_increment != 0.0 {
+                                popularity_increments.push((
+                                    interaction.item_id.clone(),
+                                    interaction.popularity_increment,
+                                ));
+                            }
                         } else {
                             outcome.duplicates += 1;
                         }
@@ -168,6 +206,7 @@ impl UserStore for EmbeddedStore {
                     }
                 }
             }
+            add_to_popularity(&transaction, &popularity_increments)?;
             transaction.commit().map_err(unavailable)?;
             Ok(outcome)
         })
@@ -176,21 +215,24 @@ impl UserStore for EmbeddedStore {
 
     async fn put_cached_recommendations(
         &self,
-        user_id: &str,
-        recommendations: &CachedRecommendations,
+        entries: &[(String, CachedRecommendations)],
     ) -> Result<(), StoreError> {
-        let user_id = user_id.to_owned();
-        let recommendations = recommendations.clone();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entries = entries.to_vec();
         self.blocking(move |database| {
             let transaction = database.begin_write().map_err(unavailable)?;
             {
                 let mut table = transaction.open_table(USERS).map_err(unavailable)?;
-                let mut record = read_record(&table, &user_id)?;
-                record.cached = Some(recommendations);
-                let bytes = serde_json::to_vec(&record).expect("records serialise");
-                table
-                    .insert(user_id.as_str(), bytes.as_slice())
-                    .map_err(unavailable)?;
+                for (user_id, recommendations) in entries {
+                    let mut record = read_record(&table, &user_id)?;
+                    record.cached = Some(recommendations);
+                    let bytes = serde_json::to_vec(&record).expect("records serialise");
+                    table
+                        .insert(user_id.as_str(), bytes.as_slice())
+                        .map_err(unavailable)?;
+                }
             }
             transaction.commit().map_err(unavailable)
         })
@@ -201,28 +243,7 @@ impl UserStore for EmbeddedStore {
         let increments = increments.to_vec();
         self.blocking(move |database| {
             let transaction = database.begin_write().map_err(unavailable)?;
-            {
-                let mut table = transaction.open_table(POPULARITY).map_err(unavailable)?;
-                let mut rank = transaction
-                    .open_table(POPULARITY_RANK)
-                    .map_err(unavailable)?;
-                for (item_id, amount) in &increments {
-                    let current = table
-                        .get(item_id.as_str())
-                        .map_err(unavailable)?
-                        .map(|score| score.value());
-                    if let Some(current) = current {
-                        rank.remove((order_key(current), item_id.as_str()))
-                            .map_err(unavailable)?;
-                    }
-                    let updated = current.unwrap_or(0.0) + amount;
-                    table
-                        .insert(item_id.as_str(), updated)
-                        .map_err(unavailable)?;
-                    rank.insert((order_key(updated), item_id.as_str()), ())
-                        .map_err(unavailable)?;
-                }
-            }
+            add_to_popularity(&transaction, &increments)?;
             transaction.commit().map_err(unavailable)
         })
         .await

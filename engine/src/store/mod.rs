@@ -32,6 +32,9 @@ pub struct AppliedInteraction {
     pub event_time_ms: i64,
     /// `None` for events that did not come from a partitioned log (they are always applied).
     pub position: Option<SourcePosition>,
+    /// Added to the item's live popularity if, and only if, the interaction is applied (a
+    /// redelivery adds nothing).
+    pub popularity_increment: f64,
 }
 
 /// A user's new interactions, oldest first.
@@ -47,6 +50,8 @@ pub struct CachedRecommendations {
     pub model_version: String,
     /// Newest event time (ms) of the user's history they were computed from.
     pub reflects_event_time_ms: i64,
+    /// The user's `history_version` they were computed from: they are current while it is.
+    pub reflects_history_version: u64,
     pub computed_at_ms: i64,
     pub items: Vec<CachedItem>,
 }
@@ -65,6 +70,10 @@ pub struct UserState {
     /// Every item still remembered as seen, in no particular order.
     pub seen_items: Vec<String>,
     pub newest_event_time_ms: Option<i64>,
+    /// Increases by one with every applied interaction (not with redeliveries), so it tells
+    /// whether anything happened since a pushed list was computed, even for events that arrive
+    /// out of event-time order.
+    pub history_version: u64,
     pub cached: Option<CachedRecommendations>,
 }
 
@@ -115,12 +124,16 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Applies every update atomically per user, idempotently with respect to source positions:
     /// an interaction whose offset is not above the last applied one of its partition is skipped.
+    /// The popularity increments of the applied interactions are added too (in the same
+    /// transaction on the embedded store; right after the users' scripts on Redis, whose
+    /// popularity key lives in another cluster slot, so a crash between the two loses at most
+    /// that batch's increments and never counts one twice).
     async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError>;
 
+    /// Writes users' pushed recommendations into their cache slots, in one round trip.
     async fn put_cached_recommendations(
         &self,
-        user_id: &str,
-        recommendations: &CachedRecommendations,
+        entries: &[(String, CachedRecommendations)],
     ) -> Result<(), StoreError>;
 
     /// Adds to items' popularity scores.
@@ -167,6 +180,8 @@ pub(crate) struct UserRecord {
     pub newest_event_time_ms: Option<i64>,
     /// `(partition, last applied offset)`.
     pub applied_offsets: Vec<(i32, i64)>,
+    #[serde(default)]
+    pub history_version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached: Option<CachedRecommendations>,
 }
@@ -210,6 +225,7 @@ impl UserRecord {
             let excess = self.seen.len() - limits.max_seen;
             self.seen.drain(..excess);
         }
+        self.history_version += 1;
         self.newest_event_time_ms = Some(
             self.newest_event_time_ms
                 .map_or(interaction.event_time_ms, |newest| {
@@ -224,6 +240,7 @@ impl UserRecord {
             recent_items: self.recent_items,
             seen_items: self.seen.into_iter().map(|(item, _)| item).collect(),
             newest_event_time_ms: self.newest_event_time_ms,
+            history_version: self.history_version,
             cached: self.cached,
         }
     }

@@ -6,6 +6,7 @@
 //! ```text
 //! p:{u}          hash   seq  = recent items joined by \x1f (most recent last)
 //!                       t    = newest applied event time (ms)
+//!                       v    = history version (applied interactions so far)
 //!                       o<N> = last applied offset of partition N
 //!                       recs = cached recommendations (JSON)
 //! p:{u}:seen     zset   item -> last seen event time (ms), trimmed to max_seen
@@ -13,7 +14,11 @@
 //! ```
 //!
 //! One user's interactions are applied by a Lua script, so the append, the seen set and the offsets
-//! change together or not at all; a batch sends one script call per user in a single pipeline.
+//! change together or not at all; a batch sends one script call per user in a single pipeline. The
+//! script answers which interactions were new, and only those add to `p:popular` (a second
+//! pipeline: the popular key is in another cluster slot than the user's keys).
+
+use std::collections::HashMap;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind};
@@ -36,6 +41,7 @@ end
 local newest = redis.call('HGET', KEYS[1], 't')
 local offsets = {}
 local applied, duplicates = 0, 0
+local fresh_flags = {}
 for i = 3, #ARGV, 4 do
   local item, time, partition, offset = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local fresh = true
@@ -52,18 +58,21 @@ for i = 3, #ARGV, 4 do
     end
     if (not newest) or tonumber(time) > tonumber(newest) then newest = time end
     applied = applied + 1
+    fresh_flags[#fresh_flags + 1] = '1'
   else
     duplicates = duplicates + 1
+    fresh_flags[#fresh_flags + 1] = '0'
   end
 end
 if applied > 0 then
   local first = math.max(1, #items - max_history + 1)
   redis.call('HSET', KEYS[1], 'seq', table.concat(items, '\031', first, #items), 't', newest)
+  redis.call('HINCRBY', KEYS[1], 'v', applied)
   for field, offset in pairs(offsets) do redis.call('HSET', KEYS[1], field, offset) end
   local excess = redis.call('ZCARD', KEYS[2]) - max_seen
   if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
 end
-return {applied, duplicates}
+return {applied, duplicates, table.concat(fresh_flags)}
 "#;
 
 pub struct RedisStore {
@@ -174,13 +183,13 @@ impl UserStore for RedisStore {
 
     async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
         let mut connection = self.connection.clone();
-        let ((packed, newest, cached), seen): (
-            (Option<String>, Option<i64>, Option<String>),
+        let ((packed, newest, history_version, cached), seen): (
+            (Option<String>, Option<i64>, Option<u64>, Option<String>),
             Vec<String>,
         ) = redis::pipe()
             .cmd("HMGET")
             .arg(self.user_key(user_id))
-            .arg(&["seq", "t", "recs"])
+            .arg(&["seq", "t", "v", "recs"])
             .zrange(self.seen_key(user_id), 0, -1)
             .query_async(&mut connection)
             .await
@@ -208,6 +217,7 @@ impl UserStore for RedisStore {
                 .unwrap_or_default(),
             seen_items: seen,
             newest_event_time_ms: newest,
+            history_version: history_version.unwrap_or_default(),
             cached,
         })
     }
@@ -224,7 +234,8 @@ impl UserStore for RedisStore {
         let owned: Vec<UserUpdate> = updates.into_iter().cloned().collect();
         let pipeline = self.apply_pipeline(&owned);
         let mut connection = self.connection.clone();
-        let replies: Vec<(usize, usize)> = match pipeline.query_async(&mut connection).await {
+        let replies: Vec<(usize, usize, String)> = match pipeline.query_async(&mut connection).await
+        {
             Ok(replies) => replies,
             // A restarted server forgets loaded scripts: load it and send the batch again. The
             // script is idempotent, so a partly applied first attempt does no harm.
@@ -241,25 +252,42 @@ impl UserStore for RedisStore {
             }
             Err(error) => return Err(unavailable(error)),
         };
-        Ok(replies
-            .into_iter()
-            .fold(ApplyOutcome::default(), |total, (applied, duplicates)| {
-                ApplyOutcome {
-                    applied: total.applied + applied,
-                    duplicates: total.duplicates + duplicates,
+        let mut outcome = ApplyOutcome::default();
+        let mut popularity_increments: HashMap<&str, f64> = HashMap::new();
+        for (update, (applied, duplicates, fresh_flags)) in owned.iter().zip(&replies) {
+            outcome.applied += applied;
+            outcome.duplicates += duplicates;
+            for (interaction, flag) in update.interactions.iter().zip(fresh_flags.bytes()) {
+                if flag == b'1' && interaction.popularity_increment != 0.0 {
+                    *popularity_increments
+                        .entry(interaction.item_id.as_str())
+                        .or_default() += interaction.popularity_increment;
                 }
-            }))
+            }
+        }
+        let increments: Vec<(String, f64)> = popularity_increments
+            .into_iter()
+            .map(|(item_id, amount)| (item_id.to_owned(), amount))
+            .collect();
+        self.add_popularity(&increments).await?;
+        Ok(outcome)
     }
 
     async fn put_cached_recommendations(
         &self,
-        user_id: &str,
-        recommendations: &CachedRecommendations,
+        entries: &[(String, CachedRecommendations)],
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(recommendations).expect("recommendations serialise");
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for (user_id, recommendations) in entries {
+            let json = serde_json::to_string(recommendations).expect("recommendations serialise");
+            pipeline.hset(self.user_key(user_id), "recs", json).ignore();
+        }
         let mut connection = self.connection.clone();
-        connection
-            .hset::<_, _, _, ()>(self.user_key(user_id), "recs", json)
+        pipeline
+            .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)
     }

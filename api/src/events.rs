@@ -1,0 +1,133 @@
+//! `POST /events`: one JSON event, or an NDJSON batch, validated as a whole and then handed to the
+//! event log (Kafka, or the in-process bus). The answer is 200 only once every event is durable;
+//! an invalid event refuses the whole request (nothing is published), naming each bad line.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use engine::popularity::now_ms;
+use schemas::{ErrorBody, EventLimits, EventsAccepted, InteractionEvent};
+
+use crate::{ApiError, AppState};
+
+/// How many bad lines an answer lists (the count is always given).
+const MAX_PROBLEMS_LISTED: usize = 20;
+
+/// Accepts interaction events: `application/json` (one event) or `application/x-ndjson` (one
+/// event per line). Every event is checked before any is published.
+#[utoipa::path(
+    post,
+    path = "/events",
+    request_body(content = InteractionEvent, description = "One event (application/json), or one per line (application/x-ndjson)"),
+    responses(
+        (status = 200, body = EventsAccepted, description = "Every event is durable"),
+        (status = 401, body = ErrorBody, description = "An API key is configured and the request lacks it"),
+        (status = 413, body = ErrorBody, description = "Too many events or bytes"),
+        (status = 422, body = ErrorBody, description = "Invalid events, each named by line; nothing was published"),
+        (status = 429, body = ErrorBody, description = "The event log is saturated; retry later"),
+        (status = 503, body = ErrorBody, description = "The event log or the store is down; nothing is guaranteed stored"),
+    )
+)]
+pub async fn post_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<EventsAccepted>, ApiError> {
+    check_api_key(&state, &headers)?;
+    let events = decode_events(&state, &headers, &body)?;
+    let accepted = events.len();
+    state
+        .events
+        .publish(events)
+        .await
+        .map_err(|error| match error {
+            consumer::PublishError::Overloaded(detail) => ApiError::Overloaded(detail),
+            consumer::PublishError::Unavailable(detail) => ApiError::Unavailable(detail),
+        })?;
+    metrics::counter!("recsys_api_events_accepted_total").increment(accepted as u64);
+    Ok(Json(EventsAccepted {
+        accepted,
+        log: state.events.backend().to_owned(),
+    }))
+}
+
+fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = state.events_config.api_key.as_deref() else {
+        return Ok(());
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok());
+    if bearer == Some(expected) || api_key == Some(expected) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(
+            "POST /events needs `authorization: Bearer <key>` or `x-api-key: <key>`".to_owned(),
+        ))
+    }
+}
+
+fn decode_events(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<InteractionEvent>, ApiError> {
+    let limits = EventLimits {
+        max_event_bytes: state.events_config.max_event_bytes,
+        now_ms: now_ms(),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let lines: Vec<&[u8]> = if content_type.starts_with("application/x-ndjson") {
+        body.split(|byte| *byte == b'\n')
+            .filter(|line| !line.trim_ascii().is_empty())
+            .collect()
+    } else if content_type.starts_with("application/json") {
+        vec![body]
+    } else {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "content-type '{content_type}': expected application/json (one event) or application/x-ndjson (one per line)"
+        )));
+    };
+    if lines.is_empty() {
+        return Err(ApiError::InvalidEvents(
+            "the body holds no event".to_owned(),
+        ));
+    }
+    let max_events = state.events_config.max_events_per_request;
+    if lines.len() > max_events {
+        return Err(ApiError::TooLarge(format!(
+            "{} events in one request, the limit is {max_events}",
+            lines.len()
+        )));
+    }
+    let mut events = Vec::with_capacity(lines.len());
+    let mut problems = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        match InteractionEvent::decode(line, limits) {
+            Ok(event) => events.push(event),
+            Err(rejection) => {
+                metrics::counter!("recsys_api_events_rejected_total", "reason" => rejection.reason.as_str())
+                    .increment(1);
+                problems.push(format!("line {}: {rejection}", index + 1));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(events);
+    }
+    let count = problems.len();
+    problems.truncate(MAX_PROBLEMS_LISTED);
+    Err(ApiError::InvalidEvents(format!(
+        "{count} of {} events invalid, none published: {}",
+        lines.len(),
+        problems.join("; ")
+    )))
+}

@@ -1,0 +1,540 @@
+//! The Kafka consumer group: batches of records → decode → dead letters → state store → pushed
+//! recommendations → offsets.
+//!
+//! Why nothing is lost and nothing is applied twice ("effectively once"):
+//! - Records are keyed by user id, so one user's events are in one partition, in order.
+//! - Every applied interaction carries its (partition, offset); the store writes a user's new
+//!   items together with that user's last applied offset per partition, atomically (one Lua
+//!   script on Redis, one transaction embedded), and skips anything at or below it. Applying a
+//!   record again (a crash before the commit, a rebalance) therefore changes nothing.
+//! - Offsets are stored for commit only after the batch's state write (and its dead letters'
+//!   delivery) succeeded, and committed synchronously after each batch and on partition
+//!   revocation. A crash loses at most the uncommitted tail, which is redelivered and skipped.
+//! - If the topic's partition count grows, a user's later events may hash to another partition.
+//!   Their offsets are tracked per partition, so nothing is skipped wrongly, but the order between
+//!   the old partition's unconsumed tail and the new one's records is not defined: drain the
+//!   topic (or pause producers) before repartitioning.
+//!
+//! A store outage pauses fetching, retries with backoff and resumes; the process stays up and
+//! `/readyz` says why it is not ready. A consumer stalled longer than `max.poll.interval.ms`
+//! leaves the group and rejoins when the store is back; its uncommitted records are redelivered
+//! and, as above, skipped where already applied.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::events::{Backoff, BatchOutcome, EventApplier, ReceivedEvent};
+use engine::popularity::now_ms;
+use engine::store::SourcePosition;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use schemas::{EventLimits, InteractionEvent};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::sink::kafka_producer;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub group_id: String,
+    pub max_batch_events: usize,
+    pub max_batch_wait: Duration,
+    pub max_event_bytes: usize,
+    pub backoff: Backoff,
+}
+
+/// A record copied out of librdkafka's buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// The record's timestamp (producer create time), ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl RawRecord {
+    fn from_message(message: &impl Message) -> RawRecord {
+        RawRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            timestamp_ms: message.timestamp().to_millis(),
+        }
+    }
+}
+
+/// A record refused, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub record: RawRecord,
+    /// A stable label: a `RejectionReason` or `key_mismatch`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Splits records into valid events (with their log positions) and dead letters. A valid event
+/// must also be keyed by its own user id: that key is what keeps a user's events in one
+/// partition, in order.
+pub fn decode_records(
+    records: &[RawRecord],
+    max_event_bytes: usize,
+    now_ms: i64,
+) -> (Vec<ReceivedEvent>, Vec<DeadLetter>) {
+    let limits = EventLimits {
+        max_event_bytes,
+        now_ms,
+    };
+    let mut events = Vec::with_capacity(records.len());
+    let mut dead_letters = Vec::new();
+    for record in records {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let event = match InteractionEvent::decode(payload, limits) {
+            Ok(event) => event,
+            Err(rejection) => {
+                dead_letters.push(DeadLetter {
+                    record: record.clone(),
+                    reason: rejection.reason.as_str(),
+                    message: rejection.message,
+                });
+                continue;
+            }
+        };
+        if record.key.as_deref() != Some(event.user_id.as_bytes()) {
+            dead_letters.push(DeadLetter {
+                record: record.clone(),
+                reason: "key_mismatch",
+                message: format!(
+                    "the record key must be the user id '{}' (it decides the partition, hence the order of the user's events)",
+                    event.user_id
+                ),
+            });
+            continue;
+        }
+        events.push(ReceivedEvent {
+            event,
+            position: Some(SourcePosition {
+                partition: record.partition,
+                offset: record.offset,
+            }),
+            logged_at_ms: record.timestamp_ms.unwrap_or(now_ms),
+        });
+    }
+    (events, dead_letters)
+}
+
+/// librdkafka callbacks: commit applied offsets when partitions are revoked, and export lag.
+pub struct ConsumerCallbacks {
+    topic: String,
+}
+
+impl ClientContext for ConsumerCallbacks {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, stats) in &topic.partitions {
+            // -1 is librdkafka's internal "unassigned" partition; lag -1 means unknown.
+            if *partition < 0 || stats.consumer_lag < 0 {
+                continue;
+            }
+            metrics::gauge!("recsys_consumer_lag_messages", "partition" => partition.to_string())
+                .set(stats.consumer_lag as f64);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ConsumerCallbacks {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Offsets are stored only after their batch was applied, so this commits nothing
+            // that is not in the store.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(%error, "commit on revoke failed"),
+            }
+            tracing::info!(partitions = partitions.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
+        }
+    }
+}
+
+/// What a run did, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    pub batches: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub dead_letters: u64,
+    pub pushed: u64,
+}
+
+/// The batch could not be finished because shutdown was requested during an outage; its offsets
+/// were not committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+pub struct EventConsumer {
+    consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
+    dead_letter_producer: FutureProducer,
+    applier: Arc<EventApplier>,
+    settings: ConsumerSettings,
+    health: Arc<Health>,
+    cancelled: CancellationToken,
+}
+
+impl EventConsumer {
+    pub fn new(
+        settings: ConsumerSettings,
+        applier: Arc<EventApplier>,
+        health: Arc<Health>,
+        cancelled: CancellationToken,
+    ) -> KafkaResult<EventConsumer> {
+        let consumer: StreamConsumer<ConsumerCallbacks> = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(ConsumerCallbacks {
+                topic: settings.topic.clone(),
+            })?;
+        consumer.subscribe(&[&settings.topic])?;
+        Ok(EventConsumer {
+            consumer: Arc::new(consumer),
+            dead_letter_producer: kafka_producer(&settings.brokers)?,
+            applier,
+            settings,
+            health,
+            cancelled,
+        })
+    }
+
+    /// Consumes until `cancelled`; the batch in flight is finished and committed first.
+    pub async fn run(&self) -> RunTotals {
+        let mut totals = RunTotals::default();
+        self.health.set_ready();
+        loop {
+            let records = self.next_batch().await;
+            if records.is_empty() {
+                if self.cancelled.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            match self.process_batch(&records).await {
+                Ok((outcome, dead_letters)) => {
+                    totals.batches += 1;
+                    totals.applied += outcome.applied as u64;
+                    totals.duplicates += outcome.duplicates as u64;
+                    totals.pushed += outcome.pushed as u64;
+                    totals.dead_letters += dead_letters as u64;
+                }
+                Err(Stopped) => break,
+            }
+            if self.cancelled.is_cancelled() {
+                break;
+            }
+        }
+        self.health.set_not_ready("shutting down");
+        totals
+    }
+
+    /// Up to `max_batch_events` records, or what arrived within `max_batch_wait` of the first.
+    /// Empty when cancelled before any record arrived.
+    async fn next_batch(&self) -> Vec<RawRecord> {
+        let mut records = Vec::new();
+        tokio::select! {
+            biased;
+            () = self.cancelled.cancelled() => return records,
+            received = self.consumer.recv() => match received {
+                Ok(message) => records.push(RawRecord::from_message(&message)),
+                Err(error) => {
+                    tracing::warn!(%error, "kafka receive failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return records;
+                }
+            },
+        }
+        let closes_at = tokio::time::sleep(self.settings.max_batch_wait);
+        tokio::pin!(closes_at);
+        while records.len() < self.settings.max_batch_events {
+            tokio::select! {
+                biased;
+                () = self.cancelled.cancelled() => break,
+                () = &mut closes_at => break,
+                received = self.consumer.recv() => match received {
+                    Ok(message) => records.push(RawRecord::from_message(&message)),
+                    Err(error) => {
+                        tracing::warn!(%error, "kafka receive failed");
+                        break;
+                    }
+                },
+            }
+        }
+        records
+    }
+
+    /// Dead letters out, valid events into the store, recommendations pushed, offsets committed.
+    /// Returns the store outcome and the number of dead letters.
+    pub async fn process_batch(
+        &self,
+        records: &[RawRecord],
+    ) -> Result<(BatchOutcome, usize), Stopped> {
+        metrics::histogram!("recsys_consumer_batch_size").record(records.len() as f64);
+        let (events, dead_letters) =
+            decode_records(records, self.settings.max_event_bytes, now_ms());
+        self.send_dead_letters(&dead_letters).await?;
+
+        let mut paused = false;
+        let outcome = self
+            .applier
+            .apply_until_stored(
+                &events,
+                &self.settings.backoff,
+                &self.cancelled,
+                |failure| match failure {
+                    Some(error) => {
+                        self.health
+                            .set_not_ready(format!("state store unavailable: {error}"));
+                        if !paused {
+                            paused = self.set_paused(true);
+                        }
+                    }
+                    None => {
+                        if paused {
+                            self.set_paused(false);
+                            paused = false;
+                            self.health.set_ready();
+                        }
+                    }
+                },
+            )
+            .await
+            .ok_or(Stopped)?;
+        let pushed = self.applier.push_recommendations(&events).await;
+        self.commit(records).await;
+        Ok((BatchOutcome { pushed, ..outcome }, dead_letters.len()))
+    }
+
+    /// Stops (or restarts) fetching for the current assignment; returns whether it took effect.
+    fn set_paused(&self, pause: bool) -> bool {
+        let result = self.consumer.assignment().and_then(|assignment| {
+            if pause {
+                self.consumer.pause(&assignment)
+            } else {
+                self.consumer.resume(&assignment)
+            }
+        });
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, pause, "cannot change fetching");
+                false
+            }
+        }
+    }
+
+    /// Produces every dead letter and waits for their delivery, retrying with backoff: their
+    /// offsets must not be committed before they are safe in the dead-letter topic.
+    async fn send_dead_letters(&self, dead_letters: &[DeadLetter]) -> Result<(), Stopped> {
+        if dead_letters.is_empty() {
+            return Ok(());
+        }
+        let mut delay = self.settings.backoff.initial;
+        loop {
+            match self.produce_dead_letters(dead_letters).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "dead letters not delivered; retrying");
+                    self.health
+                        .set_not_ready(format!("dead-letter topic unavailable: {error}"));
+                }
+            }
+            tokio::select! {
+                () = self.cancelled.cancelled() => return Err(Stopped),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(self.settings.backoff.max);
+        }
+        for dead_letter in dead_letters {
+            tracing::info!(
+                reason = dead_letter.reason,
+                partition = dead_letter.record.partition,
+                offset = dead_letter.record.offset,
+                message = %dead_letter.message,
+                "event dead-lettered"
+            );
+            metrics::counter!("recsys_consumer_dead_letters_total", "reason" => dead_letter.reason)
+                .increment(1);
+            metrics::counter!("recsys_consumer_events_total", "outcome" => "dead_letter")
+                .increment(1);
+        }
+        Ok(())
+    }
+
+    async fn produce_dead_letters(&self, dead_letters: &[DeadLetter]) -> Result<(), KafkaError> {
+        let mut deliveries = Vec::with_capacity(dead_letters.len());
+        for dead_letter in dead_letters {
+            let partition = dead_letter.record.partition.to_string();
+            let offset = dead_letter.record.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "reason",
+                    value: Some(dead_letter.reason),
+                })
+                .insert(Header {
+                    key: "error",
+                    value: Some(dead_letter.message.as_str()),
+                })
+                .insert(Header {
+                    key: "source_topic",
+                    value: Some(self.settings.topic.as_str()),
+                })
+                .insert(Header {
+                    key: "source_partition",
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: "source_offset",
+                    value: Some(offset.as_str()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.settings.dead_letter_topic).headers(headers);
+            if let Some(key) = &dead_letter.record.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(payload) = &dead_letter.record.payload {
+                record = record.payload(payload.as_slice());
+            }
+            match self.dead_letter_producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((error, _)) => return Err(error),
+            }
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(error),
+                Err(_cancelled) => return Err(KafkaError::Canceled),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the next offset of every partition of the batch and commits synchronously. A
+    /// failed commit is not fatal: the offsets stay stored and go with the next commit (or the
+    /// one on revocation), and anything redelivered meanwhile is skipped by the store.
+    async fn commit(&self, records: &[RawRecord]) {
+        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        for record in records {
+            let next = next_offsets.entry(record.partition).or_insert(0);
+            *next = (*next).max(record.offset + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in &next_offsets {
+            if let Err(error) = offsets.add_partition_offset(
+                &self.settings.topic,
+                *partition,
+                Offset::Offset(*offset),
+            ) {
+                tracing::warn!(%error, partition, "cannot record an offset");
+            }
+        }
+        if let Err(error) = self.consumer.store_offsets(&offsets) {
+            // Partitions revoked while the batch was in flight: their new owner redelivers.
+            tracing::info!(%error, "offsets not stored (partitions revoked?)");
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let started = std::time::Instant::now();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+                .await
+                .unwrap_or(Err(KafkaError::Canceled));
+        metrics::histogram!("recsys_consumer_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match committed {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                metrics::counter!("recsys_consumer_commit_failures_total").increment(1);
+                tracing::warn!(%error, "offset commit failed; it goes with the next one");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64, key: &str, payload: &str) -> RawRecord {
+        RawRecord {
+            partition: 3,
+            offset,
+            key: Some(key.as_bytes().to_vec()),
+            payload: Some(payload.as_bytes().to_vec()),
+            timestamp_ms: Some(1_780_000_000_000),
+        }
+    }
+
+    #[test]
+    fn records_split_into_positioned_events_and_reasoned_dead_letters() {
+        let good = r#"{"event_id":"e1","user_id":"7","item_id":"42","event_type":"view","event_time_ms":1780000000000}"#;
+        let records = [
+            record(10, "7", good),
+            record(11, "7", "{not json"),
+            record(12, "8", good),
+            RawRecord {
+                payload: None,
+                ..record(13, "7", "")
+            },
+        ];
+        let (events, dead_letters) = decode_records(&records, 4096, 1_780_000_000_000);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].position,
+            Some(SourcePosition {
+                partition: 3,
+                offset: 10
+            })
+        );
+        assert_eq!(events[0].logged_at_ms, 1_780_000_000_000);
+        let reasons: Vec<(i64, &str)> = dead_letters
+            .iter()
+            .map(|dead_letter| (dead_letter.record.offset, dead_letter.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (11, "invalid_json"),
+                (12, "key_mismatch"),
+                (13, "invalid_json")
+            ]
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! The interaction event: what a shop or media site tells us a user did. JSON on the wire; on Kafka
+//! the record key is the user id, so one user's events stay ordered within a partition.
+//!
+//! [`InteractionEvent::decode`] is the one entry point for untrusted bytes (the consumer, `POST
+//! /events`): it either returns a valid event or a [`EventRejection`] whose [`RejectionReason`] is
+//! a stable label (dead-letter header, metric label) and whose message names the field and the
+//! problem.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Longest event accepted, in bytes of JSON.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024;
+
+/// Longest user or item id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// 1990-01-01T00:00:00Z: nothing we serve happened earlier (MovieLens-100k starts in 1997).
+pub const EARLIEST_EVENT_TIME_MS: i64 = 631_152_000_000;
+
+/// How far ahead of our clock an event time may be (clock skew between hosts).
+pub const MAX_CLOCK_SKEW_MS: i64 = 24 * 3_600_000;
+
+/// One interaction of a user with an item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "InteractionEvent")]
+pub struct InteractionEvent {
+    /// Unique per event and chosen by the producer; a redelivered event carries the same id.
+    #[schemars(length(min = 1, max = 256))]
+    pub event_id: String,
+    /// Also the Kafka record key: it decides the partition, hence the order of a user's events.
+    #[schemars(length(min = 1, max = 256))]
+    pub user_id: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub item_id: String,
+    pub event_type: EventType,
+    /// The rating of a `rating` event (required there); optional elsewhere, e.g. a price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// When the interaction happened, in milliseconds since the Unix epoch (not before
+    /// 1990-01-01, not more than a day ahead of the receiver's clock).
+    #[schemars(range(min = 631_152_000_000_i64))]
+    pub event_time_ms: i64,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    View,
+    Click,
+    AddToCart,
+    Purchase,
+    Rating,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::View,
+        EventType::Click,
+        EventType::AddToCart,
+        EventType::Purchase,
+        EventType::Rating,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::View => "view",
+            EventType::Click => "click",
+            EventType::AddToCart => "add_to_cart",
+            EventType::Purchase => "purchase",
+            EventType::Rating => "rating",
+        }
+    }
+}
+
+/// Why an event was refused. The label is stable: it is the dead-letter `reason` header and the
+/// `reason` label of the dead-letter metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectionReason {
+    TooLarge,
+    /// Not JSON at all: syntax errors, binary garbage, truncated input, no object.
+    InvalidJson,
+    MissingField,
+    UnknownField,
+    WrongType,
+    UnknownEventType,
+    /// An id that is empty, too long or holds control characters.
+    InvalidId,
+    AbsurdTimestamp,
+    InvalidValue,
+}
+
+impl RejectionReason {
+    pub const ALL: [RejectionReason; 9] = [
+        RejectionReason::TooLarge,
+        RejectionReason::InvalidJson,
+        RejectionReason::MissingField,
+        RejectionReason::UnknownField,
+        RejectionReason::WrongType,
+        RejectionReason::UnknownEventType,
+        RejectionReason::InvalidId,
+        RejectionReason::AbsurdTimestamp,
+        RejectionReason::InvalidValue,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionReason::TooLarge => "too_large",
+            RejectionReason::InvalidJson => "invalid_json",
+            RejectionReason::MissingField => "missing_field",
+            RejectionReason::UnknownField => "unknown_field",
+            RejectionReason::WrongType => "wrong_type",
+            RejectionReason::UnknownEventType => "unknown_event_type",
+            RejectionReason::InvalidId => "invalid_id",
+            RejectionReason::AbsurdTimestamp => "absurd_timestamp",
+            RejectionReason::InvalidValue => "invalid_value",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", reason.as_str())]
+pub struct EventRejection {
+    pub reason: RejectionReason,
+    /// Names the field and the problem.
+    pub message: String,
+}
+
+impl EventRejection {
+    fn new(reason: RejectionReason, message: impl Into<String>) -> EventRejection {
+        EventRejection {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What [`InteractionEvent::decode`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    pub max_event_bytes: usize,
+    /// Our clock, for the "event from the future" check.
+    pub now_ms: i64,
+}
+
+impl InteractionEvent {
+    /// Parses and validates one event from untrusted bytes.
+    pub fn decode(bytes: &[u8], limits: EventLimits) -> Result<InteractionEvent, EventRejection> {
+        if bytes.len() > limits.max_event_bytes {
+            return Err(EventRejection::new(
+                RejectionReason::TooLarge,
+                format!(
+                    "event is {} bytes, the limit is {}",
+                    bytes.len(),
+                    limits.max_event_bytes
+                ),
+            ));
+        }
+        // serde would also take a struct written as an array; an event is an object, and saying
+        // so is clearer than a type error about its first element.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(EventRejection::new(
+                RejectionReason::InvalidJson,
+                "an event is a JSON object ({...})",
+            ));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let event: InteractionEvent = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|error| classify_json_error(&error))?;
+        deserializer.end().map_err(|error| {
+            EventRejection::new(
+                RejectionReason::InvalidJson,
+                format!("trailing characters after the event: {error}"),
+            )
+        })?;
+        event.validate(limits.now_ms)?;
+        Ok(event)
+    }
+
+    /// The checks beyond the JSON shape.
+    pub fn validate(&self, now_ms: i64) -> Result<(), EventRejection> {
+        check_id("event_id", &self.event_id)?;
+        check_id("user_id", &self.user_id)?;
+        check_id("item_id", &self.item_id)?;
+        if self.event_time_ms < EARLIEST_EVENT_TIME_MS {
+            let hint = if self.event_time_ms > 0
+                && self.event_time_ms < EARLIEST_EVENT_TIME_MS / 1000 * 10
+            {
+                " (it looks like seconds; the field is milliseconds)"
+            } else {
+                ""
+            };
+            return Err(EventRejection::new(
+                RejectionReason::AbsurdTimestamp,
+                format!(
+                    "event_time_ms: {} is before 1990-01-01{hint}",
+                    self.event_time_ms
+                ),
+            ));
+        }
+        if self.event_time_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(EventRejection::new(
+                RejectionReason::AbsurdTimestamp,
+                format!(
+                    "event_time_ms: {} is more than a day in the future",
+                    self.event_time_ms
+                ),
+            ));
+        }
+        match (self.event_type, self.value) {
+            (EventType::Rating, None) => Err(EventRejection::new(
+                RejectionReason::InvalidValue,
+                "value: a rating event needs its rating",
+            )),
+            (_, Some(value)) if !value.is_finite() || value.abs() > 1e12 => {
+                Err(EventRejection::new(
+                    RejectionReason::InvalidValue,
+                    format!("value: {value} is not a usable number"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), EventRejection> {
+    let problem = if id.trim().is_empty() {
+        "is empty".to_owned()
+    } else if id.len() > MAX_ID_BYTES {
+        format!("is {} bytes, the limit is {MAX_ID_BYTES}", id.len())
+    } else if id.chars().any(char::is_control) {
+        "holds control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(EventRejection::new(
+        RejectionReason::InvalidId,
+        format!("{field} {problem}"),
+    ))
+}
+
+/// Turns serde's message into a reason. serde's messages for these cases are fixed strings of its
+/// `de::Error` defaults ("missing field", "unknown field", "invalid type", "unknown variant"); the
+/// path in front of them comes from `serde_path_to_error`.
+fn classify_json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> EventRejection {
+    let inner = error.inner();
+    let path = error.path().to_string();
+    let text = inner.to_string();
+    let reason = match inner.classify() {
+        serde_json::error::Category::Io
+        | serde_json::error::Category::Syntax
+        | serde_json::error::Category::Eof => RejectionReason::InvalidJson,
+        serde_json::error::Category::Data => {
+            if text.starts_with("missing field") {
+                RejectionReason::MissingField
+            } else if text.starts_with("unknown field") {
+                RejectionReason::UnknownField
+            } else if text.starts_with("unknown variant") && path == "event_type" {
+                RejectionReason::UnknownEventType
+            } else if path == "." {
+                // The document is JSON but not an object (`[1]`, `"x"`, `42`).
+                RejectionReason::InvalidJson
+            } else {
+                RejectionReason::WrongType
+            }
+        }
+    };
+    let message = if path == "." {
+        text
+    } else {
+        format!("{path}: {text}")
+    };
+    EventRejection::new(reason, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: i64 = 1_780_000_000_000;
+    const LIMITS: EventLimits = EventLimits {
+        max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+        now_ms: NOW_MS,
+    };
+
+    fn valid_json() -> serde_json::Value {
+        serde_json::json!({
+            "event_id": "e-1",
+            "user_id": "196",
+            "item_id": "242",
+            "event_type": "rating",
+            "value": 3.0,
+            "event_time_ms": 881_250_949_000_i64,
+        })
+    }
+
+    fn rejection(document: &serde_json::Value) -> EventRejection {
+        InteractionEvent::decode(document.to_string().as_bytes(), LIMITS).unwrap_err()
+    }
+
+    #[test]
+    fn a_valid_event_round_trips() {
+        let bytes = valid_json().to_string();
+        let event = InteractionEvent::decode(bytes.as_bytes(), LIMITS).unwrap();
+        assert_eq!(event.event_type, EventType::Rating);
+        assert_eq!(event.value, Some(3.0));
+        let again = serde_json::to_vec(&event).unwrap();
+        assert_eq!(InteractionEvent::decode(&again, LIMITS).unwrap(), event);
+    }
+
+    #[test]
+    fn each_problem_gets_its_reason_and_names_the_field() {
+        let mut missing = valid_json();
+        missing.as_object_mut().unwrap().remove("user_id");
+        let mut wrong_type = valid_json();
+        wrong_type["item_id"] = serde_json::json!(242);
+        let mut unknown_type = valid_json();
+        unknown_type["event_type"] = serde_json::json!("like");
+        let mut unknown_field = valid_json();
+        unknown_field["colour"] = serde_json::json!("red");
+        let mut empty_id = valid_json();
+        empty_id["user_id"] = serde_json::json!(" ");
+        let mut control_id = valid_json();
+        control_id["item_id"] = serde_json::json!("a\u{1f}b");
+        let mut seconds = valid_json();
+        seconds["event_time_ms"] = serde_json::json!(881_250_949_i64);
+        let mut future = valid_json();
+        future["event_time_ms"] = serde_json::json!(NOW_MS + 2 * MAX_CLOCK_SKEW_MS);
+        let mut rating_without_value = valid_json();
+        rating_without_value
+            .as_object_mut()
+            .unwrap()
+            .remove("value");
+        let mut time_as_text = valid_json();
+        time_as_text["event_time_ms"] = serde_json::json!("yesterday");
+
+        let cases = [
+            (missing, RejectionReason::MissingField, "user_id"),
+            (wrong_type, RejectionReason::WrongType, "item_id"),
+            (unknown_type, RejectionReason::UnknownEventType, "like"),
+            (unknown_field, RejectionReason::UnknownField, "colour"),
+            (empty_id, RejectionReason::InvalidId, "user_id is empty"),
+            (
+                control_id,
+                RejectionReason::InvalidId,
+                "item_id holds control",
+            ),
+            (
+                seconds,
+                RejectionReason::AbsurdTimestamp,
+                "looks like seconds",
+            ),
+            (future, RejectionReason::AbsurdTimestamp, "in the future"),
+            (rating_without_value, RejectionReason::InvalidValue, "value"),
+            (time_as_text, RejectionReason::WrongType, "event_time_ms"),
+        ];
+        for (document, reason, needle) in cases {
+            let rejection = rejection(&document);
+            assert_eq!(rejection.reason, reason, "{document}: {rejection}");
+            assert!(
+                rejection.message.contains(needle),
+                "{document}: {rejection}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_and_oversized_input_are_rejected_before_parsing_fields() {
+        let garbage: &[u8] = &[0xff, 0x00, 0x13, 0x37, b'{'];
+        assert_eq!(
+            InteractionEvent::decode(garbage, LIMITS)
+                .unwrap_err()
+                .reason,
+            RejectionReason::InvalidJson
+        );
+        for text in ["", "{", "[1, 2]", "\"event\"", "null", "{} {}"] {
+            let rejection = InteractionEvent::decode(text.as_bytes(), LIMITS).unwrap_err();
+            assert!(
+                matches!(
+                    rejection.reason,
+                    RejectionReason::InvalidJson | RejectionReason::MissingField
+                ),
+                "{text:?}: {rejection}"
+            );
+        }
+        let mut huge = valid_json();
+        huge["item_id"] = serde_json::json!("x".repeat(DEFAULT_MAX_EVENT_BYTES));
+        let rejection = rejection(&huge);
+        assert_eq!(rejection.reason, RejectionReason::TooLarge);
+        assert!(rejection.message.contains("limit is 4096"), "{rejection}");
+    }
+
+    #[test]
+    fn the_committed_json_schema_is_the_one_generated_from_the_type() {
+        let generated = crate::event_json_schema();
+        let committed: serde_json::Value =
+            serde_json::from_str(include_str!("../json/interaction_event.schema.json")).unwrap();
+        assert_eq!(
+            committed, generated,
+            "schemas/json/interaction_event.schema.json is stale: run `recsys schema event > schemas/json/interaction_event.schema.json`"
+        );
+    }
+
+    use proptest::strategy::Strategy;
+
+    #[test]
+    fn the_json_schema_accepts_valid_events_and_refuses_broken_ones() {
+        let validator = jsonschema::validator_for(&crate::event_json_schema()).unwrap();
+        assert!(validator.is_valid(&valid_json()));
+        let mut missing = valid_json();
+        missing.as_object_mut().unwrap().remove("item_id");
+        let mut unknown_type = valid_json();
+        unknown_type["event_type"] = serde_json::json!("like");
+        let mut empty_id = valid_json();
+        empty_id["user_id"] = serde_json::json!("");
+        let mut extra = valid_json();
+        extra["colour"] = serde_json::json!("red");
+        let mut seconds = valid_json();
+        seconds["event_time_ms"] = serde_json::json!(881_250_949);
+        for broken in [missing, unknown_type, empty_id, extra, seconds] {
+            assert!(!validator.is_valid(&broken), "{broken}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, decoding answers (never panics), and an accepted event is valid.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Ok(event) = InteractionEvent::decode(&bytes, LIMITS) {
+                proptest::prop_assert!(event.validate(NOW_MS).is_ok());
+            }
+        }
+
+        /// Valid events survive encoding and decoding unchanged.
+        #[test]
+        fn valid_events_round_trip(
+            user in "[a-z0-9]{1,12}",
+            item in "[A-Za-z0-9_-]{1,20}",
+            kind in 0usize..5,
+            time in EARLIEST_EVENT_TIME_MS..NOW_MS,
+            // Quarters: exact in binary and in short decimals, as ratings and prices are.
+            value in proptest::option::of((-4_000_000i32..4_000_000).prop_map(|quarters| f64::from(quarters) / 4.0)),
+        ) {
+            let event_type = EventType::ALL[kind];
+            let value = if event_type == EventType::Rating { Some(value.unwrap_or(4.0)) } else { value };
+            let event = InteractionEvent {
+                event_id: format!("{user}-{time}"),
+                user_id: user,
+                item_id: item,
+                event_type,
+                value,
+                event_time_ms: time,
+            };
+            let bytes = serde_json::to_vec(&event).unwrap();
+            proptest::prop_assert_eq!(InteractionEvent::decode(&bytes, LIMITS).unwrap(), event);
+        }
+    }
+}
