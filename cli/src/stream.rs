@@ -10,6 +10,9 @@ use engine::config::Config;
 /// `recsys consume`: the consumer group until SIGINT/SIGTERM, then the batch in flight is
 /// finished and committed and the process exits 0.
 pub async fn consume_command(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    // Installed first, so a SIGTERM during start-up is a clean stop too (not the default death).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let brokers = config.events.kafka_brokers().with_context(|| {
         format!(
             "events.url is '{}': `recsys consume` reads a Kafka topic (set events.url = \"kafka://host:port\" or RECSYS__EVENTS__URL)",
@@ -46,7 +49,10 @@ pub async fn consume_command(config: Config, listen: Option<SocketAddr>) -> anyh
     );
     let shutdown = handle.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_termination().await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
         tracing::info!("stopping: finishing the batch in flight");
         shutdown.cancel();
     });
@@ -56,15 +62,6 @@ pub async fn consume_command(config: Config, listen: Option<SocketAddr>) -> anyh
         totals.batches, totals.applied, totals.duplicates, totals.dead_letters, totals.pushed
     );
     Ok(())
-}
-
-async fn wait_for_termination() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }
 
 pub struct ReplayArgs {

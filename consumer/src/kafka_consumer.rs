@@ -10,15 +10,21 @@
 //! - Offsets are stored for commit only after the batch's state write (and its dead letters'
 //!   delivery) succeeded, and committed synchronously after each batch and on partition
 //!   revocation. A crash loses at most the uncommitted tail, which is redelivered and skipped.
+//! - On every assignment the consumer starts each partition [`REWIND_RECORDS`] before its
+//!   committed offset: re-reading is free (the store skips what it has), while a broker that
+//!   serves a fetch from inside a record batch starting at the *next* batch (tansu 0.6 does)
+//!   would otherwise skip the rest of the batch the commit fell into.
 //! - If the topic's partition count grows, a user's later events may hash to another partition.
 //!   Their offsets are tracked per partition, so nothing is skipped wrongly, but the order between
 //!   the old partition's unconsumed tail and the new one's records is not defined: drain the
 //!   topic (or pause producers) before repartitioning.
 //!
-//! A store outage pauses fetching, retries with backoff and resumes; the process stays up and
-//! `/readyz` says why it is not ready. A consumer stalled longer than `max.poll.interval.ms`
-//! leaves the group and rejoins when the store is back; its uncommitted records are redelivered
-//! and, as above, skipped where already applied.
+//! A store outage stops consumption: the batch is retried with backoff and nothing is polled or
+//! committed meanwhile (librdkafka's prefetch queue is bounded, so fetching stops too); the
+//! process stays up and `/readyz` says why it is not ready. Partitions are not `pause`d: resuming
+//! refetches from the last record handed to us, which may sit inside a record batch (see above).
+//! A consumer stalled longer than `max.poll.interval.ms` leaves the group and rejoins when the
+//! store is back; its uncommitted records are redelivered and skipped where already applied.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,14 +35,13 @@ use engine::popularity::now_ms;
 use engine::store::SourcePosition;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use schemas::{EventLimits, InteractionEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +58,9 @@ pub struct ConsumerSettings {
     pub max_batch_wait: Duration,
     pub max_event_bytes: usize,
     pub backoff: Backoff,
+    /// How long the group waits for a silent member (a crashed consumer) before reassigning
+    /// its partitions.
+    pub session_timeout: Duration,
 }
 
 /// A record copied out of librdkafka's buffers.
@@ -137,9 +145,32 @@ pub fn decode_records(
     (events, dead_letters)
 }
 
-/// librdkafka callbacks: commit applied offsets when partitions are revoked, and export lag.
+/// How far before its committed offset a newly assigned partition is read again: at least one
+/// record batch (librdkafka's `batch.num.messages` is at most 10,000 by default).
+pub const REWIND_RECORDS: i64 = 10_000;
+
+/// librdkafka callbacks: commit applied offsets when partitions are revoked, rewind newly
+/// assigned partitions, and export lag.
 pub struct ConsumerCallbacks {
     topic: String,
+}
+
+/// `assignment` with each partition's start moved [`REWIND_RECORDS`] before its committed offset
+/// (partitions without a commit keep `auto.offset.reset`).
+fn rewound(
+    consumer: &BaseConsumer<ConsumerCallbacks>,
+    assignment: &TopicPartitionList,
+) -> KafkaResult<TopicPartitionList> {
+    let committed = consumer.committed_offsets(assignment.clone(), Duration::from_secs(10))?;
+    let mut start = TopicPartitionList::new();
+    for element in committed.elements() {
+        let offset = match element.offset() {
+            Offset::Offset(committed) => Offset::Offset((committed - REWIND_RECORDS).max(0)),
+            other => other,
+        };
+        start.add_partition_offset(element.topic(), element.partition(), offset)?;
+    }
+    Ok(start)
 }
 
 impl ClientContext for ConsumerCallbacks {
@@ -163,22 +194,44 @@ impl ClientContext for ConsumerCallbacks {
 }
 
 impl ConsumerContext for ConsumerCallbacks {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            // Offsets are stored only after their batch was applied, so this commits nothing
-            // that is not in the store.
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {}
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(error) => tracing::warn!(%error, "commit on revoke failed"),
+    /// Eager rebalancing (the default `range,roundrobin` assignors) with two additions: applied
+    /// offsets are committed before partitions go, and new partitions start rewound.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        error: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let start = rewound(consumer, partitions).unwrap_or_else(|error| {
+                    // Without the committed offsets, start where librdkafka would.
+                    tracing::warn!(%error, "cannot read committed offsets; not rewinding");
+                    partitions.clone()
+                });
+                if let Err(error) = consumer.assign(&start) {
+                    tracing::error!(%error, "partition assignment failed");
+                }
+                tracing::info!(partitions = start.count(), "partitions assigned");
             }
-            tracing::info!(partitions = partitions.count(), "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(partitions) = rebalance {
-            tracing::info!(partitions = partitions.count(), "partitions assigned");
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Offsets are stored only after their batch was applied, so this commits nothing
+                // that is not in the store.
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {}
+                    Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(error) => tracing::warn!(%error, "commit on revoke failed"),
+                }
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, "partition revocation failed");
+                }
+                tracing::info!(partitions = partitions.count(), "partitions revoked");
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::error!(error = %code, "rebalance failed");
+                let _ = consumer.unassign();
+            }
         }
     }
 }
@@ -221,6 +274,11 @@ impl EventConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "5000")
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
             .create_with_context(ConsumerCallbacks {
                 topic: settings.topic.clone(),
             })?;
@@ -311,7 +369,6 @@ impl EventConsumer {
             decode_records(records, self.settings.max_event_bytes, now_ms());
         self.send_dead_letters(&dead_letters).await?;
 
-        let mut paused = false;
         let outcome = self
             .applier
             .apply_until_stored(
@@ -319,20 +376,10 @@ impl EventConsumer {
                 &self.settings.backoff,
                 &self.cancelled,
                 |failure| match failure {
-                    Some(error) => {
-                        self.health
-                            .set_not_ready(format!("state store unavailable: {error}"));
-                        if !paused {
-                            paused = self.set_paused(true);
-                        }
-                    }
-                    None => {
-                        if paused {
-                            self.set_paused(false);
-                            paused = false;
-                            self.health.set_ready();
-                        }
-                    }
+                    Some(error) => self
+                        .health
+                        .set_not_ready(format!("state store unavailable: {error}")),
+                    None => self.health.set_ready(),
                 },
             )
             .await
@@ -340,24 +387,6 @@ impl EventConsumer {
         let pushed = self.applier.push_recommendations(&events).await;
         self.commit(records).await;
         Ok((BatchOutcome { pushed, ..outcome }, dead_letters.len()))
-    }
-
-    /// Stops (or restarts) fetching for the current assignment; returns whether it took effect.
-    fn set_paused(&self, pause: bool) -> bool {
-        let result = self.consumer.assignment().and_then(|assignment| {
-            if pause {
-                self.consumer.pause(&assignment)
-            } else {
-                self.consumer.resume(&assignment)
-            }
-        });
-        match result {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%error, pause, "cannot change fetching");
-                false
-            }
-        }
     }
 
     /// Produces every dead letter and waits for their delivery, retrying with backoff: their

@@ -75,6 +75,7 @@ pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
         max_batch_wait: Duration::from_millis(config.consumer.max_batch_wait_ms),
         max_event_bytes: config.events.max_event_bytes,
         backoff: config.consumer.backoff(),
+        session_timeout: Duration::from_millis(config.consumer.session_timeout_ms),
     }
 }
 

@@ -223,6 +223,8 @@ pub struct ConsumerConfig {
     /// Store retry backoff bounds.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// How long the group waits for a silent (crashed) consumer before moving its partitions.
+    pub session_timeout_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -236,6 +238,7 @@ impl Default for ConsumerConfig {
             push_count: 20,
             retry_initial_ms: 50,
             retry_max_ms: 5_000,
+            session_timeout_ms: 10_000,
         }
     }
 }
