@@ -163,6 +163,30 @@ enum Command {
         #[arg(long)]
         original_timestamps: bool,
     },
+    /// Create the events topic and its dead-letter topic on the configured broker (existing
+    /// topics are kept).
+    CreateTopics {
+        #[command(flatten)]
+        serving: ServingArgs,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+    /// Stream benchmarks against `events.url` (Kafka) and `state.url` (Redis):
+    /// `scripts/bench-stream.sh` starts both and runs this.
+    BenchStream {
+        #[command(flatten)]
+        serving: ServingArgs,
+        #[arg(long, default_value_t = 500_000)]
+        events: usize,
+        #[arg(long, default_value_t = 20_000)]
+        users: usize,
+        #[arg(long, default_value_t = 1_000.0)]
+        freshness_rate: f64,
+        #[arg(long, default_value_t = 30.0)]
+        freshness_seconds: f64,
+    },
     /// Print a wire type's JSON Schema (`event`: the interaction event).
     Schema {
         #[arg(value_parser = ["event"])]
@@ -409,6 +433,36 @@ fn main() -> anyhow::Result<()> {
                     rate,
                     limit,
                     original_timestamps,
+                },
+            ))
+        }
+        Command::CreateTopics {
+            serving,
+            partitions,
+            replication,
+        } => {
+            let config = serving.load()?;
+            tokio::runtime::Runtime::new()?.block_on(stream::create_topics_command(
+                config,
+                partitions,
+                replication,
+            ))
+        }
+        Command::BenchStream {
+            serving,
+            events,
+            users,
+            freshness_rate,
+            freshness_seconds,
+        } => {
+            let config = serving.load()?;
+            tokio::runtime::Runtime::new()?.block_on(stream::bench_stream_command(
+                config,
+                stream::BenchStreamArgs {
+                    events,
+                    users,
+                    freshness_rate,
+                    freshness_seconds,
                 },
             ))
         }

@@ -132,3 +132,193 @@ pub async fn replay_command(config: Config, args: ReplayArgs) -> anyhow::Result<
     );
     Ok(())
 }
+
+pub async fn create_topics_command(
+    config: Config,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let brokers = config.events.kafka_brokers().with_context(|| {
+        format!(
+            "events.url is '{}': topics live on a Kafka broker (kafka://host:port)",
+            config.events.url
+        )
+    })?;
+    let topics = [
+        config.events.topic.as_str(),
+        config.events.dead_letter_topic.as_str(),
+    ];
+    for (topic, outcome) in
+        consumer::admin::create_topics(brokers, &topics, partitions, replication).await?
+    {
+        println!("{topic}: {outcome:?}");
+    }
+    Ok(())
+}
+
+pub struct BenchStreamArgs {
+    pub events: usize,
+    pub users: usize,
+    pub freshness_rate: f64,
+    pub freshness_seconds: f64,
+}
+
+/// `recsys bench-stream`: against the configured broker (`events.url`) and Redis (`state.url`),
+/// on fresh topics `<events.topic>` and `<events.topic>-freshness` that must exist.
+pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+
+    let brokers = config
+        .events
+        .kafka_brokers()
+        .context("bench-stream needs events.url = kafka://host:port")?
+        .to_owned();
+    anyhow::ensure!(
+        config.state.url.starts_with("redis"),
+        "bench-stream measures the Redis store: set state.url"
+    );
+    let store = engine::store::open_store(
+        &config.state.url,
+        &config.state.key_prefix,
+        config.state.limits(),
+        &config.data_dir,
+    )
+    .await?;
+
+    // 1. Throughput: the same records, consumed twice by fresh groups.
+    let events = consumer::bench::synthetic_events(args.events, args.users, 1_682, 7);
+    let produce_seconds =
+        consumer::bench::produce_all(&brokers, &config.events.topic, &events).await?;
+    println!(
+        "produced {} events in {produce_seconds:.1} s ({:.0}/s)",
+        events.len(),
+        events.len() as f64 / produce_seconds
+    );
+    let stamp = engine::popularity::now_ms();
+    let ceiling = consumer::bench::consume_and_commit_only(
+        &config,
+        &brokers,
+        &format!("bench-raw-{stamp}"),
+        events.len(),
+    )
+    .await?;
+    let mut pipeline_config = config.clone();
+    pipeline_config.consumer.group_id = format!("bench-pipeline-{stamp}");
+    let applier = Arc::new(consumer::event_applier(
+        &pipeline_config,
+        Arc::clone(&store),
+        None,
+    ));
+    let handle =
+        consumer::start_consumer(&pipeline_config, &brokers, applier, "127.0.0.1:0".parse()?)
+            .await?;
+    while handle.progress.committed_records.load(Ordering::Relaxed) < events.len() as u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let pipeline_seconds = handle
+        .progress
+        .first_record_at
+        .get()
+        .map(|started| started.elapsed().as_secs_f64())
+        .unwrap_or(f64::INFINITY);
+    handle.shutdown.cancel();
+    let totals = handle.task.await?;
+    let pipeline = events.len() as f64 / pipeline_seconds;
+    println!("consume + commit only:            {ceiling:>9.0} events/s");
+    println!(
+        "consumer into {} ({} applied): {pipeline:>9.0} events/s",
+        store.backend(),
+        totals.applied
+    );
+    println!(
+        "ratio pipeline / consume-only:    {:>9.2}",
+        pipeline / ceiling
+    );
+
+    // 2. Memory per user with a full 50-item sequence.
+    let redis = engine::store::RedisStore::connect(
+        &config.state.url,
+        &config.state.key_prefix,
+        config.state.limits(),
+    )
+    .await?;
+    let memory_user = format!("bench-memory-{stamp}");
+    let interactions: Vec<engine::store::AppliedInteraction> = (0..config.state.max_history)
+        .map(|step| engine::store::AppliedInteraction {
+            item_id: format!("{}", 1 + (step * 37) % 1_682),
+            event_time_ms: stamp + step as i64,
+            position: Some(engine::store::SourcePosition {
+                partition: 0,
+                offset: step as i64,
+            }),
+            popularity_increment: 0.0,
+        })
+        .collect();
+    store
+        .apply(&[engine::store::UserUpdate {
+            user_id: memory_user.clone(),
+            interactions,
+        }])
+        .await?;
+    println!(
+        "redis memory for a user with a {}-item sequence: {} bytes",
+        config.state.max_history,
+        redis.memory_usage_bytes(&memory_user).await?
+    );
+
+    // 3. Freshness with pushing on, at a fixed rate of ml-100k-like events.
+    let mut freshness_config = config.clone();
+    freshness_config.events.topic = format!("{}-freshness", config.events.topic);
+    freshness_config.consumer.group_id = format!("bench-freshness-{stamp}");
+    freshness_config.consumer.push_recommendations = true;
+    let (retriever, _refresher) = engine::startup::build_retriever(&freshness_config)
+        .await
+        .context("freshness needs a bundle and an index in the data dir")?;
+    let applier = Arc::new(consumer::event_applier(
+        &freshness_config,
+        Arc::clone(&store),
+        Some(retriever),
+    ));
+    let handle =
+        consumer::start_consumer(&freshness_config, &brokers, applier, "127.0.0.1:0".parse()?)
+            .await?;
+    // Let the group settle before the clock starts.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let count = (args.freshness_rate * args.freshness_seconds) as usize;
+    let live = consumer::bench::synthetic_events(count, 943, 1_682, 11);
+    consumer::replay::replay(
+        live,
+        &consumer::replay::ReplayTarget::Kafka {
+            brokers: brokers.clone(),
+            topic: freshness_config.events.topic.clone(),
+        },
+        &consumer::replay::ReplayOptions {
+            rate: Some(args.freshness_rate),
+            timestamps: consumer::replay::ReplayTimestamps::Now,
+            api_batch: 1,
+        },
+        |_| {},
+    )
+    .await?;
+    while handle.progress.committed_records.load(Ordering::Relaxed) < count as u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    handle.shutdown.cancel();
+    let totals = handle.task.await?;
+    let rendered = model_server::telemetry::prometheus_handle().render();
+    let quantile = |q| {
+        consumer::bench::histogram_quantile(&rendered, "recsys_consumer_freshness_seconds", q)
+            .map_or("n/a".to_owned(), |seconds| {
+                format!("{:.1} ms", seconds * 1000.0)
+            })
+    };
+    println!(
+        "freshness at {:.0} events/s for {:.0} s ({} users pushed): p50 {}, p99 {}",
+        args.freshness_rate,
+        args.freshness_seconds,
+        totals.pushed,
+        quantile(0.5),
+        quantile(0.99)
+    );
+    Ok(())
+}

@@ -58,7 +58,7 @@ impl EventSink for InProcessBus {
         match self.requests.try_send(BusRequest { events, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("recsys_events_refused_total", "reason" => "bus_full")
+                metrics::counter!("recsys_bus_requests_refused_total", "reason" => "full")
                     .increment(1);
                 return Err(PublishError::Overloaded(
                     "the event bus is full; retry shortly".to_owned(),

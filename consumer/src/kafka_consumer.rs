@@ -75,7 +75,7 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
-    fn from_message(message: &impl Message) -> RawRecord {
+    pub fn from_message(message: &impl Message) -> RawRecord {
         RawRecord {
             partition: message.partition(),
             offset: message.offset(),
@@ -246,6 +246,15 @@ pub struct RunTotals {
     pub pushed: u64,
 }
 
+/// How far the consumer got, readable while it runs (benchmarks, tests, operators).
+#[derive(Debug, Default)]
+pub struct ConsumerProgress {
+    /// Records handled and committed: applied, skipped as duplicates, or dead-lettered.
+    pub committed_records: std::sync::atomic::AtomicU64,
+    /// When the first record of this run arrived.
+    pub first_record_at: std::sync::OnceLock<std::time::Instant>,
+}
+
 /// The batch could not be finished because shutdown was requested during an outage; its offsets
 /// were not committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +267,7 @@ pub struct EventConsumer {
     settings: ConsumerSettings,
     health: Arc<Health>,
     cancelled: CancellationToken,
+    progress: Arc<ConsumerProgress>,
 }
 
 impl EventConsumer {
@@ -290,7 +300,12 @@ impl EventConsumer {
             settings,
             health,
             cancelled,
+            progress: Arc::default(),
         })
+    }
+
+    pub fn progress(&self) -> Arc<ConsumerProgress> {
+        Arc::clone(&self.progress)
     }
 
     /// Consumes until `cancelled`; the batch in flight is finished and committed first.
@@ -339,6 +354,9 @@ impl EventConsumer {
                 }
             },
         }
+        self.progress
+            .first_record_at
+            .get_or_init(std::time::Instant::now);
         let closes_at = tokio::time::sleep(self.settings.max_batch_wait);
         tokio::pin!(closes_at);
         while records.len() < self.settings.max_batch_events {
@@ -386,6 +404,9 @@ impl EventConsumer {
             .ok_or(Stopped)?;
         let pushed = self.applier.push_recommendations(&events).await;
         self.commit(records).await;
+        self.progress
+            .committed_records
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok((BatchOutcome { pushed, ..outcome }, dead_letters.len()))
     }
 

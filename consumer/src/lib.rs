@@ -2,6 +2,8 @@
 //! default) applied to user state, dead letters for what cannot be applied, live popularity and
 //! pushed recommendations.
 
+pub mod admin;
+pub mod bench;
 pub mod bus;
 pub mod health;
 pub mod kafka_consumer;
@@ -21,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use bus::InProcessBus;
 pub use health::Health;
-pub use kafka_consumer::{ConsumerSettings, EventConsumer, RunTotals};
+pub use kafka_consumer::{ConsumerProgress, ConsumerSettings, EventConsumer, RunTotals};
 pub use sink::{EventSink, KafkaSink, PublishError};
 
 /// The applier both paths share, configured from `config`. `retriever` is needed when pushing is
@@ -84,6 +86,7 @@ pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
 pub struct ConsumerHandle {
     pub listener_addr: SocketAddr,
     pub shutdown: CancellationToken,
+    pub progress: Arc<ConsumerProgress>,
     pub task: tokio::task::JoinHandle<RunTotals>,
 }
 
@@ -108,6 +111,7 @@ pub async fn start_consumer(
         health,
         shutdown.clone(),
     )?;
+    let progress = consumer.progress();
     let task = tokio::spawn(async move {
         let totals = consumer.run().await;
         listener.abort();
@@ -116,6 +120,7 @@ pub async fn start_consumer(
     Ok(ConsumerHandle {
         listener_addr,
         shutdown,
+        progress,
         task,
     })
 }

@@ -340,6 +340,8 @@ impl Retriever {
         )
         .await;
         timings.search_micros = Some(micros(stage));
+        metrics::histogram!("recsys_index_search_duration_seconds")
+            .record(stage.elapsed().as_secs_f64());
         let hits = match hits {
             Ok(hits) => hits,
             Err(error) => return self.index_failure(error, exclude),
@@ -454,7 +456,10 @@ impl Retriever {
                 .collect::<HashSet<String>>()
                 .into_iter()
                 .collect();
+            let stage = Instant::now();
             let hits = self.index.search(&query.vector, count, &exclude).await?;
+            metrics::histogram!("recsys_index_search_duration_seconds")
+                .record(stage.elapsed().as_secs_f64());
             pushed.push((
                 user_id.clone(),
                 CachedRecommendations {

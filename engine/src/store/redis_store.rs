@@ -136,6 +136,24 @@ impl RedisStore {
         [self.user_key(user_id), self.seen_key(user_id)]
     }
 
+    /// Bytes Redis uses for everything stored about `user_id` (`MEMORY USAGE` of each key).
+    pub async fn memory_usage_bytes(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut total = 0;
+        for key in self.user_keys(user_id) {
+            let bytes: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .arg("SAMPLES")
+                .arg(0)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            total += bytes.unwrap_or_default();
+        }
+        Ok(total)
+    }
+
     fn apply_pipeline(&self, updates: &[UserUpdate]) -> redis::Pipeline {
         let mut pipeline = redis::pipe();
         for update in updates {

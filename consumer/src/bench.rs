@@ -1,0 +1,201 @@
+//! Stream-path benchmarks (`recsys bench-stream`): consumer throughput through a real broker into
+//! the configured store, against the same client only consuming and committing; freshness with
+//! pushing on at a fixed event rate; the store's memory per user.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::config::Config;
+use engine::popularity::now_ms;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use schemas::{EventType, InteractionEvent};
+
+use crate::kafka_consumer::RawRecord;
+use crate::sink::kafka_producer;
+
+/// Events of `users` users over `items` items, stamped now (so they are valid and decay little).
+pub fn synthetic_events(
+    count: usize,
+    users: usize,
+    items: usize,
+    seed: u64,
+) -> Vec<InteractionEvent> {
+    let mut random = rand::rngs::StdRng::seed_from_u64(seed);
+    let now = now_ms();
+    (0..count)
+        .map(|index| InteractionEvent {
+            event_id: format!("bench-{seed}-{index}"),
+            user_id: format!("bench-user-{}", random.random_range(0..users)),
+            item_id: format!("{}", random.random_range(1..=items)),
+            event_type: EventType::ALL[random.random_range(0..4)],
+            value: None,
+            event_time_ms: now,
+        })
+        .collect()
+}
+
+/// Produces `events` to `topic` as fast as the broker takes them; returns the seconds it took.
+pub async fn produce_all(
+    brokers: &str,
+    topic: &str,
+    events: &[InteractionEvent],
+) -> anyhow::Result<f64> {
+    let producer = kafka_producer(brokers)?;
+    let started = Instant::now();
+    let mut deliveries = Vec::with_capacity(10_000);
+    for event in events {
+        let payload = serde_json::to_vec(event)?;
+        loop {
+            let record = FutureRecord::to(topic)
+                .key(event.user_id.as_bytes())
+                .payload(&payload);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((_, _)) => {
+                    for delivery in deliveries.drain(..) {
+                        delivery.await?.map_err(|(error, _)| error)?;
+                    }
+                }
+            }
+        }
+        if deliveries.len() >= 10_000 {
+            for delivery in deliveries.drain(..) {
+                delivery.await?.map_err(|(error, _)| error)?;
+            }
+        }
+    }
+    for delivery in deliveries.drain(..) {
+        delivery.await?.map_err(|(error, _)| error)?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The same client as the consumer (librdkafka, same batching, records copied out, offsets
+/// stored and committed after every batch) doing nothing else: the ceiling for the pipeline.
+/// Returns events per second from the first record to the last commit.
+pub async fn consume_and_commit_only(
+    config: &Config,
+    brokers: &str,
+    group_id: &str,
+    expected: usize,
+) -> anyhow::Result<f64> {
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?,
+    );
+    consumer.subscribe(&[&config.events.topic])?;
+    let max_batch = config.consumer.max_batch_events;
+    let max_wait = Duration::from_millis(config.consumer.max_batch_wait_ms);
+    let mut consumed = 0;
+    let mut first_record_at = None;
+    while consumed < expected {
+        let mut batch: Vec<RawRecord> = Vec::with_capacity(max_batch);
+        let first = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+        first_record_at.get_or_insert_with(Instant::now);
+        batch.push(RawRecord::from_message(&first));
+        let closes_at = tokio::time::sleep(max_wait);
+        tokio::pin!(closes_at);
+        while batch.len() < max_batch {
+            tokio::select! {
+                () = &mut closes_at => break,
+                received = consumer.recv() => batch.push(RawRecord::from_message(&received?)),
+            }
+        }
+        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        for record in &batch {
+            let next = next_offsets.entry(record.partition).or_insert(0);
+            *next = (*next).max(record.offset + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in next_offsets {
+            offsets.add_partition_offset(
+                &config.events.topic,
+                partition,
+                Offset::Offset(offset),
+            )?;
+        }
+        consumer.store_offsets(&offsets)?;
+        let committer = Arc::clone(&consumer);
+        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))
+            .await??;
+        consumed += batch.len();
+    }
+    let seconds = first_record_at
+        .map(|started| started.elapsed().as_secs_f64())
+        .unwrap_or(f64::INFINITY);
+    Ok(consumed as f64 / seconds)
+}
+
+/// `q`-quantile of a Prometheus histogram in `rendered` exposition text, interpolated linearly
+/// inside its bucket as Prometheus's `histogram_quantile` does.
+pub fn histogram_quantile(rendered: &str, metric: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{metric}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = rendered
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| {
+            let bound = line.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+            Some((bound, count))
+        })
+        .collect();
+    buckets.sort_by(|left, right| left.0.total_cmp(&right.0));
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut previous = (0.0, 0.0);
+    for (bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(previous.0);
+            }
+            let inside = (rank - previous.1) / (count - previous.1).max(f64::MIN_POSITIVE);
+            return Some(previous.0 + (bound - previous.0) * inside);
+        }
+        previous = (bound, count);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::histogram_quantile;
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets_like_prometheus() {
+        let rendered = "\
+x_bucket{le=\"0.01\"} 50
+x_bucket{le=\"0.02\"} 90
+x_bucket{le=\"0.05\"} 100
+x_bucket{le=\"+Inf\"} 100
+x_sum 1.5
+x_count 100
+";
+        assert_eq!(histogram_quantile(rendered, "x", 0.5), Some(0.01));
+        let p70 = histogram_quantile(rendered, "x", 0.7).unwrap();
+        assert!((p70 - 0.015).abs() < 1e-12, "{p70}");
+        let p99 = histogram_quantile(rendered, "x", 0.99).unwrap();
+        assert!((p99 - 0.047).abs() < 1e-12, "{p99}");
+        assert_eq!(histogram_quantile("", "x", 0.5), None);
+    }
+}
