@@ -50,5 +50,5 @@ done
 
 export RECSYS__EVENTS__URL="kafka://127.0.0.1:$kafka_port" RECSYS__EVENTS__TOPIC=events
 export RECSYS__STATE__URL="redis://127.0.0.1:$redis_port/" RECSYS__STATE__KEY_PREFIX=bench
-export RUST_LOG=warn
+export RUST_LOG="${RUST_LOG:-warn}"
 "$recsys" bench-stream --data-dir "$bench_dir" "$@"

@@ -94,6 +94,10 @@ pub async fn consume_and_commit_only(
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set(
+                "fetch.wait.max.ms",
+                config.consumer.fetch_wait_max_ms.to_string(),
+            )
             .create()?,
     );
     consumer.subscribe(&[&config.events.topic])?;

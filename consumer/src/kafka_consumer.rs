@@ -61,6 +61,8 @@ pub struct ConsumerSettings {
     /// How long the group waits for a silent member (a crashed consumer) before reassigning
     /// its partitions.
     pub session_timeout: Duration,
+    /// librdkafka's `fetch.wait.max.ms`.
+    pub fetch_wait_max: Duration,
 }
 
 /// A record copied out of librdkafka's buffers.
@@ -382,6 +384,7 @@ impl EventConsumer {
         &self,
         records: &[RawRecord],
     ) -> Result<(BatchOutcome, usize), Stopped> {
+        let started = std::time::Instant::now();
         metrics::histogram!("recsys_consumer_batch_size").record(records.len() as f64);
         let (events, dead_letters) =
             decode_records(records, self.settings.max_event_bytes, now_ms());
@@ -402,8 +405,17 @@ impl EventConsumer {
             )
             .await
             .ok_or(Stopped)?;
+        let applied_at = std::time::Instant::now();
         let pushed = self.applier.push_recommendations(&events).await;
+        let pushed_at = std::time::Instant::now();
         self.commit(records).await;
+        tracing::debug!(
+            records = records.len(),
+            apply_ms = (applied_at - started).as_secs_f64() * 1e3,
+            push_ms = (pushed_at - applied_at).as_secs_f64() * 1e3,
+            commit_ms = pushed_at.elapsed().as_secs_f64() * 1e3,
+            "batch done"
+        );
         self.progress
             .committed_records
             .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -78,6 +78,7 @@ pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
         max_event_bytes: config.events.max_event_bytes,
         backoff: config.consumer.backoff(),
         session_timeout: Duration::from_millis(config.consumer.session_timeout_ms),
+        fetch_wait_max: Duration::from_millis(config.consumer.fetch_wait_max_ms),
     }
 }
 

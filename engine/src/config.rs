@@ -225,6 +225,9 @@ pub struct ConsumerConfig {
     pub retry_max_ms: u64,
     /// How long the group waits for a silent (crashed) consumer before moving its partitions.
     pub session_timeout_ms: u64,
+    /// Longest a fetch waits at the broker for new records. Kafka answers as soon as a record
+    /// arrives; a broker that waits the whole time (tansu) adds this to every event's latency.
+    pub fetch_wait_max_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -239,6 +242,7 @@ impl Default for ConsumerConfig {
             retry_initial_ms: 50,
             retry_max_ms: 5_000,
             session_timeout_ms: 10_000,
+            fetch_wait_max_ms: 10,
         }
     }
 }

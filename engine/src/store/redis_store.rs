@@ -13,6 +13,8 @@
 //! p:popular      zset   item -> popularity score
 //! ```
 //!
+//! Needs Redis 6.2 or later (`ZADD ... GT`).
+//!
 //! One user's interactions are applied by a Lua script, so the append, the seen set and the offsets
 //! change together or not at all; a batch sends one script call per user in a single pipeline. The
 //! script answers which interactions were new, and only those add to `p:popular` (a second
@@ -52,10 +54,7 @@ for i = 3, #ARGV, 4 do
   end
   if fresh then
     if items[#items] ~= item then items[#items + 1] = item end
-    local previous = redis.call('ZSCORE', KEYS[2], item)
-    if (not previous) or tonumber(time) > tonumber(previous) then
-      redis.call('ZADD', KEYS[2], time, item)
-    end
+    redis.call('ZADD', KEYS[2], 'GT', time, item)
     if (not newest) or tonumber(time) > tonumber(newest) then newest = time end
     applied = applied + 1
     fresh_flags[#fresh_flags + 1] = '1'
