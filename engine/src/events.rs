@@ -194,16 +194,14 @@ impl EventApplier {
         let Some(push) = &self.push else {
             return 0;
         };
-        let mut first_logged_at: HashMap<&str, i64> = HashMap::new();
-        for received in events {
-            first_logged_at
-                .entry(received.event.user_id.as_str())
-                .and_modify(|logged_at| *logged_at = (*logged_at).min(received.logged_at_ms))
-                .or_insert(received.logged_at_ms);
-        }
-        let users: Vec<String> = first_logged_at
-            .keys()
-            .map(|user| (*user).to_owned())
+        // Each user once, in order of first appearance: a burst of one user's events is one
+        // recompute.
+        let mut distinct = std::collections::HashSet::new();
+        let users: Vec<String> = events
+            .iter()
+            .map(|received| received.event.user_id.as_str())
+            .filter(|user| distinct.insert(*user))
+            .map(str::to_owned)
             .collect();
         let result: Result<usize, PushError> = async {
             let entries = push
@@ -216,6 +214,7 @@ impl EventApplier {
         .await;
         match result {
             Ok(pushed) => {
+                // Every event of the batch is reflected in what was written.
                 let written_at = now_ms();
                 for received in events {
                     metrics::histogram!("recsys_consumer_freshness_seconds")
