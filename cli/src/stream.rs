@@ -286,20 +286,28 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let count = (args.freshness_rate * args.freshness_seconds) as usize;
     let live = consumer::bench::synthetic_events(count, 943, 1_682, 11);
-    consumer::replay::replay(
-        live,
-        &consumer::replay::ReplayTarget::Kafka {
-            brokers: brokers.clone(),
-            topic: freshness_config.events.topic.clone(),
-        },
-        &consumer::replay::ReplayOptions {
-            rate: Some(args.freshness_rate),
+    // The producer gets its own thread and runtime, as it would be its own process in production:
+    // sharing the consumer's runtime, its pacing timers would wait for the consumer's batches and
+    // send in bursts, which measures the benchmark rather than the stream path.
+    let target = consumer::replay::ReplayTarget::Kafka {
+        brokers: brokers.clone(),
+        topic: freshness_config.events.topic.clone(),
+    };
+    let rate = args.freshness_rate;
+    let producer = std::thread::spawn(move || -> anyhow::Result<usize> {
+        let options = consumer::replay::ReplayOptions {
+            rate: Some(rate),
             timestamps: consumer::replay::ReplayTimestamps::Now,
             api_batch: 1,
-        },
-        |_| {},
-    )
-    .await?;
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(consumer::replay::replay(live, &target, &options, |_| {}))?)
+    });
+    tokio::task::spawn_blocking(move || producer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
     while handle.progress.committed_records.load(Ordering::Relaxed) < count as u64 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
