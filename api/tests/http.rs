@@ -64,11 +64,12 @@ async fn send(
     if let Some(request_id) = request_id {
         builder = builder.header("x-request-id", request_id);
     }
-    let response = app
-        .clone()
-        .oneshot(builder.body(Body::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
+    send_request(app, builder.body(Body::from(body.to_owned())).unwrap()).await
+}
+
+/// Sends a built request through the router and reads the whole answer.
+async fn send_request(app: &axum::Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let request_id = response
         .headers()
@@ -510,20 +511,7 @@ async fn post_events(
     if let Some(api_key) = api_key {
         builder = builder.header("authorization", format!("Bearer {api_key}"));
     }
-    let response = app
-        .clone()
-        .oneshot(builder.body(Body::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    Answer {
-        status,
-        request_id: None,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    }
+    send_request(app, builder.body(Body::from(body.to_owned())).unwrap()).await
 }
 
 fn event_line(user: &str, item: &str, offset_ms: i64) -> String {

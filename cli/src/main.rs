@@ -582,13 +582,7 @@ async fn bench_prepare_command(
 ) -> anyhow::Result<()> {
     let bundle = ModelBundle::load(&engine::startup::bundle_dir(&config)?)?;
     let dataset = model_server::data::Dataset::load(&config.data_dir, &bundle.config.dataset)?;
-    let store = engine::store::open_store(
-        &config.state.url,
-        &config.state.key_prefix,
-        config.state.limits(),
-        &config.data_dir,
-    )
-    .await?;
+    let store = engine::startup::open_state_store(&config).await?;
     let load =
         engine::loadgen::prepare_retrieve_load(store.as_ref(), &dataset, requests, seed).await?;
     let mut text = load.bodies.join("\n");

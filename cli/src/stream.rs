@@ -19,14 +19,9 @@ pub async fn consume_command(config: Config, listen: Option<SocketAddr>) -> anyh
             config.events.url
         )
     })?;
-    let store = engine::store::open_store(
-        &config.state.url,
-        &config.state.key_prefix,
-        config.state.limits(),
-        &config.data_dir,
-    )
-    .await
-    .context("opening the state store")?;
+    let store = engine::startup::open_state_store(&config)
+        .await
+        .context("opening the state store")?;
     let retriever = if config.consumer.push_recommendations {
         let (retriever, _refresher) = engine::startup::build_retriever(&config)
             .await
@@ -177,13 +172,7 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         config.state.url.starts_with("redis"),
         "bench-stream measures the Redis store: set state.url"
     );
-    let store = engine::store::open_store(
-        &config.state.url,
-        &config.state.key_prefix,
-        config.state.limits(),
-        &config.data_dir,
-    )
-    .await?;
+    let store = engine::startup::open_state_store(&config).await?;
 
     // 1. Throughput: the same records, consumed twice by fresh groups.
     let events = consumer::bench::synthetic_events(args.events, args.users, 1_682, 7);

@@ -2,7 +2,6 @@
 //! the configured store, against the same client only consuming and committing; freshness with
 //! pushing on at a fixed event rate; the store's memory per user.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,13 +9,11 @@ use engine::config::Config;
 use engine::popularity::now_ms;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::FutureRecord;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use schemas::{EventType, InteractionEvent};
 
-use crate::kafka_consumer::RawRecord;
-use crate::sink::kafka_producer;
+use crate::kafka_consumer::{next_offsets, RawRecord};
+use crate::replay::{replay, ReplayOptions, ReplayTarget, ReplayTimestamps};
 
 /// Events of `users` users over `items` items, stamped now (so they are valid and decay little).
 pub fn synthetic_events(
@@ -39,42 +36,24 @@ pub fn synthetic_events(
         .collect()
 }
 
-/// Produces `events` to `topic` as fast as the broker takes them; returns the seconds it took.
+/// Produces `events` to `topic` as fast as the broker takes them (a replay without pacing, their
+/// own timestamps kept); returns the seconds it took.
 pub async fn produce_all(
     brokers: &str,
     topic: &str,
     events: &[InteractionEvent],
 ) -> anyhow::Result<f64> {
-    let producer = kafka_producer(brokers)?;
     let started = Instant::now();
-    let mut deliveries = Vec::with_capacity(10_000);
-    for event in events {
-        let payload = serde_json::to_vec(event)?;
-        loop {
-            let record = FutureRecord::to(topic)
-                .key(event.user_id.as_bytes())
-                .payload(&payload);
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((_, _)) => {
-                    for delivery in deliveries.drain(..) {
-                        delivery.await?.map_err(|(error, _)| error)?;
-                    }
-                }
-            }
-        }
-        if deliveries.len() >= 10_000 {
-            for delivery in deliveries.drain(..) {
-                delivery.await?.map_err(|(error, _)| error)?;
-            }
-        }
-    }
-    for delivery in deliveries.drain(..) {
-        delivery.await?.map_err(|(error, _)| error)?;
-    }
+    let target = ReplayTarget::Kafka {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+    };
+    let options = ReplayOptions {
+        rate: None,
+        timestamps: ReplayTimestamps::Original,
+        api_batch: 1,
+    };
+    replay(events.to_vec(), &target, &options, |_| {}).await?;
     Ok(started.elapsed().as_secs_f64())
 }
 
@@ -118,19 +97,7 @@ pub async fn consume_and_commit_only(
                 received = consumer.recv() => batch.push(RawRecord::from_message(&received?)),
             }
         }
-        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        for record in &batch {
-            let next = next_offsets.entry(record.partition).or_insert(0);
-            *next = (*next).max(record.offset + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for (partition, offset) in next_offsets {
-            offsets.add_partition_offset(
-                &config.events.topic,
-                partition,
-                Offset::Offset(offset),
-            )?;
-        }
+        let offsets = next_offsets(&config.events.topic, &batch);
         consumer.store_offsets(&offsets)?;
         let committer = Arc::clone(&consumer);
         tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))

@@ -88,6 +88,22 @@ impl RawRecord {
     }
 }
 
+/// The offset to commit for each partition of `records`: one past its last record.
+pub fn next_offsets(topic: &str, records: &[RawRecord]) -> TopicPartitionList {
+    let mut next_of_partition: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in records {
+        let next = next_of_partition.entry(record.partition).or_insert(0);
+        *next = (*next).max(record.offset + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in next_of_partition {
+        if let Err(error) = offsets.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+            tracing::warn!(%error, partition, "cannot record an offset");
+        }
+    }
+    offsets
+}
+
 /// A record refused, with why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
@@ -438,11 +454,14 @@ impl EventConsumer {
                         .set_not_ready(format!("dead-letter topic unavailable: {error}"));
                 }
             }
-            tokio::select! {
-                () = self.cancelled.cancelled() => return Err(Stopped),
-                () = tokio::time::sleep(delay) => {}
+            if !self
+                .settings
+                .backoff
+                .wait(&mut delay, &self.cancelled)
+                .await
+            {
+                return Err(Stopped);
             }
-            delay = (delay * 2).min(self.settings.backoff.max);
         }
         for dead_letter in dead_letters {
             tracing::info!(
@@ -513,21 +532,7 @@ impl EventConsumer {
     /// failed commit is not fatal: the offsets stay stored and go with the next commit (or the
     /// one on revocation), and anything redelivered meanwhile is skipped by the store.
     async fn commit(&self, records: &[RawRecord]) {
-        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        for record in records {
-            let next = next_offsets.entry(record.partition).or_insert(0);
-            *next = (*next).max(record.offset + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for (partition, offset) in &next_offsets {
-            if let Err(error) = offsets.add_partition_offset(
-                &self.settings.topic,
-                *partition,
-                Offset::Offset(*offset),
-            ) {
-                tracing::warn!(%error, partition, "cannot record an offset");
-            }
-        }
+        let offsets = next_offsets(&self.settings.topic, records);
         if let Err(error) = self.consumer.store_offsets(&offsets) {
             // Partitions revoked while the batch was in flight: their new owner redelivers.
             tracing::info!(%error, "offsets not stored (partitions revoked?)");

@@ -179,11 +179,9 @@ impl EventApplier {
                     on_outage(Some(&error));
                 }
             }
-            tokio::select! {
-                () = cancelled.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
+            if !backoff.wait(&mut delay, cancelled).await {
+                return None;
             }
-            delay = (delay * 2).min(backoff.max);
         }
     }
 
@@ -239,6 +237,23 @@ impl EventApplier {
 pub struct Backoff {
     pub initial: Duration,
     pub max: Duration,
+}
+
+impl Backoff {
+    /// Sleeps `delay`, then doubles it up to `max`. Returns `false` at once if `cancelled` fires
+    /// first: the caller gives up.
+    pub async fn wait(
+        &self,
+        delay: &mut Duration,
+        cancelled: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        tokio::select! {
+            () = cancelled.cancelled() => return false,
+            () = tokio::time::sleep(*delay) => {}
+        }
+        *delay = (*delay * 2).min(self.max);
+        true
+    }
 }
 
 impl Default for Backoff {

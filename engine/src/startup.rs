@@ -34,6 +34,19 @@ pub enum StartupError {
     Model(#[from] crate::model::ModelError),
 }
 
+/// The state store `state.url` names, with the configured key prefix and limits.
+pub async fn open_state_store(
+    config: &Config,
+) -> Result<Arc<dyn UserStore>, crate::store::StoreError> {
+    open_store(
+        &config.state.url,
+        &config.state.key_prefix,
+        config.state.limits(),
+        &config.data_dir,
+    )
+    .await
+}
+
 pub fn bundle_dir(config: &Config) -> Result<PathBuf, StartupError> {
     match &config.model.bundle {
         Some(path) => Ok(path.clone()),
@@ -67,13 +80,7 @@ pub async fn build_retriever(
             let version = http.metadata().await?.model_version;
             (Arc::new(http), version, config.state.max_history)
         };
-    let store = open_store(
-        &config.state.url,
-        &config.state.key_prefix,
-        config.state.limits(),
-        &config.data_dir,
-    )
-    .await?;
+    let store = open_state_store(config).await?;
     let index = open_index(
         &config.index.url,
         &config.index.collection,
@@ -130,13 +137,7 @@ pub async fn build_index_from_bundle(config: &Config) -> Result<IndexOutcome, St
     )
     .await?;
 
-    let store: Arc<dyn UserStore> = open_store(
-        &config.state.url,
-        &config.state.key_prefix,
-        config.state.limits(),
-        &config.data_dir,
-    )
-    .await?;
+    let store = open_state_store(config).await?;
     let mut seeded_popularity = 0;
     if store.top_popular(1).await?.is_empty() {
         let clock = DecayClock::new(config.popularity.half_life_hours);

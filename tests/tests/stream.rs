@@ -174,6 +174,17 @@ impl StreamDeployment {
         }
     }
 
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(format!("{}{path}", self.api_url)).send();
+        response.await.unwrap().json().await.unwrap()
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.api_url);
+        let response = self.client.post(url).json(&body).send();
+        response.await.unwrap().json().await.unwrap()
+    }
+
     async fn user_states(&self, users: &[&str]) -> BTreeMap<String, UserState> {
         let mut states = BTreeMap::new();
         for user in users {
@@ -260,15 +271,7 @@ async fn events_posted_to_the_api_reach_the_store_through_the_broker_and_change_
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let history: Value = deployment
-            .client
-            .get(format!("{}/users/fresh/history", deployment.api_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history = deployment.get_json("/users/fresh/history").await;
         if history["recent_items"] == json!(["i1", "i2", "i3"]) {
             break;
         }
@@ -278,22 +281,7 @@ async fn events_posted_to_the_api_reach_the_store_through_the_broker_and_change_
 
     // Pushing is on: the consumer cached the user's list, and a request without session items
     // is answered from it; seen items are excluded either way.
-    let retrieve = |body: Value| {
-        let client = deployment.client.clone();
-        let url = format!("{}/recs/retrieve?count=5", deployment.api_url);
-        async move {
-            let answer: Value = client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            answer
-        }
-    };
+    let retrieve = |body: Value| deployment.post_json("/recs/retrieve?count=5", body);
     let deadline = Instant::now() + Duration::from_secs(30);
     let cached = loop {
         let answer = retrieve(json!({"user_ids_raw": ["fresh"]})).await;
