@@ -607,6 +607,13 @@ async fn serve_command(config: engine::config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.api.listen))?;
     let state = api::AppState::new(&config, retriever).context("connecting the event log")?;
+    // Not fatal: events posted meanwhile are only held back, not refused.
+    if !state.events.wait_until_ready(Duration::from_secs(10)).await {
+        tracing::warn!(
+            backend = state.events.backend(),
+            "the event log is not ready after 10 s; starting anyway"
+        );
+    }
     let handle = api::spawn(listener, state)?;
     let address = handle.local_addr;
     tracing::info!(%address, "recommendation API listening");

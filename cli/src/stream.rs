@@ -184,13 +184,9 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         events.len() as f64 / produce_seconds
     );
     let stamp = engine::popularity::now_ms();
-    let ceiling = consumer::bench::consume_and_commit_only(
-        &config,
-        &brokers,
-        &format!("bench-raw-{stamp}"),
-        events.len(),
-    )
-    .await?;
+    let mut bare_client = consumer::consumer_settings(&config, &brokers);
+    bare_client.group_id = format!("bench-raw-{stamp}");
+    let ceiling = consumer::bench::consume_and_commit_only(&bare_client, events.len()).await?;
     let mut pipeline_config = config.clone();
     pipeline_config.consumer.group_id = format!("bench-pipeline-{stamp}");
     let applier = Arc::new(consumer::event_applier(
@@ -249,10 +245,32 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
             interactions,
         }])
         .await?;
+    let state_bytes = redis.memory_usage_bytes(&memory_user).await?;
     println!(
-        "redis memory for a user with a {}-item sequence: {} bytes",
+        "redis memory for a user with a {}-item sequence: {state_bytes} bytes",
         config.state.max_history,
-        redis.memory_usage_bytes(&memory_user).await?
+    );
+    // Pushed recommendations live in their own key; reported apart, as they exist only with
+    // `consumer.push_recommendations`.
+    let pushed = engine::store::CachedRecommendations {
+        model_version: "bench".to_owned(),
+        reflects_event_time_ms: stamp,
+        reflects_history_version: config.state.max_history as u64,
+        computed_at_ms: stamp,
+        items: (0..config.consumer.push_count)
+            .map(|rank| engine::store::CachedItem {
+                item_id: format!("{}", 1 + (rank * 53) % 1_682),
+                score: 0.5 / (1.0 + rank as f32),
+            })
+            .collect(),
+    };
+    store
+        .put_cached_recommendations(&[(memory_user.clone(), pushed)])
+        .await?;
+    println!(
+        "  plus {} pushed recommendations: {} bytes more",
+        config.consumer.push_count,
+        redis.memory_usage_bytes(&memory_user).await? - state_bytes
     );
 
     // 3. Freshness with pushing on, at a fixed rate of ml-100k-like events.

@@ -5,14 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::config::Config;
 use engine::popularity::now_ms;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::ClientConfig;
 use schemas::{EventType, InteractionEvent};
 
-use crate::kafka_consumer::{next_offsets, RawRecord};
+use crate::kafka_consumer::{next_offsets, ConsumerSettings, RawRecord};
 use crate::replay::{replay, ReplayOptions, ReplayTarget, ReplayTimestamps};
 
 /// Events of `users` users over `items` items, stamped now (so they are valid and decay little).
@@ -61,27 +59,13 @@ pub async fn produce_all(
 /// stored and committed after every batch) doing nothing else: the ceiling for the pipeline.
 /// Returns events per second from the first record to the last commit.
 pub async fn consume_and_commit_only(
-    config: &Config,
-    brokers: &str,
-    group_id: &str,
+    settings: &ConsumerSettings,
     expected: usize,
 ) -> anyhow::Result<f64> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "fetch.wait.max.ms",
-                config.consumer.fetch_wait_max_ms.to_string(),
-            )
-            .create()?,
-    );
-    consumer.subscribe(&[&config.events.topic])?;
-    let max_batch = config.consumer.max_batch_events;
-    let max_wait = Duration::from_millis(config.consumer.max_batch_wait_ms);
+    let consumer: Arc<StreamConsumer> = Arc::new(settings.client_config().create()?);
+    consumer.subscribe(&[&settings.topic])?;
+    let max_batch = settings.max_batch_events;
+    let max_wait = settings.max_batch_wait;
     let mut consumed = 0;
     let mut first_record_at = None;
     while consumed < expected {
@@ -97,7 +81,7 @@ pub async fn consume_and_commit_only(
                 received = consumer.recv() => batch.push(RawRecord::from_message(&received?)),
             }
         }
-        let offsets = next_offsets(&config.events.topic, &batch);
+        let offsets = next_offsets(&settings.topic, &batch);
         consumer.store_offsets(&offsets)?;
         let committer = Arc::clone(&consumer);
         tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))

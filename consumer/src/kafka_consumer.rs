@@ -38,7 +38,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -46,7 +46,7 @@ use schemas::{EventLimits, InteractionEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
-use crate::sink::kafka_producer;
+use crate::sink::{kafka_producer, EventProducer};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -63,6 +63,31 @@ pub struct ConsumerSettings {
     pub session_timeout: Duration,
     /// librdkafka's `fetch.wait.max.ms`.
     pub fetch_wait_max: Duration,
+}
+
+impl ConsumerSettings {
+    /// The group consumer's librdkafka configuration. The benchmark's consume-only client is
+    /// built from it too, so the two differ only in what they do with the records.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait_max.as_millis().to_string(),
+            );
+        config
+    }
 }
 
 /// A record copied out of librdkafka's buffers.
@@ -280,7 +305,7 @@ pub struct Stopped;
 
 pub struct EventConsumer {
     consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
-    dead_letter_producer: FutureProducer,
+    dead_letter_producer: EventProducer,
     applier: Arc<EventApplier>,
     settings: ConsumerSettings,
     health: Arc<Health>,
@@ -295,18 +320,8 @@ impl EventConsumer {
         health: Arc<Health>,
         cancelled: CancellationToken,
     ) -> KafkaResult<EventConsumer> {
-        let consumer: StreamConsumer<ConsumerCallbacks> = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("group.id", &settings.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", "5000")
-            .set("partition.assignment.strategy", "range,roundrobin")
-            .set(
-                "session.timeout.ms",
-                settings.session_timeout.as_millis().to_string(),
-            )
+        let consumer: StreamConsumer<ConsumerCallbacks> = settings
+            .client_config()
             .create_with_context(ConsumerCallbacks {
                 topic: settings.topic.clone(),
             })?;
@@ -401,6 +416,7 @@ impl EventConsumer {
         records: &[RawRecord],
     ) -> Result<(BatchOutcome, usize), Stopped> {
         let started = std::time::Instant::now();
+        let received_ms = now_ms();
         metrics::histogram!("recsys_consumer_batch_size").record(records.len() as f64);
         let (events, dead_letters) =
             decode_records(records, self.settings.max_event_bytes, now_ms());
@@ -427,6 +443,18 @@ impl EventConsumer {
         self.commit(records).await;
         tracing::debug!(
             records = records.len(),
+            oldest_age_ms = received_ms
+                - records
+                    .iter()
+                    .filter_map(|r| r.timestamp_ms)
+                    .min()
+                    .unwrap_or(received_ms),
+            newest_age_ms = received_ms
+                - records
+                    .iter()
+                    .filter_map(|r| r.timestamp_ms)
+                    .max()
+                    .unwrap_or(received_ms),
             apply_ms = (applied_at - started).as_secs_f64() * 1e3,
             push_ms = (pushed_at - applied_at).as_secs_f64() * 1e3,
             commit_ms = pushed_at.elapsed().as_secs_f64() * 1e3,

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use model_server::data::Interaction;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use schemas::{EventType, InteractionEvent, EARLIEST_EVENT_TIME_MS};
 
-use crate::sink::kafka_producer;
+use crate::sink::{kafka_producer, EventProducer};
 
 /// Which event time replayed events carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,13 @@ struct Pacer {
 }
 
 impl Pacer {
+    fn start(rate: Option<f64>) -> Pacer {
+        Pacer {
+            started: Instant::now(),
+            rate,
+        }
+    }
+
     async fn wait_for(&self, sent: usize) {
         if let Some(rate) = self.rate {
             let due = self.started + Duration::from_secs_f64(sent as f64 / rate);
@@ -98,16 +105,17 @@ pub async fn replay(
     options: &ReplayOptions,
     progress: impl Fn(usize),
 ) -> Result<usize, ReplayError> {
-    let pacer = Pacer {
-        started: Instant::now(),
-        rate: options.rate,
-    };
     match target {
         ReplayTarget::Kafka { brokers, topic } => {
             let producer = kafka_producer(brokers)?;
+            if !producer.wait_until_ready(Duration::from_secs(10)).await {
+                tracing::warn!("the producer has no producer id after 10 s; sending anyway");
+            }
+            let pacer = Pacer::start(options.rate);
             replay_to_kafka(&mut events, &producer, topic, options, &pacer, progress).await
         }
         ReplayTarget::Api { base_url, api_key } => {
+            let pacer = Pacer::start(options.rate);
             replay_to_api(
                 &mut events,
                 base_url,
@@ -129,7 +137,7 @@ fn stamp(event: &mut InteractionEvent, timestamps: ReplayTimestamps) {
 
 async fn replay_to_kafka(
     events: &mut [InteractionEvent],
-    producer: &FutureProducer,
+    producer: &EventProducer,
     topic: &str,
     options: &ReplayOptions,
     pacer: &Pacer,

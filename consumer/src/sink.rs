@@ -2,11 +2,15 @@
 //! bus. Either way `publish` returns only when the events are durable, and refuses rather than
 //! drops when it cannot keep up.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
 use schemas::InteractionEvent;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,24 +32,94 @@ pub trait EventSink: Send + Sync + 'static {
     /// Returns once every event is durable: written to Kafka with `acks=all`, or applied to the
     /// persistent store.
     async fn publish(&self, events: Vec<InteractionEvent>) -> Result<(), PublishError>;
+
+    /// Waits (at most `timeout`) until a publish would not be held back by start-up work; false
+    /// if it is still not ready.
+    async fn wait_until_ready(&self, _timeout: Duration) -> bool {
+        true
+    }
+}
+
+/// Listens to a producer's statistics for the moment it gets its idempotent producer id.
+#[derive(Debug, Default)]
+struct ProducerIdWatch {
+    has_producer_id: Arc<AtomicBool>,
+}
+
+impl ClientContext for ProducerIdWatch {
+    fn stats(&self, statistics: Statistics) {
+        if statistics
+            .eos
+            .is_some_and(|eos| eos.idemp_state == "Assigned")
+        {
+            self.has_producer_id.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The producer every Kafka writer here uses (events, dead letters, replay): idempotent and
 /// `acks=all`, so a retried send neither reorders nor duplicates a partition's records.
-pub fn kafka_producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
+pub struct EventProducer {
+    producer: FutureProducer<ProducerIdWatch>,
+    has_producer_id: Arc<AtomicBool>,
+}
+
+pub fn kafka_producer(brokers: &str) -> Result<EventProducer, KafkaError> {
+    let watch = ProducerIdWatch::default();
+    let has_producer_id = Arc::clone(&watch.has_producer_id);
+    let producer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("message.timeout.ms", "15000")
         .set("queue.buffering.max.messages", "200000")
-        .create()
+        // Frequent enough for `wait_until_ready` to notice the producer id soon after it comes.
+        .set("statistics.interval.ms", "100")
+        .create_with_context(watch)?;
+    Ok(EventProducer {
+        producer,
+        has_producer_id,
+    })
+}
+
+impl EventProducer {
+    /// Queues a record; the future resolves when it is acknowledged (or failed). The signature
+    /// is rdkafka's own: a refused record comes back so the caller can retry it.
+    #[allow(clippy::result_large_err)]
+    pub fn send_result<'a, K, P>(
+        &self,
+        record: FutureRecord<'a, K, P>,
+    ) -> Result<DeliveryFuture, (KafkaError, FutureRecord<'a, K, P>)>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        self.producer.send_result(record)
+    }
+
+    /// Waits until the producer has its idempotent producer id, at most `timeout`; false if it
+    /// has not.
+    ///
+    /// librdkafka holds every record until then, and a fresh producer asks for the id before any
+    /// broker connection is up, so its retry timer (500 ms) delays the first records by about
+    /// half a second. Long-running writers wait here once at start-up instead of charging that
+    /// to the first events they accept.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.has_producer_id.load(Ordering::Relaxed) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 /// Produces events to a topic, keyed by user id so one user's events share a partition.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: EventProducer,
     topic: String,
 }
 
@@ -56,16 +130,16 @@ impl KafkaSink {
             topic: topic.to_owned(),
         })
     }
-
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
-    }
 }
 
 #[async_trait::async_trait]
 impl EventSink for KafkaSink {
     fn backend(&self) -> &'static str {
         "kafka"
+    }
+
+    async fn wait_until_ready(&self, timeout: Duration) -> bool {
+        self.producer.wait_until_ready(timeout).await
     }
 
     async fn publish(&self, events: Vec<InteractionEvent>) -> Result<(), PublishError> {
@@ -96,13 +170,4 @@ impl EventSink for KafkaSink {
         }
         Ok(())
     }
-}
-
-/// Waits until everything queued in `producer` is delivered (or `timeout` passed); call before
-/// exiting so accepted events are not left in memory.
-pub async fn flush(producer: &FutureProducer, timeout: Duration) -> Result<(), KafkaError> {
-    let producer = producer.clone();
-    tokio::task::spawn_blocking(move || rdkafka::producer::Producer::flush(&producer, timeout))
-        .await
-        .unwrap_or(Err(KafkaError::Canceled))
 }

@@ -93,7 +93,7 @@ impl QueryModel for InProcessModel {
 
     async fn query_many(&self, sequences: &[Vec<String>]) -> Vec<Result<Query, ModelError>> {
         self.embedder
-            .embed_many(sequences)
+            .embed_each(sequences)
             .await
             .into_iter()
             .map(|embedding| {

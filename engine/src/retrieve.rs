@@ -417,6 +417,7 @@ impl Retriever {
         user_ids: &[String],
         count: usize,
     ) -> Result<Vec<(String, CachedRecommendations)>, PushError> {
+        let started = Instant::now();
         let states = futures::future::try_join_all(
             user_ids
                 .iter()
@@ -432,7 +433,9 @@ impl Retriever {
                 sequences.push(sequence);
             }
         }
+        let read_at = Instant::now();
         let queries = self.model.query_many(&sequences).await;
+        let embedded_at = Instant::now();
         let searches = users
             .into_iter()
             .zip(queries)
@@ -477,6 +480,13 @@ impl Retriever {
                 },
             ));
         }
+        tracing::debug!(
+            users = user_ids.len(),
+            read_ms = (read_at - started).as_secs_f64() * 1e3,
+            embed_ms = (embedded_at - read_at).as_secs_f64() * 1e3,
+            search_ms = embedded_at.elapsed().as_secs_f64() * 1e3,
+            "recommendations to push"
+        );
         Ok(pushed)
     }
 

@@ -296,6 +296,49 @@ mod contract {
             ]
         );
     }
+
+    pub async fn concurrent_writers_to_one_user_lose_nothing(store: &dyn UserStore) {
+        // Eight writers (as during a rebalance, or several APIs on the in-process bus), each
+        // with its own partition, all writing the same user at once, twice over.
+        let writer = |partition: i32| {
+            let interactions = (0..10)
+                .map(|offset| {
+                    let mut interaction = interaction(
+                        &format!("{}", partition * 100 + offset as i32),
+                        offset,
+                        Some((partition, offset)),
+                    );
+                    interaction.popularity_increment = 1.0;
+                    interaction
+                })
+                .collect();
+            update("shared", interactions)
+        };
+        let batches: Vec<Vec<UserUpdate>> =
+            (0..8).map(|partition| vec![writer(partition)]).collect();
+        let first = futures::future::join_all(batches.iter().map(|batch| store.apply(batch))).await;
+        let second =
+            futures::future::join_all(batches.iter().map(|batch| store.apply(batch))).await;
+        let applied: usize = first
+            .iter()
+            .map(|outcome| outcome.as_ref().unwrap().applied)
+            .sum();
+        let duplicates: usize = second
+            .iter()
+            .map(|outcome| outcome.as_ref().unwrap().duplicates)
+            .sum();
+        assert_eq!((applied, duplicates), (80, 80));
+        let state = store.user_state("shared").await.unwrap();
+        assert_eq!(state.history_version, 80);
+        let counted: f64 = store
+            .top_popular(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, score)| score)
+            .sum();
+        assert_eq!(counted, 80.0);
+    }
 }
 
 macro_rules! store_contract {
@@ -324,6 +367,7 @@ macro_rules! every_backend {
                 cached_recommendations_round_trip_next_to_the_history,
                 popularity_accumulates_and_ranks,
                 only_applied_interactions_add_popularity,
+                concurrent_writers_to_one_user_lose_nothing,
             );
         )*
     };

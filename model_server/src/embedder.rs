@@ -6,7 +6,8 @@
 //! load, jobs pile up while a forward pass runs, so batches form without adding latency when idle.
 //!
 //! Encoders with a libtorch-free kernel for single sequences (the GRU) skip all that for `embed`:
-//! the kernel (about 0.3 ms for 50 items) runs on the caller's thread. `embed_many` still batches.
+//! the kernel (about 0.2 ms for 50 items) runs on the caller's thread. `embed_many` still batches;
+//! `embed_each` (the consumer's pushes) runs the kernel over all its sequences on one blocking thread.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -264,17 +265,17 @@ impl Embedder {
         Ok((indices, unknown_items))
     }
 
-    /// A sequence embedded by the kernel counts as a batch of one, run right away.
-    fn record_single(&self, started: Instant) {
+    /// Sequences embedded by the kernel count as one batch, run right away.
+    fn record_kernel_batch(&self, started: Instant, sequences: usize) {
         metrics::histogram!("recsys_embedder_queue_wait_seconds").record(0.0);
-        metrics::histogram!("recsys_embedder_batch_size").record(1.0);
+        metrics::histogram!("recsys_embedder_batch_size").record(sequences as f64);
         metrics::histogram!("recsys_embedder_batch_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        metrics::counter!("recsys_embedder_sequences_total").increment(1);
+        metrics::counter!("recsys_embedder_sequences_total").increment(sequences as u64);
         self.shared.batches_run.fetch_add(1, Ordering::Relaxed);
         self.shared
             .sequences_embedded
-            .fetch_add(1, Ordering::Relaxed);
+            .fetch_add(sequences as u64, Ordering::Relaxed);
     }
 
     fn job_for(&self, raw_items: &[String]) -> Result<QueuedJob, EmbedError> {
@@ -297,7 +298,7 @@ impl Embedder {
             let vector = run_short(move || kernel.encode(&indices))
                 .await
                 .map_err(|error| EmbedError::Model(error.to_string()))?;
-            self.record_single(started);
+            self.record_kernel_batch(started, 1);
             return Ok(QueryEmbedding {
                 vector,
                 unknown_items,
@@ -313,6 +314,44 @@ impl Embedder {
             vector,
             unknown_items,
         })
+    }
+
+    /// Embeds many sequences the fastest way for this encoder: with the kernel one after another
+    /// on a blocking thread (0.15-0.2 ms per 50-item sequence, against about 0.4 ms each in a
+    /// batched libtorch forward on this machine), otherwise as `embed_many`.
+    pub async fn embed_each(
+        &self,
+        sequences: &[Vec<String>],
+    ) -> Vec<Result<QueryEmbedding, EmbedError>> {
+        if let Some(kernel) = &self.kernel {
+            let resolved: Vec<_> = sequences
+                .iter()
+                .map(|sequence| self.known_indices(sequence))
+                .collect();
+            let kernel = Arc::clone(kernel);
+            let started = Instant::now();
+            let encoded = tokio::task::spawn_blocking(move || {
+                resolved
+                    .into_iter()
+                    .map(|known| {
+                        known.map(|(indices, unknown_items)| QueryEmbedding {
+                            vector: kernel.encode(&indices),
+                            unknown_items,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            self.record_kernel_batch(started, sequences.len());
+            return match encoded {
+                Ok(encoded) => encoded,
+                Err(error) => sequences
+                    .iter()
+                    .map(|_| Err(EmbedError::Model(error.to_string())))
+                    .collect(),
+            };
+        }
+        self.embed_many(sequences).await
     }
 
     /// Embeds many sequences; they are queued together, so they share forward passes.
@@ -357,7 +396,7 @@ impl Embedder {
             let (indices, unknown_items) = self.known_indices(raw_items)?;
             let started = Instant::now();
             let vector = kernel.encode(&indices);
-            self.record_single(started);
+            self.record_kernel_batch(started, 1);
             return Ok(QueryEmbedding {
                 vector,
                 unknown_items,

@@ -169,3 +169,37 @@ async fn a_full_queue_applies_backpressure_instead_of_dropping() {
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(embedder.batch_counts().1, 50);
 }
+
+#[tokio::test]
+async fn embed_each_answers_every_sequence_in_order_as_embed_would() {
+    for kind in [EncoderKind::Gru, EncoderKind::Sasrec] {
+        let (_data_dir, outcome) = common::trained_data_dir(kind);
+        let embedder = start(&outcome.bundle_dir, EmbedderConfig::default());
+        let sequences = vec![
+            ids(&["i1", "i2", "i3"]),
+            ids(&["ghost"]),
+            ids(&["i9", "phantom", "i4"]),
+        ];
+        let results = embedder.embed_each(&sequences).await;
+        assert_eq!(results.len(), 3, "{kind:?}");
+        for index in [0, 2] {
+            let alone = embedder.embed(&sequences[index]).await.unwrap();
+            let together = results[index].as_ref().unwrap();
+            assert_eq!(together.unknown_items, alone.unknown_items, "{kind:?}");
+            let largest_difference = together
+                .vector
+                .iter()
+                .zip(&alone.vector)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(largest_difference < 1e-5, "{kind:?}: {largest_difference}");
+        }
+        assert!(
+            matches!(&results[1], Err(EmbedError::EmptySequence { unknown_items }) if unknown_items == &["ghost"]),
+            "{kind:?}: {:?}",
+            results[1]
+                .as_ref()
+                .map(|embedding| &embedding.unknown_items)
+        );
+    }
+}

@@ -109,8 +109,11 @@ impl StreamDeployment {
                 record = record.key(*key);
             }
             producer
-                .send(record, Duration::from_secs(5))
+                .send_result(record)
+                .map_err(|(error, _)| error)
+                .unwrap()
                 .await
+                .unwrap()
                 .map_err(|(error, _)| error)
                 .unwrap();
         }

@@ -17,8 +17,10 @@ use super::{
     UserUpdate,
 };
 
-/// user id -> JSON `UserRecord`.
+/// user id -> the user's record (`record.rs`; JSON in stores written before it).
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// user id -> JSON `CachedRecommendations`.
+const RECOMMENDATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("recommendations");
 /// item id -> popularity score.
 const POPULARITY: TableDefinition<&str, f64> = TableDefinition::new("popularity");
 /// (order key of the score, item id) for every entry of `POPULARITY`: read backwards it gives the
@@ -60,6 +62,9 @@ impl EmbeddedStore {
             // Create the tables once so readers never meet a missing table.
             let transaction = database.begin_write().map_err(unavailable)?;
             transaction.open_table(USERS).map_err(unavailable)?;
+            transaction
+                .open_table(RECOMMENDATIONS)
+                .map_err(unavailable)?;
             {
                 let popularity = transaction.open_table(POPULARITY).map_err(unavailable)?;
                 let mut rank = transaction
@@ -109,7 +114,7 @@ impl EmbeddedStore {
 }
 
 fn decode(user_id: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+    UserRecord::decode(bytes).map_err(|error| StoreError::Corrupt {
         key: format!("users/{user_id}"),
         problem: error.to_string(),
     })
@@ -167,7 +172,19 @@ impl UserStore for EmbeddedStore {
         self.short_read(move |database| {
             let transaction = database.begin_read().map_err(unavailable)?;
             let table = transaction.open_table(USERS).map_err(unavailable)?;
-            Ok(read_record(&table, &user_id)?.into_state())
+            let mut state = read_record(&table, &user_id)?.into_state();
+            let recommendations = transaction
+                .open_table(RECOMMENDATIONS)
+                .map_err(unavailable)?;
+            if let Some(json) = recommendations.get(user_id.as_str()).map_err(unavailable)? {
+                state.cached = Some(serde_json::from_slice(json.value()).map_err(|error| {
+                    StoreError::Corrupt {
+                        key: format!("recommendations/{user_id}"),
+                        problem: error.to_string(),
+                    }
+                })?);
+            }
+            Ok(state)
         })
         .await
     }
@@ -199,9 +216,8 @@ impl UserStore for EmbeddedStore {
                         }
                     }
                     if changed {
-                        let bytes = serde_json::to_vec(&record).expect("records serialise");
                         table
-                            .insert(update.user_id.as_str(), bytes.as_slice())
+                            .insert(update.user_id.as_str(), record.encode().as_slice())
                             .map_err(unavailable)?;
                     }
                 }
@@ -224,13 +240,14 @@ impl UserStore for EmbeddedStore {
         self.blocking(move |database| {
             let transaction = database.begin_write().map_err(unavailable)?;
             {
-                let mut table = transaction.open_table(USERS).map_err(unavailable)?;
+                let mut table = transaction
+                    .open_table(RECOMMENDATIONS)
+                    .map_err(unavailable)?;
                 for (user_id, recommendations) in entries {
-                    let mut record = read_record(&table, &user_id)?;
-                    record.cached = Some(recommendations);
-                    let bytes = serde_json::to_vec(&record).expect("records serialise");
+                    let json =
+                        serde_json::to_vec(&recommendations).expect("recommendations serialise");
                     table
-                        .insert(user_id.as_str(), bytes.as_slice())
+                        .insert(user_id.as_str(), json.as_slice())
                         .map_err(unavailable)?;
                 }
             }

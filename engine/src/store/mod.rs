@@ -2,11 +2,13 @@
 //! `redis://` (redis-rs) and the embedded default (redb, persistent in the data dir).
 //!
 //! Per user the store holds the recent item sequence (bounded, most recent last, no consecutive
-//! duplicate), the set of items already seen (bounded, oldest evicted first), the newest event time
-//! applied, the last applied source offset per partition (so redelivered events change nothing) and
-//! a slot for pre-computed recommendations.
+//! duplicate), the items already seen (bounded, least recently seen forgotten first), the newest
+//! event time applied, the last applied source offset per partition (so redelivered events change
+//! nothing) and, apart from that, a slot for pre-computed recommendations. Both backends store the
+//! same compact record and apply the same transition (`record.rs`).
 
 mod embedded;
+mod record;
 mod redis_store;
 
 use std::path::Path;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
+pub(crate) use record::UserRecord;
 pub use redis_store::RedisStore;
 
 /// Where an event came from in the log, for idempotent application.
@@ -82,7 +85,8 @@ pub struct UserState {
 pub struct StoreLimits {
     /// Length of the recent sequence kept per user.
     pub max_history: usize,
-    /// Distinct seen items kept per user; the oldest are forgotten first.
+    /// Distinct seen items kept per user, those of the recent sequence included (which are never
+    /// forgotten); the least recently seen are forgotten first.
     pub max_seen: usize,
 }
 
@@ -125,9 +129,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// Applies every update atomically per user, idempotently with respect to source positions:
     /// an interaction whose offset is not above the last applied one of its partition is skipped.
     /// The popularity increments of the applied interactions are added too (in the same
-    /// transaction on the embedded store; right after the users' scripts on Redis, whose
-    /// popularity key lives in another cluster slot, so a crash between the two loses at most
-    /// that batch's increments and never counts one twice).
+    /// transaction on the embedded store; right after the users' records on Redis, so a crash
+    /// between the two loses at most that batch's increments and never counts one twice).
     async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError>;
 
     /// Writes users' pushed recommendations into their cache slots, in one round trip.
@@ -168,80 +171,4 @@ pub async fn open_store(
         url: url.to_owned(),
         problem: "expected redis://, rediss:// or embedded".into(),
     })
-}
-
-/// The state transition both backends implement (the Redis one in Lua): append unless it repeats
-/// the last item, remember as seen, track offsets and the newest event time, then trim.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct UserRecord {
-    pub recent_items: Vec<String>,
-    /// `(item, last seen event time)`, at most `max_seen` entries.
-    pub seen: Vec<(String, i64)>,
-    pub newest_event_time_ms: Option<i64>,
-    /// `(partition, last applied offset)`.
-    pub applied_offsets: Vec<(i32, i64)>,
-    #[serde(default)]
-    pub history_version: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached: Option<CachedRecommendations>,
-}
-
-impl UserRecord {
-    /// Returns whether the interaction was new.
-    pub(crate) fn apply(&mut self, interaction: &AppliedInteraction, limits: StoreLimits) -> bool {
-        if let Some(position) = interaction.position {
-            match self
-                .applied_offsets
-                .iter_mut()
-                .find(|(partition, _)| *partition == position.partition)
-            {
-                Some((_, last)) if *last >= position.offset => return false,
-                Some((_, last)) => *last = position.offset,
-                None => self
-                    .applied_offsets
-                    .push((position.partition, position.offset)),
-            }
-        }
-        if self.recent_items.last() != Some(&interaction.item_id) {
-            self.recent_items.push(interaction.item_id.clone());
-        }
-        let excess = self.recent_items.len().saturating_sub(limits.max_history);
-        self.recent_items.drain(..excess);
-
-        match self
-            .seen
-            .iter_mut()
-            .find(|(item, _)| *item == interaction.item_id)
-        {
-            Some((_, time)) => *time = (*time).max(interaction.event_time_ms),
-            None => self
-                .seen
-                .push((interaction.item_id.clone(), interaction.event_time_ms)),
-        }
-        if self.seen.len() > limits.max_seen {
-            // Forget the least recently seen; equal times go by item id, as Redis sorted sets do.
-            self.seen
-                .sort_by(|left, right| left.1.cmp(&right.1).then_with(|| left.0.cmp(&right.0)));
-            let excess = self.seen.len() - limits.max_seen;
-            self.seen.drain(..excess);
-        }
-        self.history_version += 1;
-        self.newest_event_time_ms = Some(
-            self.newest_event_time_ms
-                .map_or(interaction.event_time_ms, |newest| {
-                    newest.max(interaction.event_time_ms)
-                }),
-        );
-        true
-    }
-
-    pub(crate) fn into_state(self) -> UserState {
-        UserState {
-            recent_items: self.recent_items,
-            seen_items: self.seen.into_iter().map(|(item, _)| item).collect(),
-            newest_event_time_ms: self.newest_event_time_ms,
-            history_version: self.history_version,
-            cached: self.cached,
-        }
-    }
 }

@@ -1,84 +1,59 @@
 //! The Redis store (redis-rs, multiplexed connection manager, pipelined).
 //!
-//! Layout, for key prefix `p` and user `u` (the `{u}` hash tag keeps a user's keys in one slot, so
-//! the layout works on Redis Cluster):
+//! Layout, for key prefix `p` and user `u`:
 //!
 //! ```text
-//! p:{u}          hash   seq  = recent items joined by \x1f (most recent last)
-//!                       t    = newest applied event time (ms)
-//!                       v    = history version (applied interactions so far)
-//!                       o<N> = last applied offset of partition N
-//!                       recs = cached recommendations (JSON)
-//! p:{u}:seen     zset   item -> last seen event time (ms), trimmed to max_seen
-//! p:popular      zset   item -> popularity score
+//! p:{u}:s        string  the user's record (`record.rs`: sequence, seen items, offsets,
+//!                        newest event time, history version), about 120 bytes for a full
+//!                        50-item sequence of numeric ids
+//! p:{u}:r        string  cached recommendations (JSON)
+//! p:popular      zset    item -> popularity score
 //! ```
 //!
-//! Needs Redis 6.2 or later (`ZADD ... GT`).
-//!
-//! One user's interactions are applied by a Lua script, so the append, the seen set and the offsets
-//! change together or not at all; a batch sends one script call per user in a single pipeline. The
-//! script answers which interactions were new, and only those add to `p:popular` (a second
-//! pipeline: the popular key is in another cluster slot than the user's keys).
+//! A batch is applied optimistically: one `MGET` reads the records of its users, the transition
+//! runs here (the same code as the embedded store), and one script writes each record only if
+//! it still holds what was read (compare-and-set), answering which users changed meanwhile;
+//! those are read and applied again. In a consumer group a user's events come from one
+//! partition, so conflicts only happen around rebalances (or with several API processes on the
+//! in-process bus). Popularity increments of the applied interactions follow in one pipeline.
+//! The write script names many users' keys, so this store needs a single Redis server (or a
+//! replicated primary), not Redis Cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind};
 
 use super::{
-    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserState, UserStore, UserUpdate,
+    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
+    UserUpdate,
 };
 
-/// Separates items inside the packed `seq` field; item ids never contain control characters.
-const ITEM_SEPARATOR: char = '\u{1f}';
-
-const APPLY_SCRIPT: &str = r#"
-local max_history = tonumber(ARGV[1])
-local max_seen = tonumber(ARGV[2])
-local items = {}
-local packed = redis.call('HGET', KEYS[1], 'seq')
-if packed then
-  for item in string.gmatch(packed, '[^\031]+') do items[#items + 1] = item end
-end
-local newest = redis.call('HGET', KEYS[1], 't')
-local offsets = {}
-local applied, duplicates = 0, 0
-local fresh_flags = {}
-for i = 3, #ARGV, 4 do
-  local item, time, partition, offset = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local fresh = true
-  if partition ~= '' then
-    local field = 'o' .. partition
-    local last = offsets[field] or redis.call('HGET', KEYS[1], field)
-    if last and tonumber(offset) <= tonumber(last) then fresh = false else offsets[field] = offset end
-  end
-  if fresh then
-    if items[#items] ~= item then items[#items + 1] = item end
-    redis.call('ZADD', KEYS[2], 'GT', time, item)
-    if (not newest) or tonumber(time) > tonumber(newest) then newest = time end
-    applied = applied + 1
-    fresh_flags[#fresh_flags + 1] = '1'
+/// Writes `ARGV[2i]` to `KEYS[i]` when the key still holds `ARGV[2i-1]` (empty: absent);
+/// returns the (1-based) indices that did not.
+const COMPARE_AND_SET_SCRIPT: &str = r#"
+local changed = {}
+for i = 1, #KEYS do
+  local current = redis.call('GET', KEYS[i]) or ''
+  if current == ARGV[2 * i - 1] then
+    redis.call('SET', KEYS[i], ARGV[2 * i])
   else
-    duplicates = duplicates + 1
-    fresh_flags[#fresh_flags + 1] = '0'
+    changed[#changed + 1] = i
   end
 end
-if applied > 0 then
-  local first = math.max(1, #items - max_history + 1)
-  redis.call('HSET', KEYS[1], 'seq', table.concat(items, '\031', first, #items), 't', newest)
-  redis.call('HINCRBY', KEYS[1], 'v', applied)
-  for field, offset in pairs(offsets) do redis.call('HSET', KEYS[1], field, offset) end
-  local excess = redis.call('ZCARD', KEYS[2]) - max_seen
-  if excess > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1) end
-end
-return {applied, duplicates, table.concat(fresh_flags)}
+return changed
 "#;
+
+/// Users per compare-and-set script call: bounds how long one call holds the server.
+const USERS_PER_SCRIPT: usize = 500;
+/// Rounds of read-apply-write before giving up on users that other writers keep changing.
+const MAX_ROUNDS: usize = 50;
 
 pub struct RedisStore {
     connection: ConnectionManager,
     key_prefix: String,
     limits: StoreLimits,
-    apply_script: Script,
+    compare_and_set: Script,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -114,25 +89,25 @@ impl RedisStore {
             connection,
             key_prefix: key_prefix.to_owned(),
             limits,
-            apply_script: Script::new(APPLY_SCRIPT),
+            compare_and_set: Script::new(COMPARE_AND_SET_SCRIPT),
         })
     }
 
-    fn user_key(&self, user_id: &str) -> String {
-        format!("{}:{{{user_id}}}", self.key_prefix)
+    fn record_key(&self, user_id: &str) -> String {
+        format!("{}:{{{user_id}}}:s", self.key_prefix)
     }
 
-    fn seen_key(&self, user_id: &str) -> String {
-        format!("{}:{{{user_id}}}:seen", self.key_prefix)
+    fn recommendations_key(&self, user_id: &str) -> String {
+        format!("{}:{{{user_id}}}:r", self.key_prefix)
     }
 
     fn popular_key(&self) -> String {
         format!("{}:popular", self.key_prefix)
     }
 
-    /// Every key this store wrote for `user_id` (for memory measurements and tests).
+    /// Every key this store writes for `user_id` (for memory measurements and tests).
     pub fn user_keys(&self, user_id: &str) -> [String; 2] {
-        [self.user_key(user_id), self.seen_key(user_id)]
+        [self.record_key(user_id), self.recommendations_key(user_id)]
     }
 
     /// Bytes Redis uses for everything stored about `user_id` (`MEMORY USAGE` of each key).
@@ -153,111 +128,48 @@ impl RedisStore {
         Ok(total)
     }
 
-    fn apply_pipeline(&self, updates: &[UserUpdate]) -> redis::Pipeline {
-        let mut pipeline = redis::pipe();
-        for update in updates {
-            let command = pipeline
-                .cmd("EVALSHA")
-                .arg(self.apply_script.get_hash())
-                .arg(2)
-                .arg(self.user_key(&update.user_id))
-                .arg(self.seen_key(&update.user_id))
-                .arg(self.limits.max_history)
-                .arg(self.limits.max_seen);
-            for interaction in &update.interactions {
-                command
-                    .arg(&interaction.item_id)
-                    .arg(interaction.event_time_ms);
-                match interaction.position {
-                    Some(position) => command.arg(position.partition).arg(position.offset),
-                    None => command.arg("").arg(""),
-                };
-            }
-        }
-        pipeline
-    }
-}
-
-fn check_item_ids(updates: &[UserUpdate]) -> Result<(), StoreError> {
-    for update in updates {
-        for interaction in &update.interactions {
-            if interaction.item_id.is_empty() || interaction.item_id.contains(ITEM_SEPARATOR) {
-                return Err(StoreError::Corrupt {
-                    key: update.user_id.clone(),
-                    problem: format!("item id {:?} cannot be stored", interaction.item_id),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-#[async_trait::async_trait]
-impl UserStore for RedisStore {
-    fn backend(&self) -> &'static str {
-        "redis"
-    }
-
-    async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
+    /// The stored records of `user_ids`, as bytes (empty: none yet).
+    async fn read_records(&self, user_ids: &[&str]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let keys: Vec<String> = user_ids.iter().map(|user| self.record_key(user)).collect();
         let mut connection = self.connection.clone();
-        let ((packed, newest, history_version, cached), seen): (
-            (Option<String>, Option<i64>, Option<u64>, Option<String>),
-            Vec<String>,
-        ) = redis::pipe()
-            .cmd("HMGET")
-            .arg(self.user_key(user_id))
-            .arg(&["seq", "t", "v", "recs"])
-            .zrange(self.seen_key(user_id), 0, -1)
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&keys)
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        let cached = match cached {
-            None => None,
-            Some(json) => {
-                Some(
-                    serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
-                        key: self.user_key(user_id),
-                        problem: format!("recs: {error}"),
-                    })?,
-                )
-            }
-        };
-        Ok(UserState {
-            recent_items: packed
-                .map(|packed| {
-                    packed
-                        .split(ITEM_SEPARATOR)
-                        .filter(|item| !item.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            seen_items: seen,
-            newest_event_time_ms: newest,
-            history_version: history_version.unwrap_or_default(),
-            cached,
-        })
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError> {
-        check_item_ids(updates)?;
-        let updates: Vec<&UserUpdate> = updates
-            .iter()
-            .filter(|update| !update.interactions.is_empty())
-            .collect();
-        if updates.is_empty() {
-            return Ok(ApplyOutcome::default());
+    /// Writes `(user, read bytes, new bytes)` where the record is still as read; returns the
+    /// positions in `writes` of the users whose record changed since.
+    async fn compare_and_set(
+        &self,
+        writes: &[(&str, Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<usize>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
         }
-        let owned: Vec<UserUpdate> = updates.into_iter().cloned().collect();
-        let pipeline = self.apply_pipeline(&owned);
+        let mut pipeline = redis::pipe();
+        for chunk in writes.chunks(USERS_PER_SCRIPT) {
+            let command = pipeline
+                .cmd("EVALSHA")
+                .arg(self.compare_and_set.get_hash())
+                .arg(chunk.len());
+            for (user_id, _, _) in chunk {
+                command.arg(self.record_key(user_id));
+            }
+            for (_, read, written) in chunk {
+                command.arg(read).arg(written);
+            }
+        }
         let mut connection = self.connection.clone();
-        let replies: Vec<(usize, usize, String)> = match pipeline.query_async(&mut connection).await
-        {
+        let replies: Vec<Vec<usize>> = match pipeline.query_async(&mut connection).await {
             Ok(replies) => replies,
-            // A restarted server forgets loaded scripts: load it and send the batch again. The
-            // script is idempotent, so a partly applied first attempt does no harm.
+            // A restarted server forgets loaded scripts: load it and send the batch again.
+            // Chunks that did run changed their records, so they now report a change and are
+            // simply applied again on top of what they wrote (their offsets make that a no-op).
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.apply_script
+                self.compare_and_set
                     .prepare_invoke()
                     .load_async(&mut connection)
                     .await
@@ -269,24 +181,145 @@ impl UserStore for RedisStore {
             }
             Err(error) => return Err(unavailable(error)),
         };
-        let mut outcome = ApplyOutcome::default();
-        let mut popularity_increments: HashMap<&str, f64> = HashMap::new();
-        for (update, (applied, duplicates, fresh_flags)) in owned.iter().zip(&replies) {
-            outcome.applied += applied;
-            outcome.duplicates += duplicates;
-            for (interaction, flag) in update.interactions.iter().zip(fresh_flags.bytes()) {
-                if flag == b'1' && interaction.popularity_increment != 0.0 {
-                    *popularity_increments
-                        .entry(interaction.item_id.as_str())
-                        .or_default() += interaction.popularity_increment;
-                }
+        Ok(replies
+            .into_iter()
+            .enumerate()
+            .flat_map(|(chunk, changed)| {
+                changed
+                    .into_iter()
+                    .map(move |position| chunk * USERS_PER_SCRIPT + position - 1)
+            })
+            .collect())
+    }
+
+    fn decode(&self, user_id: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
+        UserRecord::decode(bytes).map_err(|error| StoreError::Corrupt {
+            key: self.record_key(user_id),
+            problem: error.to_string(),
+        })
+    }
+}
+
+/// One update per user, in first-appearance order, each user's interactions in order: a batch
+/// that names a user twice must not race with itself.
+fn merge_by_user(updates: &[UserUpdate]) -> Vec<UserUpdate> {
+    let mut position_of: HashMap<&str, usize> = HashMap::new();
+    let mut merged: Vec<UserUpdate> = Vec::new();
+    for update in updates
+        .iter()
+        .filter(|update| !update.interactions.is_empty())
+    {
+        match position_of.get(update.user_id.as_str()) {
+            Some(&position) => merged[position]
+                .interactions
+                .extend(update.interactions.iter().cloned()),
+            None => {
+                position_of.insert(&update.user_id, merged.len());
+                merged.push(update.clone());
             }
         }
-        let increments: Vec<(String, f64)> = popularity_increments
-            .into_iter()
-            .map(|(item_id, amount)| (item_id.to_owned(), amount))
-            .collect();
-        self.add_popularity(&increments).await?;
+    }
+    merged
+}
+
+#[async_trait::async_trait]
+impl UserStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
+        let mut connection = self.connection.clone();
+        let (record, cached): (Option<Vec<u8>>, Option<String>) = redis::pipe()
+            .get(self.record_key(user_id))
+            .get(self.recommendations_key(user_id))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut state = self
+            .decode(user_id, &record.unwrap_or_default())?
+            .into_state();
+        state.cached = match cached {
+            None => None,
+            Some(json) => {
+                Some(
+                    serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
+                        key: self.recommendations_key(user_id),
+                        problem: error.to_string(),
+                    })?,
+                )
+            }
+        };
+        Ok(state)
+    }
+
+    async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError> {
+        let mut pending = merge_by_user(updates);
+        let mut outcome = ApplyOutcome::default();
+        for _round in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let user_ids: Vec<&str> = pending
+                .iter()
+                .map(|update| update.user_id.as_str())
+                .collect();
+            let stored = self.read_records(&user_ids).await?;
+            // What each user's write would do, counted only once the write is in.
+            let mut writes = Vec::new();
+            let mut effects = Vec::new();
+            for (update, read) in pending.iter().zip(stored) {
+                let mut record = self.decode(&update.user_id, &read)?;
+                let mut applied = Vec::new();
+                let mut duplicates = 0;
+                for interaction in &update.interactions {
+                    if record.apply(interaction, self.limits) {
+                        applied.push(interaction);
+                    } else {
+                        duplicates += 1;
+                    }
+                }
+                if applied.is_empty() {
+                    outcome.duplicates += duplicates;
+                    continue;
+                }
+                writes.push((update.user_id.as_str(), read, record.encode()));
+                effects.push((applied, duplicates));
+            }
+            let changed = self.compare_and_set(&writes).await?;
+            let retry: HashSet<&str> = changed.iter().map(|&position| writes[position].0).collect();
+            let mut popularity_increments: HashMap<&str, f64> = HashMap::new();
+            for ((user_id, _, _), (applied, duplicates)) in writes.iter().zip(effects) {
+                if retry.contains(user_id) {
+                    continue;
+                }
+                outcome.applied += applied.len();
+                outcome.duplicates += duplicates;
+                for interaction in applied {
+                    if interaction.popularity_increment != 0.0 {
+                        *popularity_increments
+                            .entry(interaction.item_id.as_str())
+                            .or_default() += interaction.popularity_increment;
+                    }
+                }
+            }
+            // Right after the records that earned them: a failure in between (a crash, the
+            // server gone) loses at most these increments and never counts one twice, since
+            // the retried events are then duplicates.
+            let increments: Vec<(String, f64)> = popularity_increments
+                .into_iter()
+                .map(|(item_id, amount)| (item_id.to_owned(), amount))
+                .collect();
+            self.add_popularity(&increments).await?;
+            let retry: HashSet<String> = retry.into_iter().map(str::to_owned).collect();
+            pending.retain(|update| retry.contains(&update.user_id));
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "{} users kept being changed by other writers during {MAX_ROUNDS} attempts",
+                pending.len()
+            )));
+        }
         Ok(outcome)
     }
 
@@ -300,7 +333,9 @@ impl UserStore for RedisStore {
         let mut pipeline = redis::pipe();
         for (user_id, recommendations) in entries {
             let json = serde_json::to_string(recommendations).expect("recommendations serialise");
-            pipeline.hset(self.user_key(user_id), "recs", json).ignore();
+            pipeline
+                .set(self.recommendations_key(user_id), json)
+                .ignore();
         }
         let mut connection = self.connection.clone();
         pipeline

@@ -1,0 +1,481 @@
+//! One user's state, the transition every backend applies to it, and its compact binary form.
+//!
+//! Both backends store exactly these bytes (Redis as one string value per user, the embedded
+//! store as one redb value) and run exactly this `apply`, so they cannot drift apart.
+//!
+//! Layout (format 1; integers are LEB128 varints, signed ones zigzag-encoded first):
+//!
+//! ```text
+//! 0x01                         format
+//! history_version              u
+//! has_newest (0 or 1), then newest_event_time_ms (zigzag) when 1
+//! offsets: count, then (partition: zigzag, offset: zigzag) per partition
+//! recent_items: count, then items          (most recent last)
+//! earlier_items: count, then items         (least recently seen first)
+//! item: (n << 1) for a canonical decimal n < 2^62, else (len << 1 | 1) then the UTF-8 bytes
+//! ```
+//!
+//! Item ids of most catalogues are numbers, which then take 1-9 bytes instead of their digits
+//! plus a length: a 50-item sequence of MovieLens ids is about 100 bytes.
+
+use serde::Deserialize;
+
+use super::{AppliedInteraction, StoreLimits, UserState};
+
+const FORMAT: u8 = 1;
+/// Numeric item ids at or above this are stored as text (the shifted tag must fit a `u64`).
+const NUMERIC_LIMIT: u64 = 1 << 62;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct UserRecord {
+    /// At most `max_history` items, most recent last, no consecutive repeat.
+    pub recent_items: Vec<String>,
+    /// Items seen before that are no longer in `recent_items`, least recently seen first; with
+    /// the distinct recent items at most `max_seen` in all. Keeping the recent ones out of this
+    /// list halves what a user with a full sequence costs.
+    pub earlier_items: Vec<String>,
+    pub newest_event_time_ms: Option<i64>,
+    /// `(partition, last applied offset)`.
+    pub applied_offsets: Vec<(i32, i64)>,
+    /// Applied interactions so far.
+    pub history_version: u64,
+}
+
+/// Why stored bytes could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("unknown record format {0}")]
+    UnknownFormat(u8),
+    #[error("record ends early")]
+    Truncated,
+    #[error("record has {0} bytes after its end")]
+    TrailingBytes(usize),
+    #[error("an item id is not UTF-8")]
+    NotUtf8,
+    #[error("a number does not fit its field")]
+    Overflow,
+    #[error("legacy JSON record: {0}")]
+    LegacyJson(String),
+}
+
+impl UserRecord {
+    /// Applies one interaction; returns whether it was new (not at or before the last applied
+    /// offset of its partition).
+    pub(crate) fn apply(&mut self, interaction: &AppliedInteraction, limits: StoreLimits) -> bool {
+        if let Some(position) = interaction.position {
+            match self
+                .applied_offsets
+                .iter_mut()
+                .find(|(partition, _)| *partition == position.partition)
+            {
+                Some((_, last)) if *last >= position.offset => return false,
+                Some((_, last)) => *last = position.offset,
+                None => self
+                    .applied_offsets
+                    .push((position.partition, position.offset)),
+            }
+        }
+        let item = &interaction.item_id;
+        if let Some(index) = self.earlier_items.iter().position(|seen| seen == item) {
+            self.earlier_items.remove(index);
+        }
+        if self.recent_items.last() != Some(item) {
+            self.recent_items.push(item.clone());
+        }
+        let excess = self.recent_items.len().saturating_sub(limits.max_history);
+        // Items leaving the window were seen more recently than anything already in
+        // `earlier_items`, so they go to its recent end (unless they are still in the window).
+        for left in self.recent_items.drain(..excess).collect::<Vec<_>>() {
+            if !self.recent_items.contains(&left) && !self.earlier_items.contains(&left) {
+                self.earlier_items.push(left);
+            }
+        }
+        let distinct_recent = distinct_count(&self.recent_items);
+        let forget = (distinct_recent + self.earlier_items.len())
+            .saturating_sub(limits.max_seen)
+            .min(self.earlier_items.len());
+        self.earlier_items.drain(..forget);
+
+        self.history_version += 1;
+        self.newest_event_time_ms = Some(
+            self.newest_event_time_ms
+                .map_or(interaction.event_time_ms, |newest| {
+                    newest.max(interaction.event_time_ms)
+                }),
+        );
+        true
+    }
+
+    /// Every item the user is remembered to have seen, each once.
+    pub(crate) fn seen_items(&self) -> Vec<String> {
+        let mut seen = self.earlier_items.clone();
+        for item in &self.recent_items {
+            if !seen.contains(item) {
+                seen.push(item.clone());
+            }
+        }
+        seen
+    }
+
+    pub(crate) fn into_state(self) -> UserState {
+        UserState {
+            seen_items: self.seen_items(),
+            recent_items: self.recent_items,
+            newest_event_time_ms: self.newest_event_time_ms,
+            history_version: self.history_version,
+            cached: None,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let items_len: usize = self
+            .recent_items
+            .iter()
+            .chain(&self.earlier_items)
+            .map(|item| item.len().min(10) + 1)
+            .sum();
+        let mut bytes = Vec::with_capacity(24 + 12 * self.applied_offsets.len() + items_len);
+        bytes.push(FORMAT);
+        put_varint(&mut bytes, self.history_version);
+        match self.newest_event_time_ms {
+            None => bytes.push(0),
+            Some(time) => {
+                bytes.push(1);
+                put_varint(&mut bytes, zigzag(time));
+            }
+        }
+        put_varint(&mut bytes, self.applied_offsets.len() as u64);
+        for &(partition, offset) in &self.applied_offsets {
+            put_varint(&mut bytes, zigzag(i64::from(partition)));
+            put_varint(&mut bytes, zigzag(offset));
+        }
+        for items in [&self.recent_items, &self.earlier_items] {
+            put_varint(&mut bytes, items.len() as u64);
+            for item in items {
+                put_item(&mut bytes, item);
+            }
+        }
+        bytes
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<UserRecord, RecordError> {
+        match bytes.first() {
+            None => Ok(UserRecord::default()),
+            Some(b'{') => decode_legacy_json(bytes),
+            Some(&FORMAT) => {
+                let mut reader = Reader { bytes, at: 1 };
+                let history_version = reader.varint()?;
+                let newest_event_time_ms = match reader.varint()? {
+                    0 => None,
+                    1 => Some(unzigzag(reader.varint()?)),
+                    _ => return Err(RecordError::Overflow),
+                };
+                let offsets = reader.count()?;
+                let mut applied_offsets = Vec::with_capacity(offsets);
+                for _ in 0..offsets {
+                    let partition = i32::try_from(unzigzag(reader.varint()?))
+                        .map_err(|_| RecordError::Overflow)?;
+                    applied_offsets.push((partition, unzigzag(reader.varint()?)));
+                }
+                let recent_items = reader.items()?;
+                let earlier_items = reader.items()?;
+                if reader.at != bytes.len() {
+                    return Err(RecordError::TrailingBytes(bytes.len() - reader.at));
+                }
+                Ok(UserRecord {
+                    recent_items,
+                    earlier_items,
+                    newest_event_time_ms,
+                    applied_offsets,
+                    history_version,
+                })
+            }
+            Some(&other) => Err(RecordError::UnknownFormat(other)),
+        }
+    }
+}
+
+fn distinct_count(items: &[String]) -> usize {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(index, item)| !items[..*index].contains(item))
+        .count()
+}
+
+/// What the embedded store wrote before format 1: JSON with every seen item and its time.
+fn decode_legacy_json(bytes: &[u8]) -> Result<UserRecord, RecordError> {
+    #[derive(Deserialize)]
+    struct Legacy {
+        recent_items: Vec<String>,
+        seen: Vec<(String, i64)>,
+        newest_event_time_ms: Option<i64>,
+        applied_offsets: Vec<(i32, i64)>,
+        #[serde(default)]
+        history_version: u64,
+    }
+    let mut legacy: Legacy = serde_json::from_slice(bytes)
+        .map_err(|error| RecordError::LegacyJson(error.to_string()))?;
+    legacy.seen.sort_by_key(|(_, time)| *time);
+    let earlier_items = legacy
+        .seen
+        .into_iter()
+        .map(|(item, _)| item)
+        .filter(|item| !legacy.recent_items.contains(item))
+        .collect();
+    Ok(UserRecord {
+        recent_items: legacy.recent_items,
+        earlier_items,
+        newest_event_time_ms: legacy.newest_event_time_ms,
+        applied_offsets: legacy.applied_offsets,
+        history_version: legacy.history_version,
+    })
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+fn put_varint(bytes: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        bytes.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
+}
+
+/// The number a canonical decimal id stands for: digits only, no leading zero (except "0"
+/// itself), below `NUMERIC_LIMIT`, so that it prints back to the same text.
+fn canonical_number(item: &str) -> Option<u64> {
+    let digits = item.as_bytes();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits.len() > 1 && digits[0] == b'0' {
+        return None;
+    }
+    item.parse::<u64>()
+        .ok()
+        .filter(|number| *number < NUMERIC_LIMIT)
+}
+
+fn put_item(bytes: &mut Vec<u8>, item: &str) {
+    match canonical_number(item) {
+        Some(number) => put_varint(bytes, number << 1),
+        None => {
+            put_varint(bytes, ((item.len() as u64) << 1) | 1);
+            bytes.extend_from_slice(item.as_bytes());
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Result<u64, RecordError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.at).ok_or(RecordError::Truncated)?;
+            self.at += 1;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(RecordError::Overflow);
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(RecordError::Overflow)
+    }
+
+    /// A count of things that each take at least one more byte: never more than what is left,
+    /// so a corrupt count cannot make us allocate without bound.
+    fn count(&mut self) -> Result<usize, RecordError> {
+        let count = self.varint()?;
+        if count > (self.bytes.len() - self.at) as u64 {
+            return Err(RecordError::Truncated);
+        }
+        Ok(count as usize)
+    }
+
+    fn items(&mut self) -> Result<Vec<String>, RecordError> {
+        let count = self.count()?;
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            let tag = self.varint()?;
+            if tag & 1 == 0 {
+                items.push((tag >> 1).to_string());
+                continue;
+            }
+            let len = usize::try_from(tag >> 1).map_err(|_| RecordError::Overflow)?;
+            let end = self
+                .at
+                .checked_add(len)
+                .filter(|end| *end <= self.bytes.len())
+                .ok_or(RecordError::Truncated)?;
+            let text =
+                std::str::from_utf8(&self.bytes[self.at..end]).map_err(|_| RecordError::NotUtf8)?;
+            items.push(text.to_owned());
+            self.at = end;
+        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn record(recent: &[&str], earlier: &[&str]) -> UserRecord {
+        UserRecord {
+            recent_items: recent.iter().map(|item| item.to_string()).collect(),
+            earlier_items: earlier.iter().map(|item| item.to_string()).collect(),
+            newest_event_time_ms: Some(1_764_000_000_000),
+            applied_offsets: vec![(0, 17), (3, 1_000_000)],
+            history_version: 412,
+        }
+    }
+
+    #[test]
+    fn ids_that_only_look_numeric_keep_their_text() {
+        let tricky = [
+            "0",
+            "007",
+            "42",
+            "-1",
+            "+5",
+            "1e3",
+            " 7",
+            "٣",
+            "4611686018427387904",
+            "",
+        ];
+        let original = record(&tricky, &["18446744073709551615", "99999999999999999999"]);
+        assert_eq!(UserRecord::decode(&original.encode()).unwrap(), original);
+    }
+
+    #[test]
+    fn numeric_ids_take_two_bytes_each() {
+        let items: Vec<String> = (0..50).map(|n| (1 + n * 37 % 1682).to_string()).collect();
+        let full = UserRecord {
+            recent_items: items,
+            ..record(&[], &[])
+        };
+        let encoded = full.encode();
+        assert!(encoded.len() <= 125, "{} bytes", encoded.len());
+    }
+
+    #[test]
+    fn damaged_bytes_are_errors_not_panics() {
+        let encoded = record(&["a", "12"], &["b"]).encode();
+        for end in 1..encoded.len() {
+            assert!(UserRecord::decode(&encoded[..end]).is_err(), "cut at {end}");
+        }
+        let mut longer = encoded.clone();
+        longer.push(0);
+        assert_eq!(
+            UserRecord::decode(&longer),
+            Err(RecordError::TrailingBytes(1))
+        );
+        assert_eq!(
+            UserRecord::decode(&[9, 0]),
+            Err(RecordError::UnknownFormat(9))
+        );
+    }
+
+    #[test]
+    fn legacy_json_records_keep_their_seen_items_in_time_order() {
+        let legacy = br#"{"recent_items":["c","d"],"seen":[["d",40],["a",10],["c",30],["b",20]],
+            "newest_event_time_ms":40,"applied_offsets":[[0,9]],"history_version":4,
+            "cached":null}"#;
+        let decoded = UserRecord::decode(legacy).unwrap();
+        assert_eq!(decoded.recent_items, ["c", "d"]);
+        assert_eq!(decoded.earlier_items, ["a", "b"]);
+        assert_eq!(decoded.applied_offsets, [(0, 9)]);
+        assert_eq!(decoded.history_version, 4);
+    }
+
+    fn limits() -> StoreLimits {
+        StoreLimits {
+            max_history: 4,
+            max_seen: 6,
+        }
+    }
+
+    fn see(record: &mut UserRecord, item: &str) {
+        record.apply(
+            &AppliedInteraction {
+                item_id: item.to_owned(),
+                event_time_ms: 1,
+                position: None,
+                popularity_increment: 0.0,
+            },
+            limits(),
+        );
+    }
+
+    #[test]
+    fn items_leaving_the_window_are_remembered_and_the_least_recent_forgotten() {
+        let mut record = UserRecord::default();
+        for item in ["a", "b", "c", "d", "e", "f", "a", "g", "h"] {
+            see(&mut record, item);
+        }
+        assert_eq!(record.recent_items, ["f", "a", "g", "h"]);
+        // a, b, c, d, e left the window in that order, a came back (so it is recent, not
+        // earlier), and only two fit next to four recent ones.
+        assert_eq!(record.earlier_items, ["d", "e"]);
+        assert_eq!(record.history_version, 9);
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_round_trips(
+            recent in proptest::collection::vec("[0-9]{0,4}|[a-z0-9_-]{1,12}|\\PC{0,6}", 0..60),
+            earlier in proptest::collection::vec("[0-9]{1,20}|\\PC{1,8}", 0..30),
+            newest in proptest::option::of(any::<i64>()),
+            offsets in proptest::collection::vec((any::<i32>(), any::<i64>()), 0..5),
+            history_version in any::<u64>(),
+        ) {
+            let original = UserRecord {
+                recent_items: recent,
+                earlier_items: earlier,
+                newest_event_time_ms: newest,
+                applied_offsets: offsets,
+                history_version,
+            };
+            prop_assert_eq!(UserRecord::decode(&original.encode()).unwrap(), original);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = UserRecord::decode(&bytes);
+        }
+
+        #[test]
+        fn the_seen_items_never_exceed_the_limit_and_include_the_window(
+            items in proptest::collection::vec("[a-j]", 1..80),
+        ) {
+            let mut record = UserRecord::default();
+            for item in &items {
+                see(&mut record, item);
+            }
+            let seen = record.seen_items();
+            prop_assert!(seen.len() <= limits().max_seen.max(limits().max_history));
+            for item in &record.recent_items {
+                prop_assert!(seen.contains(item));
+            }
+            prop_assert!(record.earlier_items.iter().all(|item| !record.recent_items.contains(item)));
+            prop_assert!(seen.contains(items.last().unwrap()));
+        }
+    }
+}
