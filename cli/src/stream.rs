@@ -151,6 +151,36 @@ pub async fn create_topics_command(
     Ok(())
 }
 
+/// The store's share alone: the same events, decoded, batched and applied as the consumer does
+/// (same applier, same batch size, fresh keys), with no broker in the loop.
+async fn store_only_events_per_second(
+    config: &Config,
+    events: &[schemas::InteractionEvent],
+) -> anyhow::Result<f64> {
+    let mut store_config = config.clone();
+    store_config.state.key_prefix = format!("{}-store-only", config.state.key_prefix);
+    let store = engine::startup::open_state_store(&store_config).await?;
+    let applier = consumer::event_applier(&store_config, store, None);
+    let logged_at_ms = engine::popularity::now_ms();
+    let received: Vec<engine::events::ReceivedEvent> = events
+        .iter()
+        .enumerate()
+        .map(|(offset, event)| engine::events::ReceivedEvent {
+            event: event.clone(),
+            position: Some(engine::store::SourcePosition {
+                partition: 0,
+                offset: offset as i64,
+            }),
+            logged_at_ms,
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for batch in received.chunks(config.consumer.max_batch_events.max(1)) {
+        applier.apply(batch).await?;
+    }
+    Ok(events.len() as f64 / started.elapsed().as_secs_f64())
+}
+
 pub struct BenchStreamArgs {
     pub events: usize,
     pub users: usize,
@@ -209,7 +239,9 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
     handle.shutdown.cancel();
     let totals = handle.task.await?;
     let pipeline = events.len() as f64 / pipeline_seconds;
+    let store_only = store_only_events_per_second(&config, &events).await?;
     println!("consume + commit only:            {ceiling:>9.0} events/s");
+    println!("store only (no broker):           {store_only:>9.0} events/s");
     println!(
         "consumer into {} ({} applied): {pipeline:>9.0} events/s",
         store.backend(),

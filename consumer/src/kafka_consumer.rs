@@ -85,7 +85,11 @@ impl ConsumerSettings {
             .set(
                 "fetch.wait.max.ms",
                 self.fetch_wait_max.as_millis().to_string(),
-            );
+            )
+            // When more is queued locally than `queued.min.messages`, librdkafka postpones the
+            // partition's next fetch by this long (default 1 s): a consumer slower than the
+            // fetcher then drains its queue and sits idle for the rest of the second.
+            .set("fetch.queue.backoff.ms", "10");
         config
     }
 }
@@ -345,15 +349,21 @@ impl EventConsumer {
     pub async fn run(&self) -> RunTotals {
         let mut totals = RunTotals::default();
         self.health.set_ready();
+        let mut records = Vec::new();
         loop {
-            let records = self.next_batch().await;
             if records.is_empty() {
                 if self.cancelled.is_cancelled() {
                     break;
                 }
+                records = self.next_batch().await;
                 continue;
             }
-            match self.process_batch(&records).await {
+            // The next batch is received while this one waits for the store, the pushes and the
+            // commit (one task, interleaved at every await), instead of after it. Batches are
+            // still applied and committed one after another.
+            let (processed, next) = tokio::join!(self.process_batch(&records), self.next_batch());
+            records = next;
+            match processed {
                 Ok((outcome, dead_letters)) => {
                     totals.batches += 1;
                     totals.applied += outcome.applied as u64;

@@ -85,16 +85,21 @@ impl UserRecord {
         let excess = self.recent_items.len().saturating_sub(limits.max_history);
         // Items leaving the window were seen more recently than anything already in
         // `earlier_items`, so they go to its recent end (unless they are still in the window).
-        for left in self.recent_items.drain(..excess).collect::<Vec<_>>() {
+        for _ in 0..excess {
+            let left = self.recent_items.remove(0);
             if !self.recent_items.contains(&left) && !self.earlier_items.contains(&left) {
                 self.earlier_items.push(left);
             }
         }
-        let distinct_recent = distinct_count(&self.recent_items);
-        let forget = (distinct_recent + self.earlier_items.len())
-            .saturating_sub(limits.max_seen)
-            .min(self.earlier_items.len());
-        self.earlier_items.drain(..forget);
+        // Counting the distinct recent items is quadratic: only when the plain lengths could
+        // be over the limit.
+        if self.recent_items.len() + self.earlier_items.len() > limits.max_seen {
+            let distinct_recent = distinct_count(&self.recent_items);
+            let forget = (distinct_recent + self.earlier_items.len())
+                .saturating_sub(limits.max_seen)
+                .min(self.earlier_items.len());
+            self.earlier_items.drain(..forget);
+        }
 
         self.history_version += 1;
         self.newest_event_time_ms = Some(

@@ -21,12 +21,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind};
 
 use super::{
-    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
-    UserUpdate,
+    AppliedInteraction, ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord,
+    UserState, UserStore, UserUpdate,
 };
 
 /// Writes `ARGV[2i]` to `KEYS[i]` when the key still holds `ARGV[2i-1]` (empty: absent);
@@ -44,8 +45,11 @@ end
 return changed
 "#;
 
-/// Users per compare-and-set script call: bounds how long one call holds the server.
-const USERS_PER_SCRIPT: usize = 500;
+/// Users per `MGET` and per compare-and-set script call: bounds how long one command holds the
+/// server (other clients, such as the API's reads, wait meanwhile).
+const USERS_PER_COMMAND: usize = 500;
+/// Chunks of users in flight at once within a batch.
+const CONCURRENT_CHUNKS: usize = 4;
 /// Rounds of read-apply-write before giving up on users that other writers keep changing.
 const MAX_ROUNDS: usize = 50;
 
@@ -130,14 +134,21 @@ impl RedisStore {
 
     /// The stored records of `user_ids`, as bytes (empty: none yet).
     async fn read_records(&self, user_ids: &[&str]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let keys: Vec<String> = user_ids.iter().map(|user| self.record_key(user)).collect();
+        let mut pipeline = redis::pipe();
+        for chunk in user_ids.chunks(USERS_PER_COMMAND) {
+            let keys: Vec<String> = chunk.iter().map(|user| self.record_key(user)).collect();
+            pipeline.cmd("MGET").arg(keys);
+        }
         let mut connection = self.connection.clone();
-        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&keys)
+        let chunks: Vec<Vec<Option<Vec<u8>>>> = pipeline
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(chunks
+            .into_iter()
+            .flatten()
+            .map(Option::unwrap_or_default)
+            .collect())
     }
 
     /// Writes `(user, read bytes, new bytes)` where the record is still as read; returns the
@@ -150,7 +161,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let mut pipeline = redis::pipe();
-        for chunk in writes.chunks(USERS_PER_SCRIPT) {
+        for chunk in writes.chunks(USERS_PER_COMMAND) {
             let command = pipeline
                 .cmd("EVALSHA")
                 .arg(self.compare_and_set.get_hash())
@@ -187,9 +198,85 @@ impl RedisStore {
             .flat_map(|(chunk, changed)| {
                 changed
                     .into_iter()
-                    .map(move |position| chunk * USERS_PER_SCRIPT + position - 1)
+                    .map(move |position| chunk * USERS_PER_COMMAND + position - 1)
             })
             .collect())
+    }
+
+    /// Read, apply, compare-and-set, in rounds until every user's write went in (or the rounds
+    /// or the server ran out). What was written is reported even when a later round failed.
+    async fn apply_users(&self, users: &[UserInteractions<'_>]) -> ChunkResult {
+        let mut result = ChunkResult::default();
+        let mut pending: Vec<&UserInteractions<'_>> = users.iter().collect();
+        for _round in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                return result;
+            }
+            if let Err(error) = self.apply_round(&mut pending, &mut result).await {
+                result.error = Some(error);
+                return result;
+            }
+        }
+        if !pending.is_empty() {
+            result.error = Some(StoreError::Unavailable(format!(
+                "{} users kept being changed by other writers during {MAX_ROUNDS} attempts",
+                pending.len()
+            )));
+        }
+        result
+    }
+
+    /// One round: leaves in `pending` the users whose record changed since it was read.
+    async fn apply_round(
+        &self,
+        pending: &mut Vec<&UserInteractions<'_>>,
+        result: &mut ChunkResult,
+    ) -> Result<(), StoreError> {
+        let user_ids: Vec<&str> = pending.iter().map(|update| update.user_id).collect();
+        let stored = self.read_records(&user_ids).await?;
+        // What each user's write would do, counted only once the write is in.
+        let mut writes = Vec::new();
+        let mut effects = Vec::new();
+        for (update, read) in pending.iter().zip(stored) {
+            let mut record = self.decode(update.user_id, &read)?;
+            let mut applied = Vec::new();
+            let mut duplicates = 0;
+            for &interaction in &update.interactions {
+                if record.apply(interaction, self.limits) {
+                    applied.push(interaction);
+                } else {
+                    duplicates += 1;
+                }
+            }
+            if applied.is_empty() {
+                result.outcome.duplicates += duplicates;
+                continue;
+            }
+            writes.push((update.user_id, read, record.encode()));
+            effects.push((applied, duplicates));
+        }
+        let changed = self.compare_and_set(&writes).await?;
+        let retry: HashSet<String> = changed
+            .iter()
+            .map(|&position| writes[position].0.to_owned())
+            .collect();
+        for ((user_id, _, _), (applied, duplicates)) in writes.iter().zip(effects) {
+            if retry.contains(*user_id) {
+                continue;
+            }
+            result.outcome.applied += applied.len();
+            result.outcome.duplicates += duplicates;
+            for interaction in applied {
+                if interaction.popularity_increment != 0.0 {
+                    *result
+                        .popularity_increments
+                        .entry(interaction.item_id.clone())
+                        .or_default() += interaction.popularity_increment;
+                }
+            }
+        }
+        pending.retain(|update| retry.contains(update.user_id));
+        Ok(())
     }
 
     fn decode(&self, user_id: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
@@ -200,24 +287,40 @@ impl RedisStore {
     }
 }
 
-/// One update per user, in first-appearance order, each user's interactions in order: a batch
+/// What applying one chunk of users did: written records' outcome and popularity increments,
+/// and the error that stopped it, if one did.
+#[derive(Default)]
+struct ChunkResult {
+    outcome: ApplyOutcome,
+    popularity_increments: HashMap<String, f64>,
+    error: Option<StoreError>,
+}
+
+/// One user's interactions of a batch, in order.
+struct UserInteractions<'a> {
+    user_id: &'a str,
+    interactions: Vec<&'a AppliedInteraction>,
+}
+
+/// One entry per user, in first-appearance order, each user's interactions in order: a batch
 /// that names a user twice must not race with itself.
-fn merge_by_user(updates: &[UserUpdate]) -> Vec<UserUpdate> {
-    let mut position_of: HashMap<&str, usize> = HashMap::new();
-    let mut merged: Vec<UserUpdate> = Vec::new();
+fn merge_by_user(updates: &[UserUpdate]) -> Vec<UserInteractions<'_>> {
+    let mut position_of: HashMap<&str, usize> = HashMap::with_capacity(updates.len());
+    let mut merged: Vec<UserInteractions<'_>> = Vec::with_capacity(updates.len());
     for update in updates
         .iter()
         .filter(|update| !update.interactions.is_empty())
     {
-        match position_of.get(update.user_id.as_str()) {
-            Some(&position) => merged[position]
-                .interactions
-                .extend(update.interactions.iter().cloned()),
-            None => {
-                position_of.insert(&update.user_id, merged.len());
-                merged.push(update.clone());
-            }
-        }
+        let position = *position_of
+            .entry(update.user_id.as_str())
+            .or_insert_with(|| {
+                merged.push(UserInteractions {
+                    user_id: &update.user_id,
+                    interactions: Vec::with_capacity(update.interactions.len()),
+                });
+                merged.len() - 1
+            });
+        merged[position].interactions.extend(&update.interactions);
     }
     merged
 }
@@ -254,73 +357,39 @@ impl UserStore for RedisStore {
     }
 
     async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError> {
-        let mut pending = merge_by_user(updates);
+        let merged = merge_by_user(updates);
+        // Chunks of users are independent (a user is in one chunk), so their round trips
+        // overlap: the server works on one chunk while this side decodes and applies another.
+        let chunk_futures: Vec<_> = merged
+            .chunks(USERS_PER_COMMAND)
+            .map(|users| self.apply_users(users))
+            .collect();
+        let chunks: Vec<ChunkResult> = futures::stream::iter(chunk_futures)
+            .buffer_unordered(CONCURRENT_CHUNKS)
+            .collect()
+            .await;
         let mut outcome = ApplyOutcome::default();
-        for _round in 0..MAX_ROUNDS {
-            if pending.is_empty() {
-                break;
+        let mut increments: HashMap<String, f64> = HashMap::new();
+        let mut first_error = None;
+        for chunk in chunks {
+            outcome.applied += chunk.outcome.applied;
+            outcome.duplicates += chunk.outcome.duplicates;
+            for (item_id, amount) in chunk.popularity_increments {
+                *increments.entry(item_id).or_default() += amount;
             }
-            let user_ids: Vec<&str> = pending
-                .iter()
-                .map(|update| update.user_id.as_str())
-                .collect();
-            let stored = self.read_records(&user_ids).await?;
-            // What each user's write would do, counted only once the write is in.
-            let mut writes = Vec::new();
-            let mut effects = Vec::new();
-            for (update, read) in pending.iter().zip(stored) {
-                let mut record = self.decode(&update.user_id, &read)?;
-                let mut applied = Vec::new();
-                let mut duplicates = 0;
-                for interaction in &update.interactions {
-                    if record.apply(interaction, self.limits) {
-                        applied.push(interaction);
-                    } else {
-                        duplicates += 1;
-                    }
-                }
-                if applied.is_empty() {
-                    outcome.duplicates += duplicates;
-                    continue;
-                }
-                writes.push((update.user_id.as_str(), read, record.encode()));
-                effects.push((applied, duplicates));
-            }
-            let changed = self.compare_and_set(&writes).await?;
-            let retry: HashSet<&str> = changed.iter().map(|&position| writes[position].0).collect();
-            let mut popularity_increments: HashMap<&str, f64> = HashMap::new();
-            for ((user_id, _, _), (applied, duplicates)) in writes.iter().zip(effects) {
-                if retry.contains(user_id) {
-                    continue;
-                }
-                outcome.applied += applied.len();
-                outcome.duplicates += duplicates;
-                for interaction in applied {
-                    if interaction.popularity_increment != 0.0 {
-                        *popularity_increments
-                            .entry(interaction.item_id.as_str())
-                            .or_default() += interaction.popularity_increment;
-                    }
-                }
-            }
-            // Right after the records that earned them: a failure in between (a crash, the
-            // server gone) loses at most these increments and never counts one twice, since
-            // the retried events are then duplicates.
-            let increments: Vec<(String, f64)> = popularity_increments
-                .into_iter()
-                .map(|(item_id, amount)| (item_id.to_owned(), amount))
-                .collect();
-            self.add_popularity(&increments).await?;
-            let retry: HashSet<String> = retry.into_iter().map(str::to_owned).collect();
-            pending.retain(|update| retry.contains(&update.user_id));
+            first_error = first_error.or(chunk.error);
         }
-        if !pending.is_empty() {
-            return Err(StoreError::Unavailable(format!(
-                "{} users kept being changed by other writers during {MAX_ROUNDS} attempts",
-                pending.len()
-            )));
+        // Added once per batch (an item's increments merged), right after the records that
+        // earned them, even when some chunk failed: those records are written, so a retry
+        // sees their events as duplicates and would never add them. A failure in between
+        // (a crash, the server gone) loses at most this batch's increments, never counts
+        // one twice.
+        let increments: Vec<(String, f64)> = increments.into_iter().collect();
+        self.add_popularity(&increments).await?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(outcome),
         }
-        Ok(outcome)
     }
 
     async fn put_cached_recommendations(
