@@ -597,6 +597,31 @@ impl EventConsumer {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_consumer_passes_its_settings_to_librdkafka() {
+        let settings = ConsumerSettings {
+            brokers: "127.0.0.1:1".into(),
+            topic: "events".into(),
+            dead_letter_topic: "events-dead".into(),
+            group_id: "group-7".into(),
+            max_batch_events: 10,
+            max_batch_wait: Duration::from_millis(5),
+            max_event_bytes: 1024,
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+            session_timeout: Duration::from_millis(6_500),
+            fetch_wait_max: Duration::from_millis(7),
+        };
+        let config = settings.client_config();
+        assert_eq!(config.get("group.id"), Some("group-7"));
+        assert_eq!(config.get("session.timeout.ms"), Some("6500"));
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
+    }
+
     fn record(offset: i64, key: &str, payload: &str) -> RawRecord {
         RawRecord {
             partition: 3,

@@ -167,17 +167,32 @@ impl InteractionEvent {
                 "an event is a JSON object ({...})",
             ));
         }
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let event: InteractionEvent = serde_path_to_error::deserialize(&mut deserializer)
-            .map_err(|error| classify_json_error(&error))?;
-        deserializer.end().map_err(|error| {
-            EventRejection::new(
-                RejectionReason::InvalidJson,
-                format!("trailing characters after the event: {error}"),
-            )
-        })?;
+        // Plain serde first: tracking the path costs about as much as the parse, and only a
+        // rejection needs it (to name the field), so a failure is parsed again with it.
+        let event = match serde_json::from_slice::<InteractionEvent>(bytes) {
+            Ok(event) => event,
+            Err(_) => return Err(Self::explain_rejection(bytes)),
+        };
         event.validate(limits.now_ms)?;
         Ok(event)
+    }
+
+    /// Why `bytes` (an object that plain serde refused) is not an event, naming the field.
+    fn explain_rejection(bytes: &[u8]) -> EventRejection {
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let parsed: Result<InteractionEvent, _> =
+            serde_path_to_error::deserialize(&mut deserializer);
+        match parsed {
+            Err(error) => classify_json_error(&error),
+            Ok(_) => match deserializer.end() {
+                Err(error) => EventRejection::new(
+                    RejectionReason::InvalidJson,
+                    format!("trailing characters after the event: {error}"),
+                ),
+                // Both parsers agree on JSON; reaching here would be a serde bug.
+                Ok(()) => EventRejection::new(RejectionReason::InvalidJson, "not a valid event"),
+            },
+        }
     }
 
     /// The checks beyond the JSON shape.

@@ -545,3 +545,16 @@ async fn malformed_events_go_to_the_dead_letter_topic_with_reasons_and_the_rest_
     }
     deployment.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_producer_reports_ready_once_it_has_its_producer_id() {
+    let broker = KafkaBroker::start();
+    let producer = kafka_producer(&broker.bootstrap()).unwrap();
+    assert!(producer.wait_until_ready(Duration::from_secs(20)).await);
+
+    // With no broker there is no producer id: the wait ends at its timeout, saying so.
+    let nowhere = kafka_producer(&format!("127.0.0.1:{}", testkit::free_port())).unwrap();
+    let started = Instant::now();
+    assert!(!nowhere.wait_until_ready(Duration::from_millis(300)).await);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

@@ -26,14 +26,38 @@ const FORMAT: u8 = 1;
 /// Numeric item ids at or above this are stored as text (the shifted tag must fit a `u64`).
 const NUMERIC_LIMIT: u64 = 1 << 62;
 
+/// An item id as the record holds it: canonical decimal ids as their number (no allocation to
+/// decode, an integer compare to match), anything else as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ItemKey {
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl ItemKey {
+    pub(crate) fn new(item_id: &str) -> ItemKey {
+        match canonical_number(item_id) {
+            Some(number) => ItemKey::Number(number),
+            None => ItemKey::Text(item_id.into()),
+        }
+    }
+
+    pub(crate) fn to_id(&self) -> String {
+        match self {
+            ItemKey::Number(number) => number.to_string(),
+            ItemKey::Text(text) => text.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct UserRecord {
     /// At most `max_history` items, most recent last, no consecutive repeat.
-    pub recent_items: Vec<String>,
+    pub recent_items: Vec<ItemKey>,
     /// Items seen before that are no longer in `recent_items`, least recently seen first; with
     /// the distinct recent items at most `max_seen` in all. Keeping the recent ones out of this
     /// list halves what a user with a full sequence costs.
-    pub earlier_items: Vec<String>,
+    pub earlier_items: Vec<ItemKey>,
     pub newest_event_time_ms: Option<i64>,
     /// `(partition, last applied offset)`.
     pub applied_offsets: Vec<(i32, i64)>,
@@ -54,6 +78,8 @@ pub(crate) enum RecordError {
     NotUtf8,
     #[error("a number does not fit its field")]
     Overflow,
+    #[error("a numeric item id is stored as text")]
+    NonCanonicalItem,
     #[error("legacy JSON record: {0}")]
     LegacyJson(String),
 }
@@ -75,19 +101,20 @@ impl UserRecord {
                     .push((position.partition, position.offset)),
             }
         }
-        let item = &interaction.item_id;
-        if let Some(index) = self.earlier_items.iter().position(|seen| seen == item) {
+        let item = ItemKey::new(&interaction.item_id);
+        if let Some(index) = self.earlier_items.iter().position(|seen| *seen == item) {
             self.earlier_items.remove(index);
         }
-        if self.recent_items.last() != Some(item) {
-            self.recent_items.push(item.clone());
+        if self.recent_items.last() != Some(&item) {
+            self.recent_items.push(item);
         }
         let excess = self.recent_items.len().saturating_sub(limits.max_history);
         // Items leaving the window were seen more recently than anything already in
-        // `earlier_items`, so they go to its recent end (unless they are still in the window).
+        // `earlier_items` (which never holds an item of the window), so they go to its recent
+        // end, unless they are still in the window.
         for _ in 0..excess {
             let left = self.recent_items.remove(0);
-            if !self.recent_items.contains(&left) && !self.earlier_items.contains(&left) {
+            if !self.recent_items.contains(&left) {
                 self.earlier_items.push(left);
             }
         }
@@ -113,19 +140,19 @@ impl UserRecord {
 
     /// Every item the user is remembered to have seen, each once.
     pub(crate) fn seen_items(&self) -> Vec<String> {
-        let mut seen = self.earlier_items.clone();
+        let mut seen: Vec<&ItemKey> = self.earlier_items.iter().collect();
         for item in &self.recent_items {
-            if !seen.contains(item) {
-                seen.push(item.clone());
+            if !seen.contains(&item) {
+                seen.push(item);
             }
         }
-        seen
+        seen.into_iter().map(ItemKey::to_id).collect()
     }
 
     pub(crate) fn into_state(self) -> UserState {
         UserState {
             seen_items: self.seen_items(),
-            recent_items: self.recent_items,
+            recent_items: self.recent_items.iter().map(ItemKey::to_id).collect(),
             newest_event_time_ms: self.newest_event_time_ms,
             history_version: self.history_version,
             cached: None,
@@ -137,7 +164,10 @@ impl UserRecord {
             .recent_items
             .iter()
             .chain(&self.earlier_items)
-            .map(|item| item.len().min(10) + 1)
+            .map(|item| match item {
+                ItemKey::Number(_) => 3,
+                ItemKey::Text(text) => text.len() + 1,
+            })
             .sum();
         let mut bytes = Vec::with_capacity(24 + 12 * self.applied_offsets.len() + items_len);
         bytes.push(FORMAT);
@@ -200,7 +230,7 @@ impl UserRecord {
     }
 }
 
-fn distinct_count(items: &[String]) -> usize {
+fn distinct_count(items: &[ItemKey]) -> usize {
     items
         .iter()
         .enumerate()
@@ -227,9 +257,14 @@ fn decode_legacy_json(bytes: &[u8]) -> Result<UserRecord, RecordError> {
         .into_iter()
         .map(|(item, _)| item)
         .filter(|item| !legacy.recent_items.contains(item))
+        .map(|item| ItemKey::new(&item))
         .collect();
     Ok(UserRecord {
-        recent_items: legacy.recent_items,
+        recent_items: legacy
+            .recent_items
+            .iter()
+            .map(|item| ItemKey::new(item))
+            .collect(),
         earlier_items,
         newest_event_time_ms: legacy.newest_event_time_ms,
         applied_offsets: legacy.applied_offsets,
@@ -268,12 +303,12 @@ fn canonical_number(item: &str) -> Option<u64> {
         .filter(|number| *number < NUMERIC_LIMIT)
 }
 
-fn put_item(bytes: &mut Vec<u8>, item: &str) {
-    match canonical_number(item) {
-        Some(number) => put_varint(bytes, number << 1),
-        None => {
-            put_varint(bytes, ((item.len() as u64) << 1) | 1);
-            bytes.extend_from_slice(item.as_bytes());
+fn put_item(bytes: &mut Vec<u8>, item: &ItemKey) {
+    match item {
+        ItemKey::Number(number) => put_varint(bytes, number << 1),
+        ItemKey::Text(text) => {
+            put_varint(bytes, ((text.len() as u64) << 1) | 1);
+            bytes.extend_from_slice(text.as_bytes());
         }
     }
 }
@@ -311,13 +346,13 @@ impl Reader<'_> {
         Ok(count as usize)
     }
 
-    fn items(&mut self) -> Result<Vec<String>, RecordError> {
+    fn items(&mut self) -> Result<Vec<ItemKey>, RecordError> {
         let count = self.count()?;
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             let tag = self.varint()?;
             if tag & 1 == 0 {
-                items.push((tag >> 1).to_string());
+                items.push(ItemKey::Number(tag >> 1));
                 continue;
             }
             let len = usize::try_from(tag >> 1).map_err(|_| RecordError::Overflow)?;
@@ -328,7 +363,11 @@ impl Reader<'_> {
                 .ok_or(RecordError::Truncated)?;
             let text =
                 std::str::from_utf8(&self.bytes[self.at..end]).map_err(|_| RecordError::NotUtf8)?;
-            items.push(text.to_owned());
+            // A number written as text would compare unequal to the same id as a number.
+            if canonical_number(text).is_some() {
+                return Err(RecordError::NonCanonicalItem);
+            }
+            items.push(ItemKey::Text(text.into()));
             self.at = end;
         }
         Ok(items)
@@ -341,10 +380,18 @@ mod tests {
 
     use super::*;
 
+    fn keys(items: &[&str]) -> Vec<ItemKey> {
+        items.iter().map(|item| ItemKey::new(item)).collect()
+    }
+
+    fn ids(record_items: &[ItemKey]) -> Vec<String> {
+        record_items.iter().map(ItemKey::to_id).collect()
+    }
+
     fn record(recent: &[&str], earlier: &[&str]) -> UserRecord {
         UserRecord {
-            recent_items: recent.iter().map(|item| item.to_string()).collect(),
-            earlier_items: earlier.iter().map(|item| item.to_string()).collect(),
+            recent_items: keys(recent),
+            earlier_items: keys(earlier),
             newest_event_time_ms: Some(1_764_000_000_000),
             applied_offsets: vec![(0, 17), (3, 1_000_000)],
             history_version: 412,
@@ -371,7 +418,9 @@ mod tests {
 
     #[test]
     fn numeric_ids_take_two_bytes_each() {
-        let items: Vec<String> = (0..50).map(|n| (1 + n * 37 % 1682).to_string()).collect();
+        let items: Vec<ItemKey> = (0..50)
+            .map(|n| ItemKey::Number(1 + n * 37 % 1682))
+            .collect();
         let full = UserRecord {
             recent_items: items,
             ..record(&[], &[])
@@ -404,8 +453,8 @@ mod tests {
             "newest_event_time_ms":40,"applied_offsets":[[0,9]],"history_version":4,
             "cached":null}"#;
         let decoded = UserRecord::decode(legacy).unwrap();
-        assert_eq!(decoded.recent_items, ["c", "d"]);
-        assert_eq!(decoded.earlier_items, ["a", "b"]);
+        assert_eq!(ids(&decoded.recent_items), ["c", "d"]);
+        assert_eq!(ids(&decoded.earlier_items), ["a", "b"]);
         assert_eq!(decoded.applied_offsets, [(0, 9)]);
         assert_eq!(decoded.history_version, 4);
     }
@@ -435,10 +484,10 @@ mod tests {
         for item in ["a", "b", "c", "d", "e", "f", "a", "g", "h"] {
             see(&mut record, item);
         }
-        assert_eq!(record.recent_items, ["f", "a", "g", "h"]);
+        assert_eq!(ids(&record.recent_items), ["f", "a", "g", "h"]);
         // a, b, c, d, e left the window in that order, a came back (so it is recent, not
         // earlier), and only two fit next to four recent ones.
-        assert_eq!(record.earlier_items, ["d", "e"]);
+        assert_eq!(ids(&record.earlier_items), ["d", "e"]);
         assert_eq!(record.history_version, 9);
     }
 
@@ -451,9 +500,11 @@ mod tests {
             offsets in proptest::collection::vec((any::<i32>(), any::<i64>()), 0..5),
             history_version in any::<u64>(),
         ) {
+            let recent: Vec<&str> = recent.iter().map(String::as_str).collect();
+            let earlier: Vec<&str> = earlier.iter().map(String::as_str).collect();
             let original = UserRecord {
-                recent_items: recent,
-                earlier_items: earlier,
+                recent_items: keys(&recent),
+                earlier_items: keys(&earlier),
                 newest_event_time_ms: newest,
                 applied_offsets: offsets,
                 history_version,
@@ -476,8 +527,8 @@ mod tests {
             }
             let seen = record.seen_items();
             prop_assert!(seen.len() <= limits().max_seen.max(limits().max_history));
-            for item in &record.recent_items {
-                prop_assert!(seen.contains(item));
+            for item in ids(&record.recent_items) {
+                prop_assert!(seen.contains(&item));
             }
             prop_assert!(record.earlier_items.iter().all(|item| !record.recent_items.contains(item)));
             prop_assert!(seen.contains(items.last().unwrap()));
