@@ -4,8 +4,9 @@
 //! Why nothing is lost and nothing is applied twice ("effectively once"):
 //! - Records are keyed by user id, so one user's events are in one partition, in order.
 //! - Every applied interaction carries its (partition, offset); the store writes a user's new
-//!   items together with that user's last applied offset per partition, atomically (one Lua
-//!   script on Redis, one transaction embedded), and skips anything at or below it. Applying a
+//!   items together with that user's last applied offset per partition, atomically (a
+//!   compare-and-set of the user's record on Redis, one transaction embedded), and skips anything
+//!   at or below it. Applying a
 //!   record again (a crash before the commit, a rebalance) therefore changes nothing.
 //! - Offsets are stored for commit only after the batch's state write (and its dead letters'
 //!   delivery) succeeded, and committed synchronously after each batch and on partition

@@ -10,14 +10,15 @@
 //! p:popular      zset    item -> popularity score
 //! ```
 //!
-//! A batch is applied optimistically: one `MGET` reads the records of its users, the transition
-//! runs here (the same code as the embedded store), and one script writes each record only if
-//! it still holds what was read (compare-and-set), answering which users changed meanwhile;
-//! those are read and applied again. In a consumer group a user's events come from one
-//! partition, so conflicts only happen around rebalances (or with several API processes on the
-//! in-process bus). Popularity increments of the applied interactions follow in one pipeline.
-//! The write script names many users' keys, so this store needs a single Redis server (or a
-//! replicated primary), not Redis Cluster.
+//! A batch is applied optimistically, in chunks of users whose round trips overlap: one pipeline
+//! reads the chunk's records, the transition runs here (the same code as the embedded store), and
+//! one pipeline writes each record with a compare-and-set script (only if it still holds what was
+//! read), answering which users changed meanwhile; those are read and applied again. In a
+//! consumer group a user's events come from one partition, so conflicts only happen around
+//! rebalances (a zombie's stale write is refused) or with several API processes on the
+//! in-process bus. Popularity increments of the applied interactions follow, once per batch.
+//! Every command names one user's keys (or the popularity key), and a user's keys share a hash
+//! slot (`{u}`), so the layout suits Redis Cluster.
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,24 +31,19 @@ use super::{
     UserState, UserStore, UserUpdate,
 };
 
-/// Writes `ARGV[2i]` to `KEYS[i]` when the key still holds `ARGV[2i-1]` (empty: absent);
-/// returns the (1-based) indices that did not.
+/// Writes `ARGV[2]` to `KEYS[1]` when the key still holds `ARGV[1]` (empty: absent); answers
+/// whether it did.
 const COMPARE_AND_SET_SCRIPT: &str = r#"
-local changed = {}
-for i = 1, #KEYS do
-  local current = redis.call('GET', KEYS[i]) or ''
-  if current == ARGV[2 * i - 1] then
-    redis.call('SET', KEYS[i], ARGV[2 * i])
-  else
-    changed[#changed + 1] = i
-  end
+local current = redis.call('GET', KEYS[1]) or ''
+if current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
 end
-return changed
+return 0
 "#;
 
-/// Users per `MGET` and per compare-and-set script call: bounds how long one command holds the
-/// server (other clients, such as the API's reads, wait meanwhile).
-const USERS_PER_COMMAND: usize = 500;
+/// Users per chunk of a batch: each chunk is one pipeline of reads and one of writes.
+const USERS_PER_CHUNK: usize = 500;
 /// Chunks of users in flight at once within a batch.
 const CONCURRENT_CHUNKS: usize = 4;
 /// Rounds of read-apply-write before giving up on users that other writers keep changing.
@@ -132,27 +128,22 @@ impl RedisStore {
         Ok(total)
     }
 
-    /// The stored records of `user_ids`, as bytes (empty: none yet).
+    /// The stored records of `user_ids`, as bytes (empty: none yet), in one round trip.
     async fn read_records(&self, user_ids: &[&str]) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut pipeline = redis::pipe();
-        for chunk in user_ids.chunks(USERS_PER_COMMAND) {
-            let keys: Vec<String> = chunk.iter().map(|user| self.record_key(user)).collect();
-            pipeline.cmd("MGET").arg(keys);
+        for user_id in user_ids {
+            pipeline.get(self.record_key(user_id));
         }
         let mut connection = self.connection.clone();
-        let chunks: Vec<Vec<Option<Vec<u8>>>> = pipeline
+        let records: Vec<Option<Vec<u8>>> = pipeline
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(chunks
-            .into_iter()
-            .flatten()
-            .map(Option::unwrap_or_default)
-            .collect())
+        Ok(records.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// Writes `(user, read bytes, new bytes)` where the record is still as read; returns the
-    /// positions in `writes` of the users whose record changed since.
+    /// Writes `(user, read bytes, new bytes)` where the record is still as read, in one round
+    /// trip; returns the positions in `writes` of the users whose record changed since.
     async fn compare_and_set(
         &self,
         writes: &[(&str, Vec<u8>, Vec<u8>)],
@@ -161,24 +152,20 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let mut pipeline = redis::pipe();
-        for chunk in writes.chunks(USERS_PER_COMMAND) {
-            let command = pipeline
+        for (user_id, read, written) in writes {
+            pipeline
                 .cmd("EVALSHA")
                 .arg(self.compare_and_set.get_hash())
-                .arg(chunk.len());
-            for (user_id, _, _) in chunk {
-                command.arg(self.record_key(user_id));
-            }
-            for (_, read, written) in chunk {
-                command.arg(read).arg(written);
-            }
+                .arg(1)
+                .arg(self.record_key(user_id))
+                .arg(read)
+                .arg(written);
         }
         let mut connection = self.connection.clone();
-        let replies: Vec<Vec<usize>> = match pipeline.query_async(&mut connection).await {
-            Ok(replies) => replies,
-            // A restarted server forgets loaded scripts: load it and send the batch again.
-            // Chunks that did run changed their records, so they now report a change and are
-            // simply applied again on top of what they wrote (their offsets make that a no-op).
+        let written: Vec<bool> = match pipeline.query_async(&mut connection).await {
+            Ok(written) => written,
+            // A restarted server forgets loaded scripts (every call of the pipeline failed the
+            // same way): load it and send the writes again.
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.compare_and_set
                     .prepare_invoke()
@@ -192,14 +179,11 @@ impl RedisStore {
             }
             Err(error) => return Err(unavailable(error)),
         };
-        Ok(replies
-            .into_iter()
+        Ok(written
+            .iter()
             .enumerate()
-            .flat_map(|(chunk, changed)| {
-                changed
-                    .into_iter()
-                    .map(move |position| chunk * USERS_PER_COMMAND + position - 1)
-            })
+            .filter(|(_, written)| !**written)
+            .map(|(position, _)| position)
             .collect())
     }
 
@@ -361,7 +345,7 @@ impl UserStore for RedisStore {
         // Chunks of users are independent (a user is in one chunk), so their round trips
         // overlap: the server works on one chunk while this side decodes and applies another.
         let chunk_futures: Vec<_> = merged
-            .chunks(USERS_PER_COMMAND)
+            .chunks(USERS_PER_CHUNK)
             .map(|users| self.apply_users(users))
             .collect();
         let chunks: Vec<ChunkResult> = futures::stream::iter(chunk_futures)
