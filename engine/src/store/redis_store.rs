@@ -21,14 +21,15 @@
 //! slot (`{u}`), so the layout suits Redis Cluster.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind};
 
 use super::{
-    AppliedInteraction, ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord,
-    UserState, UserStore, UserUpdate,
+    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
+    UserUpdate,
 };
 
 /// Writes `ARGV[2]` to `KEYS[1]` when the key still holds `ARGV[1]` (empty: absent); answers
@@ -49,11 +50,13 @@ const CONCURRENT_CHUNKS: usize = 4;
 /// Rounds of read-apply-write before giving up on users that other writers keep changing.
 const MAX_ROUNDS: usize = 50;
 
+/// Cheap to clone (shared connection and script): each chunk of a batch runs as its own task.
+#[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
-    key_prefix: String,
+    key_prefix: Arc<str>,
     limits: StoreLimits,
-    compare_and_set: Script,
+    compare_and_set: Arc<Script>,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -87,9 +90,9 @@ impl RedisStore {
             .map_err(unavailable)?;
         Ok(RedisStore {
             connection,
-            key_prefix: key_prefix.to_owned(),
+            key_prefix: key_prefix.into(),
             limits,
-            compare_and_set: Script::new(COMPARE_AND_SET_SCRIPT),
+            compare_and_set: Arc::new(Script::new(COMPARE_AND_SET_SCRIPT)),
         })
     }
 
@@ -189,9 +192,9 @@ impl RedisStore {
 
     /// Read, apply, compare-and-set, in rounds until every user's write went in (or the rounds
     /// or the server ran out). What was written is reported even when a later round failed.
-    async fn apply_users(&self, users: &[UserInteractions<'_>]) -> ChunkResult {
+    async fn apply_users(&self, users: &[UserUpdate]) -> ChunkResult {
         let mut result = ChunkResult::default();
-        let mut pending: Vec<&UserInteractions<'_>> = users.iter().collect();
+        let mut pending: Vec<&UserUpdate> = users.iter().collect();
         for _round in 0..MAX_ROUNDS {
             if pending.is_empty() {
                 return result;
@@ -213,19 +216,22 @@ impl RedisStore {
     /// One round: leaves in `pending` the users whose record changed since it was read.
     async fn apply_round(
         &self,
-        pending: &mut Vec<&UserInteractions<'_>>,
+        pending: &mut Vec<&UserUpdate>,
         result: &mut ChunkResult,
     ) -> Result<(), StoreError> {
-        let user_ids: Vec<&str> = pending.iter().map(|update| update.user_id).collect();
+        let user_ids: Vec<&str> = pending
+            .iter()
+            .map(|update| update.user_id.as_str())
+            .collect();
         let stored = self.read_records(&user_ids).await?;
         // What each user's write would do, counted only once the write is in.
         let mut writes = Vec::new();
         let mut effects = Vec::new();
         for (update, read) in pending.iter().zip(stored) {
-            let mut record = self.decode(update.user_id, &read)?;
+            let mut record = self.decode(&update.user_id, &read)?;
             let mut applied = Vec::new();
             let mut duplicates = 0;
-            for &interaction in &update.interactions {
+            for interaction in &update.interactions {
                 if record.apply(interaction, self.limits) {
                     applied.push(interaction);
                 } else {
@@ -236,7 +242,7 @@ impl RedisStore {
                 result.outcome.duplicates += duplicates;
                 continue;
             }
-            writes.push((update.user_id, read, record.encode()));
+            writes.push((update.user_id.as_str(), read, record.encode()));
             effects.push((applied, duplicates));
         }
         let changed = self.compare_and_set(&writes).await?;
@@ -259,7 +265,7 @@ impl RedisStore {
                 }
             }
         }
-        pending.retain(|update| retry.contains(update.user_id));
+        pending.retain(|update| retry.contains(&update.user_id));
         Ok(())
     }
 
@@ -280,31 +286,24 @@ struct ChunkResult {
     error: Option<StoreError>,
 }
 
-/// One user's interactions of a batch, in order.
-struct UserInteractions<'a> {
-    user_id: &'a str,
-    interactions: Vec<&'a AppliedInteraction>,
-}
-
-/// One entry per user, in first-appearance order, each user's interactions in order: a batch
-/// that names a user twice must not race with itself.
-fn merge_by_user(updates: &[UserUpdate]) -> Vec<UserInteractions<'_>> {
+/// One update per user, in first-appearance order, each user's interactions in order: a batch
+/// that names a user twice must not race with itself. Owned, as chunks move into tasks.
+fn merge_by_user(updates: &[UserUpdate]) -> Vec<UserUpdate> {
     let mut position_of: HashMap<&str, usize> = HashMap::with_capacity(updates.len());
-    let mut merged: Vec<UserInteractions<'_>> = Vec::with_capacity(updates.len());
+    let mut merged: Vec<UserUpdate> = Vec::with_capacity(updates.len());
     for update in updates
         .iter()
         .filter(|update| !update.interactions.is_empty())
     {
-        let position = *position_of
-            .entry(update.user_id.as_str())
-            .or_insert_with(|| {
-                merged.push(UserInteractions {
-                    user_id: &update.user_id,
-                    interactions: Vec::with_capacity(update.interactions.len()),
-                });
-                merged.len() - 1
-            });
-        merged[position].interactions.extend(&update.interactions);
+        match position_of.get(update.user_id.as_str()) {
+            Some(&position) => merged[position]
+                .interactions
+                .extend(update.interactions.iter().cloned()),
+            None => {
+                position_of.insert(&update.user_id, merged.len());
+                merged.push(update.clone());
+            }
+        }
     }
     merged
 }
@@ -341,14 +340,25 @@ impl UserStore for RedisStore {
     }
 
     async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError> {
-        let merged = merge_by_user(updates);
-        // Chunks of users are independent (a user is in one chunk), so their round trips
-        // overlap: the server works on one chunk while this side decodes and applies another.
-        let chunk_futures: Vec<_> = merged
-            .chunks(USERS_PER_CHUNK)
-            .map(|users| self.apply_users(users))
-            .collect();
-        let chunks: Vec<ChunkResult> = futures::stream::iter(chunk_futures)
+        let mut merged = merge_by_user(updates).into_iter().peekable();
+        // Chunks of users are independent (a user is in one chunk), so they run as tasks:
+        // their round trips overlap, and their decoding and applying use every core.
+        let mut chunk_tasks = Vec::new();
+        while merged.peek().is_some() {
+            let users: Vec<UserUpdate> = merged.by_ref().take(USERS_PER_CHUNK).collect();
+            let store = self.clone();
+            chunk_tasks.push(async move {
+                tokio::spawn(async move { store.apply_users(&users).await })
+                    .await
+                    .unwrap_or_else(|error| ChunkResult {
+                        error: Some(StoreError::Unavailable(format!(
+                            "applying a chunk of users failed: {error}"
+                        ))),
+                        ..ChunkResult::default()
+                    })
+            });
+        }
+        let chunks: Vec<ChunkResult> = futures::stream::iter(chunk_tasks)
             .buffer_unordered(CONCURRENT_CHUNKS)
             .collect()
             .await;
