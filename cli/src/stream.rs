@@ -181,6 +181,17 @@ async fn store_only_events_per_second(
     Ok(events.len() as f64 / started.elapsed().as_secs_f64())
 }
 
+/// User plus system CPU seconds of a process (`self` or a pid) on Linux, from `/proc/<pid>/stat`
+/// (whose clock ticks are always 1/100 s); `None` where that cannot be read.
+fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it start with field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 pub struct BenchStreamArgs {
     pub events: usize,
     pub users: usize,
@@ -224,9 +235,24 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         Arc::clone(&store),
         None,
     ));
+    let redis = engine::store::RedisStore::connect(
+        &config.state.url,
+        &config.state.key_prefix,
+        config.state.limits(),
+    )
+    .await?;
+    let redis_pid = redis.server_process_id().await?;
     let handle =
         consumer::start_consumer(&pipeline_config, &brokers, applier, "127.0.0.1:0".parse()?)
             .await?;
+    // CPU time is sampled from the first record on, as the rate is.
+    while handle.progress.first_record_at.get().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let cpu_before = (
+        process_cpu_seconds("self"),
+        redis_pid.and_then(|pid| process_cpu_seconds(&pid.to_string())),
+    );
     while handle.progress.committed_records.load(Ordering::Relaxed) < events.len() as u64 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -236,6 +262,10 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         .get()
         .map(|started| started.elapsed().as_secs_f64())
         .unwrap_or(f64::INFINITY);
+    let cpu_after = (
+        process_cpu_seconds("self"),
+        redis_pid.and_then(|pid| process_cpu_seconds(&pid.to_string())),
+    );
     handle.shutdown.cancel();
     let totals = handle.task.await?;
     let pipeline = events.len() as f64 / pipeline_seconds;
@@ -251,14 +281,23 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         "ratio pipeline / consume-only:    {:>9.2}",
         pipeline / ceiling
     );
+    // Where the consumer run's time went, in cores busy on average: this process is the
+    // consumer then (its producer is done); the broker, not counted here, serves the fetches.
+    let cores = |before: Option<f64>, after: Option<f64>| {
+        before
+            .zip(after)
+            .map_or("n/a".to_owned(), |(before, after)| {
+                format!("{:.2}", (after - before) / pipeline_seconds)
+            })
+    };
+    println!(
+        "  cores busy meanwhile: consumer {}, redis-server {} (of {})",
+        cores(cpu_before.0, cpu_after.0),
+        cores(cpu_before.1, cpu_after.1),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
 
     // 2. Memory per user with a full 50-item sequence.
-    let redis = engine::store::RedisStore::connect(
-        &config.state.url,
-        &config.state.key_prefix,
-        config.state.limits(),
-    )
-    .await?;
     let memory_user = format!("bench-memory-{stamp}");
     let interactions: Vec<engine::store::AppliedInteraction> = (0..config.state.max_history)
         .map(|step| engine::store::AppliedInteraction {

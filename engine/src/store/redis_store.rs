@@ -113,6 +113,21 @@ impl RedisStore {
         [self.record_key(user_id), self.recommendations_key(user_id)]
     }
 
+    /// The server's process id (`INFO server`), for benchmarks that account its CPU time when it
+    /// runs on the same machine.
+    pub async fn server_process_id(&self) -> Result<Option<u32>, StoreError> {
+        let mut connection = self.connection.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok()))
+    }
+
     /// Bytes Redis uses for everything stored about `user_id` (`MEMORY USAGE` of each key).
     pub async fn memory_usage_bytes(&self, user_id: &str) -> Result<u64, StoreError> {
         let mut connection = self.connection.clone();
