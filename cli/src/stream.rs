@@ -245,14 +245,17 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
     let handle =
         consumer::start_consumer(&pipeline_config, &brokers, applier, "127.0.0.1:0".parse()?)
             .await?;
+    let cpu_seconds = || {
+        (
+            process_cpu_seconds("self"),
+            redis_pid.and_then(|pid| process_cpu_seconds(&pid.to_string())),
+        )
+    };
     // CPU time is sampled from the first record on, as the rate is.
     while handle.progress.first_record_at.get().is_none() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
-    let cpu_before = (
-        process_cpu_seconds("self"),
-        redis_pid.and_then(|pid| process_cpu_seconds(&pid.to_string())),
-    );
+    let cpu_before = cpu_seconds();
     while handle.progress.committed_records.load(Ordering::Relaxed) < events.len() as u64 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -262,10 +265,7 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         .get()
         .map(|started| started.elapsed().as_secs_f64())
         .unwrap_or(f64::INFINITY);
-    let cpu_after = (
-        process_cpu_seconds("self"),
-        redis_pid.and_then(|pid| process_cpu_seconds(&pid.to_string())),
-    );
+    let cpu_after = cpu_seconds();
     handle.shutdown.cancel();
     let totals = handle.task.await?;
     let pipeline = events.len() as f64 / pipeline_seconds;

@@ -430,7 +430,7 @@ impl EventConsumer {
         let received_ms = now_ms();
         metrics::histogram!("recsys_consumer_batch_size").record(records.len() as f64);
         let (events, dead_letters) =
-            decode_records(records, self.settings.max_event_bytes, now_ms());
+            decode_records(records, self.settings.max_event_bytes, received_ms);
         self.send_dead_letters(&dead_letters).await?;
 
         let outcome = self
@@ -452,25 +452,27 @@ impl EventConsumer {
         let pushed = self.applier.push_recommendations(&events).await;
         let pushed_at = std::time::Instant::now();
         self.commit(records).await;
-        tracing::debug!(
-            records = records.len(),
-            oldest_age_ms = received_ms
-                - records
-                    .iter()
-                    .filter_map(|r| r.timestamp_ms)
-                    .min()
-                    .unwrap_or(received_ms),
-            newest_age_ms = received_ms
-                - records
-                    .iter()
-                    .filter_map(|r| r.timestamp_ms)
-                    .max()
-                    .unwrap_or(received_ms),
-            apply_ms = (applied_at - started).as_secs_f64() * 1e3,
-            push_ms = (pushed_at - applied_at).as_secs_f64() * 1e3,
-            commit_ms = pushed_at.elapsed().as_secs_f64() * 1e3,
-            "batch done"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // How old the batch's records were when it started: time spent before this process.
+            let (oldest, newest) = records
+                .iter()
+                .filter_map(|record| record.timestamp_ms)
+                .fold(None, |range: Option<(i64, i64)>, time| {
+                    Some(range.map_or((time, time), |(oldest, newest)| {
+                        (oldest.min(time), newest.max(time))
+                    }))
+                })
+                .unwrap_or((received_ms, received_ms));
+            tracing::debug!(
+                records = records.len(),
+                oldest_age_ms = received_ms - oldest,
+                newest_age_ms = received_ms - newest,
+                apply_ms = (applied_at - started).as_secs_f64() * 1e3,
+                push_ms = (pushed_at - applied_at).as_secs_f64() * 1e3,
+                commit_ms = pushed_at.elapsed().as_secs_f64() * 1e3,
+                "batch done"
+            );
+        }
         self.progress
             .committed_records
             .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
