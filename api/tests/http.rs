@@ -307,7 +307,7 @@ async fn history_and_item_lookups() {
         .collect();
     api.retriever
         .store()
-        .apply(&[UserUpdate {
+        .apply(vec![UserUpdate {
             user_id: "u9".into(),
             interactions,
         }])

@@ -273,9 +273,11 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
     println!("consume + commit only:            {ceiling:>9.0} events/s");
     println!("store only (no broker):           {store_only:>9.0} events/s");
     println!(
-        "consumer into {} ({} applied): {pipeline:>9.0} events/s",
+        "consumer into {} ({} applied, {} duplicates, {} dead letters): {pipeline:>9.0} events/s",
         store.backend(),
-        totals.applied
+        totals.applied,
+        totals.duplicates,
+        totals.dead_letters
     );
     println!(
         "ratio pipeline / consume-only:    {:>9.2}",
@@ -311,7 +313,7 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         })
         .collect();
     store
-        .apply(&[engine::store::UserUpdate {
+        .apply(vec![engine::store::UserUpdate {
             user_id: memory_user.clone(),
             interactions,
         }])

@@ -18,7 +18,12 @@ use testkit::{KafkaBroker, RedisServer};
 fn data_dir() -> PathBuf {
     std::env::var_os("RECSYS_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
+        .unwrap_or_else(|| {
+            // Read when the test runs: the binary may come from another checkout (shared
+            // target dir).
+            PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("../data")
+        })
 }
 
 struct ConsumerProcess {

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use engine::popularity::now_ms;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use schemas::{EventType, InteractionEvent};
+use tokio_util::sync::CancellationToken;
 
-use crate::kafka_consumer::{next_offsets, ConsumerSettings, RawRecord};
+use crate::kafka_consumer::{receive_batch, ConsumerSettings, NextOffsets};
 use crate::replay::{replay, ReplayOptions, ReplayTarget, ReplayTimestamps};
 
 /// Events of `users` users over `items` items, stamped now (so they are valid and decay little).
@@ -55,8 +57,8 @@ pub async fn produce_all(
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// The same client as the consumer (librdkafka, same batching, records copied out, offsets
-/// stored and committed after every batch) doing nothing else: the ceiling for the pipeline.
+/// The same client as the consumer (librdkafka, the same batching code, offsets stored and
+/// committed after every batch) doing nothing with the records: the ceiling for the pipeline.
 /// Returns events per second from the first record to the last commit.
 pub async fn consume_and_commit_only(
     settings: &ConsumerSettings,
@@ -64,29 +66,33 @@ pub async fn consume_and_commit_only(
 ) -> anyhow::Result<f64> {
     let consumer: Arc<StreamConsumer> = Arc::new(settings.client_config().create()?);
     consumer.subscribe(&[&settings.topic])?;
-    let max_batch = settings.max_batch_events;
-    let max_wait = settings.max_batch_wait;
+    let never_cancelled = CancellationToken::new();
     let mut consumed = 0;
     let mut first_record_at = None;
     while consumed < expected {
-        let mut batch: Vec<RawRecord> = Vec::with_capacity(max_batch);
-        let first = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
-        first_record_at.get_or_insert_with(Instant::now);
-        batch.push(RawRecord::from_message(&first));
-        let closes_at = tokio::time::sleep(max_wait);
-        tokio::pin!(closes_at);
-        while batch.len() < max_batch {
-            tokio::select! {
-                () = &mut closes_at => break,
-                received = consumer.recv() => batch.push(RawRecord::from_message(&received?)),
-            }
-        }
-        let offsets = next_offsets(&settings.topic, &batch);
-        consumer.store_offsets(&offsets)?;
+        let mut next_offsets = NextOffsets::default();
+        let received = tokio::time::timeout(
+            Duration::from_secs(60),
+            receive_batch(
+                &consumer,
+                settings.max_batch_events,
+                settings.max_batch_wait,
+                // Committing is all this client does with a batch: it is always ready for the
+                // next.
+                std::future::ready(()),
+                &never_cancelled,
+                |message| {
+                    first_record_at.get_or_insert_with(Instant::now);
+                    next_offsets.observe(message.partition(), message.offset());
+                },
+            ),
+        )
+        .await??;
+        consumer.store_offsets(&next_offsets.to_list(&settings.topic))?;
         let committer = Arc::clone(&consumer);
         tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))
             .await??;
-        consumed += batch.len();
+        consumed += received;
     }
     let seconds = first_record_at
         .map(|started| started.elapsed().as_secs_f64())

@@ -28,6 +28,7 @@
 //! store is back; its uncommitted records are redelivered and skipped where already applied.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -95,7 +96,7 @@ impl ConsumerSettings {
     }
 }
 
-/// A record copied out of librdkafka's buffers.
+/// A refused record's bytes, copied out of librdkafka's buffers (only dead letters need them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRecord {
     pub partition: i32,
@@ -118,20 +119,73 @@ impl RawRecord {
     }
 }
 
-/// The offset to commit for each partition of `records`: one past its last record.
-pub fn next_offsets(topic: &str, records: &[RawRecord]) -> TopicPartitionList {
-    let mut next_of_partition: BTreeMap<i32, i64> = BTreeMap::new();
-    for record in records {
-        let next = next_of_partition.entry(record.partition).or_insert(0);
-        *next = (*next).max(record.offset + 1);
+/// The offset to commit for each partition of a batch: one past its last record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NextOffsets(BTreeMap<i32, i64>);
+
+impl NextOffsets {
+    pub fn observe(&mut self, partition: i32, offset: i64) {
+        let next = self.0.entry(partition).or_insert(0);
+        *next = (*next).max(offset + 1);
     }
-    let mut offsets = TopicPartitionList::new();
-    for (partition, offset) in next_of_partition {
-        if let Err(error) = offsets.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-            tracing::warn!(%error, partition, "cannot record an offset");
+
+    pub fn to_list(&self, topic: &str) -> TopicPartitionList {
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &offset) in &self.0 {
+            if let Err(error) =
+                offsets.add_partition_offset(topic, partition, Offset::Offset(offset))
+            {
+                tracing::warn!(%error, partition, "cannot record an offset");
+            }
+        }
+        offsets
+    }
+}
+
+/// Receives one batch, handing each record to `on_record` while it is still in librdkafka's
+/// buffer. The batch closes at `max_events` records, or once `max_wait` has passed since its
+/// first record *and* `ready` has completed: a consumer passes "the previous batch is taken",
+/// so that under a backlog a batch keeps everything that arrived while the previous one was
+/// written (a user's events coalesce into one write) and at a low rate it closes after
+/// `max_wait`. Returns how many were received: 0 when `cancelled` fired first. Used by the
+/// consumer and by the benchmark's consume-only client, so the two batch alike.
+pub async fn receive_batch<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    max_events: usize,
+    max_wait: Duration,
+    ready: impl Future<Output = ()>,
+    cancelled: &CancellationToken,
+    mut on_record: impl FnMut(&BorrowedMessage<'_>),
+) -> KafkaResult<usize> {
+    tokio::select! {
+        biased;
+        () = cancelled.cancelled() => return Ok(0),
+        received = consumer.recv() => on_record(&received?),
+    }
+    let mut count = 1;
+    let waited = tokio::time::sleep(max_wait);
+    tokio::pin!(waited, ready);
+    let mut max_wait_passed = false;
+    while count < max_events {
+        tokio::select! {
+            biased;
+            () = cancelled.cancelled() => break,
+            () = &mut waited, if !max_wait_passed => max_wait_passed = true,
+            () = &mut ready, if max_wait_passed => break,
+            received = consumer.recv() => match received {
+                Ok(message) => {
+                    on_record(&message);
+                    count += 1;
+                }
+                // What was received is handled; the next batch meets the error again.
+                Err(error) => {
+                    tracing::warn!(%error, "kafka receive failed");
+                    break;
+                }
+            },
         }
     }
-    offsets
+    Ok(count)
 }
 
 /// A record refused, with why.
@@ -143,54 +197,68 @@ pub struct DeadLetter {
     pub message: String,
 }
 
-/// Splits records into valid events (with their log positions) and dead letters. A valid event
-/// must also be keyed by its own user id: that key is what keeps a user's events in one
-/// partition, in order.
-pub fn decode_records(
-    records: &[RawRecord],
-    max_event_bytes: usize,
-    now_ms: i64,
-) -> (Vec<ReceivedEvent>, Vec<DeadLetter>) {
-    let limits = EventLimits {
-        max_event_bytes,
-        now_ms,
-    };
-    let mut events = Vec::with_capacity(records.len());
-    let mut dead_letters = Vec::new();
-    for record in records {
-        let payload = record.payload.as_deref().unwrap_or_default();
+/// A received batch, decoded as it arrived: valid events with their log positions, dead
+/// letters, and the offsets to commit once all of them are handled.
+#[derive(Debug, Default)]
+pub struct ReceivedBatch {
+    pub records: usize,
+    pub events: Vec<ReceivedEvent>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub next_offsets: NextOffsets,
+    /// When its first record arrived (ms since the epoch).
+    pub received_ms: i64,
+}
+
+impl ReceivedBatch {
+    fn new(received_ms: i64) -> ReceivedBatch {
+        ReceivedBatch {
+            received_ms,
+            ..ReceivedBatch::default()
+        }
+    }
+
+    /// Decodes `message` into an event or a dead letter. A valid event must also be keyed by its
+    /// own user id: that key is what keeps a user's events in one partition, in order.
+    pub fn push(&mut self, message: &impl Message, max_event_bytes: usize) {
+        self.records += 1;
+        self.next_offsets
+            .observe(message.partition(), message.offset());
+        let limits = EventLimits {
+            max_event_bytes,
+            now_ms: self.received_ms,
+        };
+        let payload = message.payload().unwrap_or_default();
         let event = match InteractionEvent::decode(payload, limits) {
             Ok(event) => event,
             Err(rejection) => {
-                dead_letters.push(DeadLetter {
-                    record: record.clone(),
+                self.dead_letters.push(DeadLetter {
+                    record: RawRecord::from_message(message),
                     reason: rejection.reason.as_str(),
                     message: rejection.message,
                 });
-                continue;
+                return;
             }
         };
-        if record.key.as_deref() != Some(event.user_id.as_bytes()) {
-            dead_letters.push(DeadLetter {
-                record: record.clone(),
+        if message.key() != Some(event.user_id.as_bytes()) {
+            self.dead_letters.push(DeadLetter {
+                record: RawRecord::from_message(message),
                 reason: "key_mismatch",
                 message: format!(
                     "the record key must be the user id '{}' (it decides the partition, hence the order of the user's events)",
                     event.user_id
                 ),
             });
-            continue;
+            return;
         }
-        events.push(ReceivedEvent {
+        self.events.push(ReceivedEvent {
             event,
             position: Some(SourcePosition {
-                partition: record.partition,
-                offset: record.offset,
+                partition: message.partition(),
+                offset: message.offset(),
             }),
-            logged_at_ms: record.timestamp_ms.unwrap_or(now_ms),
+            logged_at_ms: message.timestamp().to_millis().unwrap_or(self.received_ms),
         });
     }
-    (events, dead_letters)
 }
 
 /// How far before its committed offset a newly assigned partition is read again: at least one
@@ -347,24 +415,24 @@ impl EventConsumer {
     }
 
     /// Consumes until `cancelled`; the batch in flight is finished and committed first.
+    ///
+    /// Batches are received and decoded by their own task while the previous one is written, so
+    /// on a multi-core runtime the two run side by side. At most one received batch waits (a
+    /// bounded channel); a received batch that was not processed when shutdown came is simply
+    /// not committed, and is redelivered.
     pub async fn run(&self) -> RunTotals {
         let mut totals = RunTotals::default();
         self.health.set_ready();
-        let mut records = Vec::new();
-        loop {
-            if records.is_empty() {
-                if self.cancelled.is_cancelled() {
-                    break;
-                }
-                records = self.next_batch().await;
-                continue;
-            }
-            // The next batch is received while this one waits for the store, the pushes and the
-            // commit (one task, interleaved at every await), instead of after it. Batches are
-            // still applied and committed one after another.
-            let (processed, next) = tokio::join!(self.process_batch(&records), self.next_batch());
-            records = next;
-            match processed {
+        let (batches, mut received) = tokio::sync::mpsc::channel(1);
+        let receiver = tokio::spawn(receive_batches(
+            Arc::clone(&self.consumer),
+            self.settings.clone(),
+            self.cancelled.clone(),
+            Arc::clone(&self.progress),
+            batches,
+        ));
+        while let Some(batch) = received.recv().await {
+            match self.process_batch(&batch).await {
                 Ok((outcome, dead_letters)) => {
                     totals.batches += 1;
                     totals.applied += outcome.applied as u64;
@@ -378,65 +446,29 @@ impl EventConsumer {
                 break;
             }
         }
+        // The receiver stops at cancellation; dropping our end also ends it if it waits to send.
+        drop(received);
+        if let Err(error) = receiver.await {
+            tracing::error!(%error, "the batch receiver failed");
+        }
         self.health.set_not_ready("shutting down");
         totals
-    }
-
-    /// Up to `max_batch_events` records, or what arrived within `max_batch_wait` of the first.
-    /// Empty when cancelled before any record arrived.
-    async fn next_batch(&self) -> Vec<RawRecord> {
-        let mut records = Vec::new();
-        tokio::select! {
-            biased;
-            () = self.cancelled.cancelled() => return records,
-            received = self.consumer.recv() => match received {
-                Ok(message) => records.push(RawRecord::from_message(&message)),
-                Err(error) => {
-                    tracing::warn!(%error, "kafka receive failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    return records;
-                }
-            },
-        }
-        self.progress
-            .first_record_at
-            .get_or_init(std::time::Instant::now);
-        let closes_at = tokio::time::sleep(self.settings.max_batch_wait);
-        tokio::pin!(closes_at);
-        while records.len() < self.settings.max_batch_events {
-            tokio::select! {
-                biased;
-                () = self.cancelled.cancelled() => break,
-                () = &mut closes_at => break,
-                received = self.consumer.recv() => match received {
-                    Ok(message) => records.push(RawRecord::from_message(&message)),
-                    Err(error) => {
-                        tracing::warn!(%error, "kafka receive failed");
-                        break;
-                    }
-                },
-            }
-        }
-        records
     }
 
     /// Dead letters out, valid events into the store, recommendations pushed, offsets committed.
     /// Returns the store outcome and the number of dead letters.
     pub async fn process_batch(
         &self,
-        records: &[RawRecord],
+        batch: &ReceivedBatch,
     ) -> Result<(BatchOutcome, usize), Stopped> {
         let started = std::time::Instant::now();
-        let received_ms = now_ms();
-        metrics::histogram!("recsys_consumer_batch_size").record(records.len() as f64);
-        let (events, dead_letters) =
-            decode_records(records, self.settings.max_event_bytes, received_ms);
-        self.send_dead_letters(&dead_letters).await?;
+        metrics::histogram!("recsys_consumer_batch_size").record(batch.records as f64);
+        self.send_dead_letters(&batch.dead_letters).await?;
 
         let outcome = self
             .applier
             .apply_until_stored(
-                &events,
+                &batch.events,
                 &self.settings.backoff,
                 &self.cancelled,
                 |failure| match failure {
@@ -449,24 +481,26 @@ impl EventConsumer {
             .await
             .ok_or(Stopped)?;
         let applied_at = std::time::Instant::now();
-        let pushed = self.applier.push_recommendations(&events).await;
+        let pushed = self.applier.push_recommendations(&batch.events).await;
         let pushed_at = std::time::Instant::now();
-        self.commit(records).await;
+        self.commit(&batch.next_offsets).await;
         if tracing::enabled!(tracing::Level::DEBUG) {
-            // How old the batch's records were when it started: time spent before this process.
-            let (oldest, newest) = records
+            // How old the batch's events were when it was received: time spent before this
+            // process.
+            let (oldest, newest) = batch
+                .events
                 .iter()
-                .filter_map(|record| record.timestamp_ms)
+                .map(|received| received.logged_at_ms)
                 .fold(None, |range: Option<(i64, i64)>, time| {
                     Some(range.map_or((time, time), |(oldest, newest)| {
                         (oldest.min(time), newest.max(time))
                     }))
                 })
-                .unwrap_or((received_ms, received_ms));
+                .unwrap_or((batch.received_ms, batch.received_ms));
             tracing::debug!(
-                records = records.len(),
-                oldest_age_ms = received_ms - oldest,
-                newest_age_ms = received_ms - newest,
+                records = batch.records,
+                oldest_age_ms = batch.received_ms - oldest,
+                newest_age_ms = batch.received_ms - newest,
                 apply_ms = (applied_at - started).as_secs_f64() * 1e3,
                 push_ms = (pushed_at - applied_at).as_secs_f64() * 1e3,
                 commit_ms = pushed_at.elapsed().as_secs_f64() * 1e3,
@@ -475,8 +509,8 @@ impl EventConsumer {
         }
         self.progress
             .committed_records
-            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok((BatchOutcome { pushed, ..outcome }, dead_letters.len()))
+            .fetch_add(batch.records as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok((BatchOutcome { pushed, ..outcome }, batch.dead_letters.len()))
     }
 
     /// Produces every dead letter and waits for their delivery, retrying with backoff: their
@@ -572,8 +606,8 @@ impl EventConsumer {
     /// Stores the next offset of every partition of the batch and commits synchronously. A
     /// failed commit is not fatal: the offsets stay stored and go with the next commit (or the
     /// one on revocation), and anything redelivered meanwhile is skipped by the store.
-    async fn commit(&self, records: &[RawRecord]) {
-        let offsets = next_offsets(&self.settings.topic, records);
+    async fn commit(&self, next_offsets: &NextOffsets) {
+        let offsets = next_offsets.to_list(&self.settings.topic);
         if let Err(error) = self.consumer.store_offsets(&offsets) {
             // Partitions revoked while the batch was in flight: their new owner redelivers.
             tracing::info!(%error, "offsets not stored (partitions revoked?)");
@@ -596,8 +630,60 @@ impl EventConsumer {
     }
 }
 
+/// Receives and decodes batches until `cancelled` (or until the processing side is gone),
+/// handing each to `batches`.
+async fn receive_batches(
+    consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
+    settings: ConsumerSettings,
+    cancelled: CancellationToken,
+    progress: Arc<ConsumerProgress>,
+    batches: tokio::sync::mpsc::Sender<ReceivedBatch>,
+) {
+    while !cancelled.is_cancelled() {
+        let mut batch = ReceivedBatch::new(0);
+        let received = receive_batch(
+            &consumer,
+            settings.max_batch_events,
+            settings.max_batch_wait,
+            // The previous batch is taken (the channel has room): dropping the permit leaves
+            // the room to the `send` below, as this task is the only sender.
+            async {
+                let _ = batches.reserve().await;
+            },
+            &cancelled,
+            |message| {
+                if batch.records == 0 {
+                    batch.received_ms = now_ms();
+                    progress
+                        .first_record_at
+                        .get_or_init(std::time::Instant::now);
+                }
+                batch.push(message, settings.max_event_bytes);
+            },
+        )
+        .await;
+        match received {
+            Ok(0) => {}
+            Ok(_) => {
+                if batches.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "kafka receive failed");
+                tokio::select! {
+                    () = cancelled.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
     use super::*;
 
     #[test]
@@ -625,39 +711,42 @@ mod tests {
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
     }
 
-    fn record(offset: i64, key: &str, payload: &str) -> RawRecord {
-        RawRecord {
-            partition: 3,
+    fn record(offset: i64, key: &str, payload: Option<&str>) -> OwnedMessage {
+        OwnedMessage::new(
+            payload.map(|payload| payload.as_bytes().to_vec()),
+            Some(key.as_bytes().to_vec()),
+            "events".into(),
+            Timestamp::CreateTime(1_780_000_000_000),
+            3,
             offset,
-            key: Some(key.as_bytes().to_vec()),
-            payload: Some(payload.as_bytes().to_vec()),
-            timestamp_ms: Some(1_780_000_000_000),
-        }
+            None,
+        )
     }
 
     #[test]
     fn records_split_into_positioned_events_and_reasoned_dead_letters() {
         let good = r#"{"event_id":"e1","user_id":"7","item_id":"42","event_type":"view","event_time_ms":1780000000000}"#;
-        let records = [
-            record(10, "7", good),
-            record(11, "7", "{not json"),
-            record(12, "8", good),
-            RawRecord {
-                payload: None,
-                ..record(13, "7", "")
-            },
-        ];
-        let (events, dead_letters) = decode_records(&records, 4096, 1_780_000_000_000);
-        assert_eq!(events.len(), 1);
+        let mut batch = ReceivedBatch::new(1_780_000_000_500);
+        for message in [
+            record(10, "7", Some(good)),
+            record(11, "7", Some("{not json")),
+            record(12, "8", Some(good)),
+            record(13, "7", None),
+        ] {
+            batch.push(&message, 4096);
+        }
+        assert_eq!(batch.records, 4);
+        assert_eq!(batch.events.len(), 1);
         assert_eq!(
-            events[0].position,
+            batch.events[0].position,
             Some(SourcePosition {
                 partition: 3,
                 offset: 10
             })
         );
-        assert_eq!(events[0].logged_at_ms, 1_780_000_000_000);
-        let reasons: Vec<(i64, &str)> = dead_letters
+        assert_eq!(batch.events[0].logged_at_ms, 1_780_000_000_000);
+        let reasons: Vec<(i64, &str)> = batch
+            .dead_letters
             .iter()
             .map(|dead_letter| (dead_letter.record.offset, dead_letter.reason))
             .collect();
@@ -668,6 +757,19 @@ mod tests {
                 (12, "key_mismatch"),
                 (13, "invalid_json")
             ]
+        );
+        // A dead letter keeps the record's bytes for the dead-letter topic.
+        assert_eq!(
+            batch.dead_letters[0].record.payload.as_deref(),
+            Some("{not json".as_bytes())
+        );
+        // Every record, dead or not, is committed past.
+        let offsets = batch.next_offsets.to_list("events");
+        assert_eq!(
+            offsets
+                .find_partition("events", 3)
+                .map(|element| element.offset()),
+            Some(Offset::Offset(14))
         );
     }
 }

@@ -142,7 +142,7 @@ impl EventApplier {
         }
         let updates = self.updates(events);
         let started = Instant::now();
-        let stored = self.store.apply(&updates).await?;
+        let stored = self.store.apply(updates).await?;
         metrics::histogram!("recsys_consumer_apply_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("recsys_consumer_events_total", "outcome" => "applied")

@@ -74,7 +74,7 @@ pub async fn remember(store: &dyn UserStore, user_id: &str, items: &[&str]) {
         })
         .collect();
     store
-        .apply(&[UserUpdate {
+        .apply(vec![UserUpdate {
             user_id: user_id.to_owned(),
             interactions,
         }])

@@ -57,7 +57,7 @@ pub async fn prepare_retrieve_load(
                 }
             })
             .collect();
-        store.apply(&updates).await?;
+        store.apply(updates).await?;
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let bodies = (0..requests)

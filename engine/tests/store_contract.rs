@@ -81,7 +81,7 @@ mod contract {
             .enumerate()
             .map(|(time, item)| interaction(item, time as i64 * 1000, None))
             .collect();
-        let outcome = store.apply(&[update("u1", interactions)]).await.unwrap();
+        let outcome = store.apply(vec![update("u1", interactions)]).await.unwrap();
         assert_eq!((outcome.applied, outcome.duplicates), (9, 0));
         let state = store.user_state("u1").await.unwrap();
         // a b c a d e f without repeats, last 5 kept.
@@ -91,7 +91,7 @@ mod contract {
 
         // A later batch continues the same sequence; a repeat across batches is also dropped.
         store
-            .apply(&[update(
+            .apply(vec![update(
                 "u1",
                 vec![interaction("f", 9000, None), interaction("g", 10_000, None)],
             )])
@@ -105,10 +105,10 @@ mod contract {
         let interactions = (0..12)
             .map(|n| interaction(&format!("i{n:02}"), n * 10, None))
             .collect();
-        store.apply(&[update("u2", interactions)]).await.unwrap();
+        store.apply(vec![update("u2", interactions)]).await.unwrap();
         // Seeing i00 again makes it recent, so i04 goes instead of it.
         store
-            .apply(&[update(
+            .apply(vec![update(
                 "u2",
                 vec![interaction("i00", 500, None), interaction("i12", 510, None)],
             )])
@@ -132,7 +132,7 @@ mod contract {
             ),
             update("u4", vec![interaction("z", 3, Some((1, 7)))]),
         ];
-        let first = store.apply(&batch).await.unwrap();
+        let first = store.apply(batch.clone()).await.unwrap();
         assert_eq!((first.applied, first.duplicates), (3, 0));
         let before = (
             store.user_state("u3").await.unwrap(),
@@ -140,7 +140,7 @@ mod contract {
         );
 
         assert_eq!(before.0.history_version, 2);
-        let again = store.apply(&batch).await.unwrap();
+        let again = store.apply(batch.clone()).await.unwrap();
         assert_eq!((again.applied, again.duplicates), (0, 3));
         let after = (
             store.user_state("u3").await.unwrap(),
@@ -150,7 +150,7 @@ mod contract {
 
         // A batch overlapping the applied range applies only what is new, per partition.
         let overlap = store
-            .apply(&[update(
+            .apply(vec![update(
                 "u3",
                 vec![
                     interaction("y", 2, Some((0, 11))),
@@ -169,7 +169,7 @@ mod contract {
 
     pub async fn users_do_not_see_each_other(store: &dyn UserStore) {
         store
-            .apply(&[
+            .apply(vec![
                 update("alice", vec![interaction("a1", 1, None)]),
                 update("bob", vec![interaction("b1", 1, None)]),
             ])
@@ -182,7 +182,7 @@ mod contract {
         assert_eq!(store.user_state("bob").await.unwrap().recent_items, ["b1"]);
         // User ids with characters that matter to key syntax stay isolated too.
         store
-            .apply(&[update("{weird}:id", vec![interaction("w1", 1, None)])])
+            .apply(vec![update("{weird}:id", vec![interaction("w1", 1, None)])])
             .await
             .unwrap();
         assert_eq!(
@@ -199,7 +199,7 @@ mod contract {
 
     pub async fn cached_recommendations_round_trip_next_to_the_history(store: &dyn UserStore) {
         store
-            .apply(&[update("u5", vec![interaction("a", 100, None)])])
+            .apply(vec![update("u5", vec![interaction("a", 100, None)])])
             .await
             .unwrap();
         let cached = CachedRecommendations {
@@ -228,7 +228,7 @@ mod contract {
         assert_eq!(state.history_version, 1);
         // Applying events keeps the cache slot; readers compare its event time with the history's.
         store
-            .apply(&[update("u5", vec![interaction("d", 200, None)])])
+            .apply(vec![update("u5", vec![interaction("d", 200, None)])])
             .await
             .unwrap();
         let state = store.user_state("u5").await.unwrap();
@@ -236,7 +236,7 @@ mod contract {
         assert_eq!(state.newest_event_time_ms, Some(200));
         // An event older than the newest one still moves the version on.
         store
-            .apply(&[update("u5", vec![interaction("e", 50, None)])])
+            .apply(vec![update("u5", vec![interaction("e", 50, None)])])
             .await
             .unwrap();
         let state = store.user_state("u5").await.unwrap();
@@ -276,12 +276,12 @@ mod contract {
             update("p1", vec![weighted("a", 1, 1.0), weighted("b", 2, 2.0)]),
             update("p2", vec![weighted("a", 3, 4.0)]),
         ];
-        store.apply(&batch).await.unwrap();
+        store.apply(batch.to_vec()).await.unwrap();
         // Redelivered (same positions): nothing more is counted.
-        store.apply(&batch).await.unwrap();
+        store.apply(batch.to_vec()).await.unwrap();
         // Partly redelivered: only the new interaction counts.
         store
-            .apply(&[update(
+            .apply(vec![update(
                 "p1",
                 vec![weighted("b", 2, 2.0), weighted("c", 5, 0.5)],
             )])
@@ -316,9 +316,10 @@ mod contract {
         };
         let batches: Vec<Vec<UserUpdate>> =
             (0..8).map(|partition| vec![writer(partition)]).collect();
-        let first = futures::future::join_all(batches.iter().map(|batch| store.apply(batch))).await;
+        let first =
+            futures::future::join_all(batches.iter().map(|batch| store.apply(batch.clone()))).await;
         let second =
-            futures::future::join_all(batches.iter().map(|batch| store.apply(batch))).await;
+            futures::future::join_all(batches.iter().map(|batch| store.apply(batch.clone()))).await;
         let applied: usize = first
             .iter()
             .map(|outcome| outcome.as_ref().unwrap().applied)
@@ -383,7 +384,7 @@ async fn embedded_state_survives_a_reopen() {
             .await
             .unwrap();
         store
-            .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
+            .apply(vec![update("u", vec![interaction("a", 1, Some((0, 1)))])])
             .await
             .unwrap();
     }
@@ -392,7 +393,7 @@ async fn embedded_state_survives_a_reopen() {
         .unwrap();
     assert_eq!(reopened.user_state("u").await.unwrap().recent_items, ["a"]);
     let again = reopened
-        .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
+        .apply(vec![update("u", vec![interaction("a", 1, Some((0, 1)))])])
         .await
         .unwrap();
     assert_eq!(again.duplicates, 1);
@@ -403,13 +404,13 @@ async fn redis_state_survives_a_server_restart_and_scripts_reload() {
     let mut server = testkit::RedisServer::start();
     let store = redis_store(&server, "restart").await;
     store
-        .apply(&[update("u", vec![interaction("a", 1, Some((0, 1)))])])
+        .apply(vec![update("u", vec![interaction("a", 1, Some((0, 1)))])])
         .await
         .unwrap();
     server.restart();
     // The restarted server has the data (append-only file) but not the script; the store reloads it.
     let mut outcome = store
-        .apply(&[update("u", vec![interaction("b", 2, Some((0, 2)))])])
+        .apply(vec![update("u", vec![interaction("b", 2, Some((0, 2)))])])
         .await;
     for _ in 0..20 {
         if outcome.is_ok() {
@@ -417,7 +418,7 @@ async fn redis_state_survives_a_server_restart_and_scripts_reload() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         outcome = store
-            .apply(&[update("u", vec![interaction("b", 2, Some((0, 2)))])])
+            .apply(vec![update("u", vec![interaction("b", 2, Some((0, 2)))])])
             .await;
     }
     assert_eq!(outcome.unwrap().applied, 1);

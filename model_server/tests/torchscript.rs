@@ -15,10 +15,11 @@ struct ExpectedCase {
 #[tokio::test]
 async fn exported_module_reproduces_pytorch_outputs() {
     let bundle_dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/export_torchscript.py");
+    let script = common::manifest_dir().join("scripts/export_torchscript.py");
     let python = common::python_with_torch();
     let status = Command::new(&python)
-        .args([script, "--out"])
+        .arg(&script)
+        .arg("--out")
         .arg(bundle_dir.path())
         .args([
             "--num-items",
@@ -68,9 +69,10 @@ async fn exported_module_reproduces_pytorch_outputs() {
 #[test]
 fn a_module_with_the_wrong_output_is_rejected_at_load() {
     let bundle_dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/export_torchscript.py");
+    let script = common::manifest_dir().join("scripts/export_torchscript.py");
     let status = Command::new(common::python_with_torch())
-        .args([script, "--out"])
+        .arg(&script)
+        .arg("--out")
         .arg(bundle_dir.path())
         .args(["--num-items", "10", "--dim", "8"])
         .status()

@@ -189,8 +189,7 @@ impl UserStore for EmbeddedStore {
         .await
     }
 
-    async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError> {
-        let updates = updates.to_vec();
+    async fn apply(&self, updates: Vec<UserUpdate>) -> Result<ApplyOutcome, StoreError> {
         let limits = self.limits;
         self.blocking(move |database| {
             let transaction = database.begin_write().map_err(unavailable)?;

@@ -131,7 +131,7 @@ pub trait UserStore: Send + Sync + 'static {
     /// The popularity increments of the applied interactions are added too (in the same
     /// transaction on the embedded store; right after the users' records on Redis, so a crash
     /// between the two loses at most that batch's increments and never counts one twice).
-    async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError>;
+    async fn apply(&self, updates: Vec<UserUpdate>) -> Result<ApplyOutcome, StoreError>;
 
     /// Writes users' pushed recommendations into their cache slots, in one round trip.
     async fn put_cached_recommendations(

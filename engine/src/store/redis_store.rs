@@ -21,11 +21,13 @@
 //! slot (`{u}`), so the layout suits Redis Cluster.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind};
+use redis::io::tcp::TcpSettings;
+use redis::{AsyncCommands, ErrorKind, IntoConnectionInfo, Script, ServerErrorKind};
 
 use super::{
     ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
@@ -50,10 +52,16 @@ const CONCURRENT_CHUNKS: usize = 4;
 /// Rounds of read-apply-write before giving up on users that other writers keep changing.
 const MAX_ROUNDS: usize = 50;
 
-/// Cheap to clone (shared connection and script): each chunk of a batch runs as its own task.
+/// Connections to the server. Redis serves one connection's commands in order and redis-rs
+/// reads one connection's replies on one task, so a batch's concurrent chunks each take their
+/// own connection.
+const CONNECTIONS: usize = CONCURRENT_CHUNKS;
+
+/// Cheap to clone (shared connections and script): each chunk of a batch runs as its own task.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connections: Arc<[ConnectionManager]>,
+    next_connection: Arc<AtomicUsize>,
     key_prefix: Arc<str>,
     limits: StoreLimits,
     compare_and_set: Arc<Script>,
@@ -75,25 +83,42 @@ impl RedisStore {
                 problem: format!("key prefix '{key_prefix}' must be non-empty and free of braces"),
             });
         }
-        let client = redis::Client::open(url).map_err(|error| StoreError::InvalidUrl {
+        let invalid = |error: redis::RedisError| StoreError::InvalidUrl {
             url: url.to_owned(),
             problem: error.to_string(),
-        })?;
+        };
+        // Without TCP_NODELAY (redis-rs leaves Nagle on) the tail of a pipelined write waits for
+        // the server's acknowledgement of the part before it.
+        let connection_info = url
+            .into_connection_info()
+            .map_err(invalid)?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(connection_info).map_err(invalid)?;
         // Bounded waits: a dead server must turn into an error the caller can fall back on, not a
         // request that hangs.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
             .set_response_timeout(Some(std::time::Duration::from_secs(2)))
             .set_number_of_retries(2);
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
+        let connections = futures::future::try_join_all(
+            (0..CONNECTIONS)
+                .map(|_| ConnectionManager::new_with_config(client.clone(), config.clone())),
+        )
+        .await
+        .map_err(unavailable)?;
         Ok(RedisStore {
-            connection,
+            connections: connections.into(),
+            next_connection: Arc::default(),
             key_prefix: key_prefix.into(),
             limits,
             compare_and_set: Arc::new(Script::new(COMPARE_AND_SET_SCRIPT)),
         })
+    }
+
+    /// The connections in turn (each a cheap handle to a shared multiplexed connection).
+    fn connection(&self) -> ConnectionManager {
+        let turn = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.connections[turn % self.connections.len()].clone()
     }
 
     fn record_key(&self, user_id: &str) -> String {
@@ -116,7 +141,7 @@ impl RedisStore {
     /// The server's process id (`INFO server`), for benchmarks that account its CPU time when it
     /// runs on the same machine.
     pub async fn server_process_id(&self) -> Result<Option<u32>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let info: String = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut connection)
@@ -130,7 +155,7 @@ impl RedisStore {
 
     /// Bytes Redis uses for everything stored about `user_id` (`MEMORY USAGE` of each key).
     pub async fn memory_usage_bytes(&self, user_id: &str) -> Result<u64, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut total = 0;
         for key in self.user_keys(user_id) {
             let bytes: Option<u64> = redis::cmd("MEMORY")
@@ -152,7 +177,7 @@ impl RedisStore {
         for user_id in user_ids {
             pipeline.get(self.record_key(user_id));
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let records: Vec<Option<Vec<u8>>> = pipeline
             .query_async(&mut connection)
             .await
@@ -161,15 +186,15 @@ impl RedisStore {
     }
 
     /// Writes `(user, read bytes, new bytes)` where the record is still as read, in one round
-    /// trip; returns the positions in `writes` of the users whose record changed since.
-    async fn compare_and_set(
-        &self,
-        writes: &[(&str, Vec<u8>, Vec<u8>)],
-    ) -> Result<Vec<usize>, StoreError> {
+    /// trip, and says which of `writes` went in.
+    async fn compare_and_set(&self, writes: &[(&str, Vec<u8>, Vec<u8>)]) -> WriteResults {
         if writes.is_empty() {
-            return Ok(Vec::new());
+            return WriteResults::default();
         }
         let mut pipeline = redis::pipe();
+        // Each call's own answer: when some fail (a server that lost its scripts), the others
+        // may still have written, and those must be counted as written.
+        pipeline.ignore_errors();
         for (user_id, read, written) in writes {
             pipeline
                 .cmd("EVALSHA")
@@ -179,30 +204,37 @@ impl RedisStore {
                 .arg(read)
                 .arg(written);
         }
-        let mut connection = self.connection.clone();
-        let written: Vec<bool> = match pipeline.query_async(&mut connection).await {
-            Ok(written) => written,
-            // A restarted server forgets loaded scripts (every call of the pipeline failed the
-            // same way): load it and send the writes again.
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.compare_and_set
-                    .prepare_invoke()
-                    .load_async(&mut connection)
-                    .await
-                    .map_err(unavailable)?;
-                pipeline
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(unavailable)?
+        let mut connection = self.connection();
+        let answers: Vec<redis::RedisResult<bool>> =
+            match pipeline.query_async(&mut connection).await {
+                Ok(answers) => answers,
+                Err(error) => {
+                    // Nothing is known about these writes: report none as written, so they are
+                    // read and applied again (what did go in then counts as a duplicate).
+                    return WriteResults {
+                        written: vec![false; writes.len()],
+                        script_missing: false,
+                        error: Some(unavailable(error)),
+                    };
+                }
+            };
+        let results = WriteResults::from_answers(answers);
+        if results.script_missing {
+            // A restarted server forgets loaded scripts; the writes it refused go in the next
+            // round.
+            if let Err(error) = self
+                .compare_and_set
+                .prepare_invoke()
+                .load_async(&mut connection)
+                .await
+            {
+                return WriteResults {
+                    error: Some(unavailable(error)),
+                    ..results
+                };
             }
-            Err(error) => return Err(unavailable(error)),
-        };
-        Ok(written
-            .iter()
-            .enumerate()
-            .filter(|(_, written)| !**written)
-            .map(|(position, _)| position)
-            .collect())
+        }
+        results
     }
 
     /// Read, apply, compare-and-set, in rounds until every user's write went in (or the rounds
@@ -260,10 +292,12 @@ impl RedisStore {
             writes.push((update.user_id.as_str(), read, record.encode()));
             effects.push((applied, duplicates));
         }
-        let changed = self.compare_and_set(&writes).await?;
-        let retry: HashSet<String> = changed
+        let results = self.compare_and_set(&writes).await;
+        let retry: HashSet<String> = writes
             .iter()
-            .map(|&position| writes[position].0.to_owned())
+            .zip(&results.written)
+            .filter(|(_, written)| !**written)
+            .map(|((user_id, _, _), _)| (*user_id).to_owned())
             .collect();
         for ((user_id, _, _), (applied, duplicates)) in writes.iter().zip(effects) {
             if retry.contains(*user_id) {
@@ -272,16 +306,29 @@ impl RedisStore {
             result.outcome.applied += applied.len();
             result.outcome.duplicates += duplicates;
             for interaction in applied {
-                if interaction.popularity_increment != 0.0 {
-                    *result
-                        .popularity_increments
-                        .entry(interaction.item_id.clone())
-                        .or_default() += interaction.popularity_increment;
+                let increment = interaction.popularity_increment;
+                if increment == 0.0 {
+                    continue;
+                }
+                // The item id is copied once per chunk, not once per interaction.
+                match result
+                    .popularity_increments
+                    .get_mut(interaction.item_id.as_str())
+                {
+                    Some(total) => *total += increment,
+                    None => {
+                        result
+                            .popularity_increments
+                            .insert(interaction.item_id.clone(), increment);
+                    }
                 }
             }
         }
         pending.retain(|update| retry.contains(&update.user_id));
-        Ok(())
+        match results.error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     fn decode(&self, user_id: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
@@ -289,6 +336,37 @@ impl RedisStore {
             key: self.record_key(user_id),
             problem: error.to_string(),
         })
+    }
+}
+
+/// Which writes of a compare-and-set pipeline went in, and what stopped the others.
+#[derive(Debug, Default)]
+struct WriteResults {
+    /// Per write: `false` if the record had changed since it was read, or if the server refused
+    /// or did not answer the call.
+    written: Vec<bool>,
+    /// Some call failed because the server does not know the script.
+    script_missing: bool,
+    error: Option<StoreError>,
+}
+
+impl WriteResults {
+    fn from_answers(answers: Vec<redis::RedisResult<bool>>) -> WriteResults {
+        let mut results = WriteResults::default();
+        for answer in answers {
+            match answer {
+                Ok(written) => results.written.push(written),
+                Err(error) => {
+                    results.written.push(false);
+                    if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
+                        results.script_missing = true;
+                    } else if results.error.is_none() {
+                        results.error = Some(unavailable(error));
+                    }
+                }
+            }
+        }
+        results
     }
 }
 
@@ -302,21 +380,19 @@ struct ChunkResult {
 }
 
 /// One update per user, in first-appearance order, each user's interactions in order: a batch
-/// that names a user twice must not race with itself. Owned, as chunks move into tasks.
-fn merge_by_user(updates: &[UserUpdate]) -> Vec<UserUpdate> {
-    let mut position_of: HashMap<&str, usize> = HashMap::with_capacity(updates.len());
+/// that names a user twice must not race with itself.
+fn merge_by_user(updates: Vec<UserUpdate>) -> Vec<UserUpdate> {
+    let mut position_of: HashMap<String, usize> = HashMap::new();
     let mut merged: Vec<UserUpdate> = Vec::with_capacity(updates.len());
-    for update in updates
-        .iter()
-        .filter(|update| !update.interactions.is_empty())
-    {
+    for update in updates {
+        if update.interactions.is_empty() {
+            continue;
+        }
         match position_of.get(update.user_id.as_str()) {
-            Some(&position) => merged[position]
-                .interactions
-                .extend(update.interactions.iter().cloned()),
+            Some(&position) => merged[position].interactions.extend(update.interactions),
             None => {
-                position_of.insert(&update.user_id, merged.len());
-                merged.push(update.clone());
+                position_of.insert(update.user_id.clone(), merged.len());
+                merged.push(update);
             }
         }
     }
@@ -330,7 +406,7 @@ impl UserStore for RedisStore {
     }
 
     async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let (record, cached): (Option<Vec<u8>>, Option<String>) = redis::pipe()
             .get(self.record_key(user_id))
             .get(self.recommendations_key(user_id))
@@ -354,7 +430,7 @@ impl UserStore for RedisStore {
         Ok(state)
     }
 
-    async fn apply(&self, updates: &[UserUpdate]) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, updates: Vec<UserUpdate>) -> Result<ApplyOutcome, StoreError> {
         let mut merged = merge_by_user(updates).into_iter().peekable();
         // Chunks of users are independent (a user is in one chunk), so they run as tasks:
         // their round trips overlap, and their decoding and applying use every core.
@@ -415,7 +491,7 @@ impl UserStore for RedisStore {
                 .set(self.recommendations_key(user_id), json)
                 .ignore();
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         pipeline
             .query_async::<()>(&mut connection)
             .await
@@ -431,7 +507,7 @@ impl UserStore for RedisStore {
         for (item_id, amount) in increments {
             pipeline.zincr(&key, item_id, *amount).ignore();
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         pipeline
             .query_async::<()>(&mut connection)
             .await
@@ -442,7 +518,7 @@ impl UserStore for RedisStore {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         connection
             .zrevrange_withscores(self.popular_key(), 0, count as isize - 1)
             .await
@@ -450,11 +526,51 @@ impl UserStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         redis::cmd("PING")
             .query_async::<String>(&mut connection)
             .await
             .map(drop)
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_server_refused_are_retried_and_the_others_counted() {
+        let no_script = || {
+            redis::RedisError::from((
+                ErrorKind::Server(ServerErrorKind::NoScript),
+                "NOSCRIPT No matching script",
+            ))
+        };
+        // A pipeline that crossed another connection loading the script: its first calls were
+        // refused, the later ones wrote.
+        let results = WriteResults::from_answers(vec![
+            Err(no_script()),
+            Err(no_script()),
+            Ok(true),
+            Ok(false),
+        ]);
+        assert_eq!(results.written, [false, false, true, false]);
+        assert!(results.script_missing);
+        assert!(
+            results.error.is_none(),
+            "a missing script is reloaded, not an outage"
+        );
+
+        let results = WriteResults::from_answers(vec![
+            Ok(true),
+            Err(redis::RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ReadOnly),
+                "READONLY",
+            ))),
+        ]);
+        assert_eq!(results.written, [true, false]);
+        assert!(!results.script_missing);
+        assert!(matches!(results.error, Some(StoreError::Unavailable(_))));
     }
 }

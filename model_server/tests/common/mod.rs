@@ -15,11 +15,18 @@ pub fn trained_data_dir(encoder: EncoderKind) -> (tempfile::TempDir, TrainOutcom
     (data_dir, outcome)
 }
 
+/// This crate's directory, read when the test runs (cargo sets it then too): a binary in the
+/// shared target dir may have been built from another checkout of the same sources, so the
+/// compile-time `env!` path can point at a tree that is gone.
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+}
+
 /// The venv's Python with torch, as `scripts/setup.sh` makes it (or `python3` on PATH).
 pub fn python_with_torch() -> PathBuf {
     let venv = std::env::var_os("RECSYS_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+        .unwrap_or_else(|| manifest_dir().join("../.venv"));
     let candidate = venv.join("bin/python");
     if candidate.exists() {
         candidate
