@@ -1,5 +1,8 @@
 //! The Kafka consumer group: batches of records → decode → dead letters → state store → pushed
-//! recommendations → offsets.
+//! recommendations → offsets. One task receives and decodes batches, another writes them, so
+//! the next batch is read while the previous one is written; under a backlog a batch grows until
+//! the previous one is written (up to `max_batch_events`), so a user's many events become one
+//! write.
 //!
 //! Why nothing is lost and nothing is applied twice ("effectively once"):
 //! - Records are keyed by user id, so one user's events are in one partition, in order.
@@ -20,8 +23,9 @@
 //!   the old partition's unconsumed tail and the new one's records is not defined: drain the
 //!   topic (or pause producers) before repartitioning.
 //!
-//! A store outage stops consumption: the batch is retried with backoff and nothing is polled or
-//! committed meanwhile (librdkafka's prefetch queue is bounded, so fetching stops too); the
+//! A store outage stops consumption: the batch is retried with backoff and nothing is committed
+//! meanwhile; the receiving task fills at most one more batch and one waiting in the channel, then
+//! stops polling (librdkafka's prefetch queue is bounded, so fetching stops too); the
 //! process stays up and `/readyz` says why it is not ready. Partitions are not `pause`d: resuming
 //! refetches from the last record handed to us, which may sit inside a record batch (see above).
 //! A consumer stalled longer than `max.poll.interval.ms` leaves the group and rejoins when the

@@ -558,3 +558,90 @@ async fn a_fresh_producer_reports_ready_once_it_has_its_producer_id() {
     assert!(!nowhere.wait_until_ready(Duration::from_millis(300)).await);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+/// The consumer's batching: a batch closes `max_wait` after its first record only once the
+/// previous batch is written (`ready`); until then it keeps what arrives, so under a backlog a
+/// user's events coalesce into one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_growing_until_the_previous_one_is_written() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("batching", 1);
+    let producer = kafka_producer(&broker.bootstrap()).unwrap();
+    assert!(producer.wait_until_ready(Duration::from_secs(20)).await);
+    let send = |payload: &'static str| {
+        let delivery = producer
+            .send_result(
+                FutureRecord::<str, str>::to("batching")
+                    .key("u")
+                    .payload(payload),
+            )
+            .map_err(|(error, _)| error)
+            .unwrap();
+        async move { delivery.await.unwrap().map_err(|(error, _)| error).unwrap() }
+    };
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "batching-test")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["batching"]).unwrap();
+    let never = tokio_util::sync::CancellationToken::new();
+    let max_wait = Duration::from_millis(50);
+
+    // Joining the group takes a while: the timed batches below start once the consumer is
+    // assigned and fetching.
+    send("warm-up").await;
+    let mut warmed_up = false;
+    while !warmed_up {
+        consumer::kafka_consumer::receive_batch(
+            &consumer,
+            1_000,
+            max_wait,
+            std::future::ready(()),
+            &never,
+            |message| warmed_up |= message.payload() == Some(b"warm-up".as_slice()),
+        )
+        .await
+        .unwrap();
+    }
+
+    // Receives a batch while a second record arrives 1 s after the first is there.
+    let batch_with = |ready: tokio::time::Sleep, first: &'static str, second: &'static str| {
+        let consumer = &consumer;
+        let never = &never;
+        let send = &send;
+        async move {
+            send(first).await;
+            let late = async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                send(second).await;
+            };
+            let mut payloads = Vec::new();
+            let received = consumer::kafka_consumer::receive_batch(
+                consumer,
+                1_000,
+                max_wait,
+                ready,
+                never,
+                |message| payloads.push(message.payload().unwrap_or_default().to_vec()),
+            );
+            let (received, ()) = tokio::join!(received, late);
+            assert_eq!(received.unwrap(), payloads.len());
+            payloads
+        }
+    };
+
+    // The previous batch is written at once: the batch closes after `max_wait`, without the
+    // late record (which starts the next batch).
+    let batch = batch_with(tokio::time::sleep(Duration::ZERO), "a1", "a2").await;
+    assert_eq!(batch, [b"a1".to_vec()]);
+    let next = batch_with(tokio::time::sleep(Duration::ZERO), "b1", "b2").await;
+    assert_eq!(next, [b"a2".to_vec(), b"b1".to_vec()]);
+
+    // The previous batch takes 3 s to write: the batch keeps growing past `max_wait`.
+    let batch = batch_with(tokio::time::sleep(Duration::from_secs(3)), "c1", "c2").await;
+    assert_eq!(batch, [b"b2".to_vec(), b"c1".to_vec(), b"c2".to_vec()]);
+}
