@@ -1,8 +1,8 @@
 //! The Kafka consumer group: batches of records → decode → dead letters → state store → pushed
 //! recommendations → offsets. One task receives and decodes batches, another writes them, so
 //! the next batch is read while the previous one is written; under a backlog a batch grows until
-//! the previous one is written (up to `max_batch_events`), so a user's many events become one
-//! write.
+//! the writer takes the batch before it (up to `max_batch_events`), so a user's many events become
+//! one write.
 //!
 //! Why nothing is lost and nothing is applied twice ("effectively once"):
 //! - Records are keyed by user id, so one user's events are in one partition, in order.
@@ -422,8 +422,10 @@ impl EventConsumer {
     ///
     /// Batches are received and decoded by their own task while the previous one is written, so
     /// on a multi-core runtime the two run side by side. At most one received batch waits (a
-    /// bounded channel); a received batch that was not processed when shutdown came is simply
-    /// not committed, and is redelivered.
+    /// channel of one), and the batch being received keeps growing until the writer takes that
+    /// one (double buffering: under a backlog it holds what arrived while a batch was written). A
+    /// received batch that was not processed when shutdown came is simply not committed, and is
+    /// redelivered.
     pub async fn run(&self) -> RunTotals {
         let mut totals = RunTotals::default();
         self.health.set_ready();

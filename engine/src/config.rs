@@ -216,9 +216,9 @@ pub struct ConsumerConfig {
     /// user's events in one batch are one record write and an item's one popularity
     /// increment (5,000 → 50,000 took the store's share from 134k to 318k events/s here).
     /// Only a backlog fills them: a batch stops growing as soon as the wait below has passed
-    /// and the previous batch is written.
+    /// and the writer has taken the batch before (it waits while another is written).
     pub max_batch_events: usize,
-    /// ...or this long after its first event, once the previous batch is written.
+    /// ...or this long after its first event, once the writer has taken the batch before.
     pub max_batch_wait_ms: u64,
     /// Recompute touched users' recommendations after each batch and cache them.
     pub push_recommendations: bool,

@@ -559,9 +559,9 @@ async fn a_fresh_producer_reports_ready_once_it_has_its_producer_id() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
-/// The consumer's batching: a batch closes `max_wait` after its first record only once the
-/// previous batch is written (`ready`); until then it keeps what arrives, so under a backlog a
-/// user's events coalesce into one write.
+/// The consumer's batching: a batch closes `max_wait` after its first record only once `ready`
+/// (the consumer passes "the writer took the batch before"); until then it keeps what arrives,
+/// so under a backlog a user's events coalesce into one write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_keeps_growing_until_the_previous_one_is_written() {
     let broker = KafkaBroker::start();

@@ -218,6 +218,18 @@ impl RedisStore {
                     };
                 }
             };
+        if answers.len() != writes.len() {
+            // One answer per call is the protocol; anything else says nothing reliable.
+            return WriteResults {
+                written: vec![false; writes.len()],
+                script_missing: false,
+                error: Some(StoreError::Unavailable(format!(
+                    "{} answers to {} writes",
+                    answers.len(),
+                    writes.len()
+                ))),
+            };
+        }
         let results = WriteResults::from_answers(answers);
         if results.script_missing {
             // A restarted server forgets loaded scripts; the writes it refused go in the next
