@@ -182,6 +182,9 @@ enum Command {
         events: usize,
         #[arg(long, default_value_t = 20_000)]
         users: usize,
+        /// Pairs of consume-only and consumer runs; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         #[arg(long, default_value_t = 1_000.0)]
         freshness_rate: f64,
         #[arg(long, default_value_t = 30.0)]
@@ -452,6 +455,7 @@ fn main() -> anyhow::Result<()> {
             serving,
             events,
             users,
+            rounds,
             freshness_rate,
             freshness_seconds,
         } => {
@@ -461,6 +465,7 @@ fn main() -> anyhow::Result<()> {
                 stream::BenchStreamArgs {
                     events,
                     users,
+                    rounds,
                     freshness_rate,
                     freshness_seconds,
                 },

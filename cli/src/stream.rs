@@ -192,9 +192,82 @@ fn process_cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// One run of the real consumer over the benchmark topic, from its first record to its last
+/// commit.
+struct PipelineRound {
+    events_per_second: f64,
+    totals: consumer::RunTotals,
+    /// Cores this process and redis-server kept busy meanwhile ("n/a" where unreadable).
+    consumer_cores: String,
+    redis_cores: String,
+}
+
+async fn pipeline_round(
+    config: &Config,
+    brokers: &str,
+    events: usize,
+    redis_pid: Option<u32>,
+) -> anyhow::Result<PipelineRound> {
+    use std::sync::atomic::Ordering;
+
+    let store = engine::startup::open_state_store(config).await?;
+    let applier = Arc::new(consumer::event_applier(config, store, None));
+    let handle = consumer::start_consumer(config, brokers, applier, "127.0.0.1:0".parse()?).await?;
+    let cpu_seconds = || {
+        (
+            process_cpu_seconds("self"),
+            redis_pid.and_then(|pid| process_cpu_seconds(&pid.to_string())),
+        )
+    };
+    // CPU time is sampled from the first record on, as the rate is.
+    while handle.progress.first_record_at.get().is_none() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let cpu_before = cpu_seconds();
+    while handle.progress.committed_records.load(Ordering::Relaxed) < events as u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let seconds = handle
+        .progress
+        .first_record_at
+        .get()
+        .map(|started| started.elapsed().as_secs_f64())
+        .unwrap_or(f64::INFINITY);
+    let cpu_after = cpu_seconds();
+    handle.shutdown.cancel();
+    let totals = handle.task.await?;
+    // This process is the consumer then (its producer is done); the broker, not counted here,
+    // serves the fetches.
+    let cores = |before: Option<f64>, after: Option<f64>| {
+        before
+            .zip(after)
+            .map_or("n/a".to_owned(), |(before, after)| {
+                format!("{:.2}", (after - before) / seconds)
+            })
+    };
+    Ok(PipelineRound {
+        events_per_second: events as f64 / seconds,
+        totals,
+        consumer_cores: cores(cpu_before.0, cpu_after.0),
+        redis_cores: cores(cpu_before.1, cpu_after.1),
+    })
+}
+
+/// The middle value (the mean of the two middle ones for an even count); `values` is sorted.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        len if len % 2 == 1 => values[len / 2],
+        len => (values[len / 2 - 1] + values[len / 2]) / 2.0,
+    }
+}
+
 pub struct BenchStreamArgs {
     pub events: usize,
     pub users: usize,
+    /// Pairs of consume-only and consumer runs over the same events.
+    pub rounds: usize,
     pub freshness_rate: f64,
     pub freshness_seconds: f64,
 }
@@ -225,16 +298,6 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         events.len() as f64 / produce_seconds
     );
     let stamp = engine::popularity::now_ms();
-    let mut bare_client = consumer::consumer_settings(&config, &brokers);
-    bare_client.group_id = format!("bench-raw-{stamp}");
-    let ceiling = consumer::bench::consume_and_commit_only(&bare_client, events.len()).await?;
-    let mut pipeline_config = config.clone();
-    pipeline_config.consumer.group_id = format!("bench-pipeline-{stamp}");
-    let applier = Arc::new(consumer::event_applier(
-        &pipeline_config,
-        Arc::clone(&store),
-        None,
-    ));
     let redis = engine::store::RedisStore::connect(
         &config.state.url,
         &config.state.key_prefix,
@@ -242,61 +305,50 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
     )
     .await?;
     let redis_pid = redis.server_process_id().await?;
-    let handle =
-        consumer::start_consumer(&pipeline_config, &brokers, applier, "127.0.0.1:0".parse()?)
-            .await?;
-    let cpu_seconds = || {
-        (
-            process_cpu_seconds("self"),
-            redis_pid.and_then(|pid| process_cpu_seconds(&pid.to_string())),
-        )
-    };
-    // CPU time is sampled from the first record on, as the rate is.
-    while handle.progress.first_record_at.get().is_none() {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    // Rounds alternate the two clients, each on a fresh group (and the consumer on a fresh key
+    // prefix, so every event is new to the store): one pair on a shared 2-core machine varies
+    // by tens of percent, the medians much less.
+    let mut ceilings = Vec::new();
+    let mut pipelines = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 1..=args.rounds.max(1) {
+        let mut bare_client = consumer::consumer_settings(&config, &brokers);
+        bare_client.group_id = format!("bench-raw-{stamp}-{round}");
+        let ceiling = consumer::bench::consume_and_commit_only(&bare_client, events.len()).await?;
+        let mut round_config = config.clone();
+        round_config.consumer.group_id = format!("bench-pipeline-{stamp}-{round}");
+        round_config.state.key_prefix = format!("{}-{stamp}-{round}", config.state.key_prefix);
+        let pipeline = pipeline_round(&round_config, &brokers, events.len(), redis_pid).await?;
+        println!(
+            "round {round}: consume + commit only {ceiling:.0} events/s, consumer into redis {:.0} events/s ({} applied, {} duplicates, {} dead letters), ratio {:.2}, cores busy: consumer {}, redis-server {} (of {})",
+            pipeline.events_per_second,
+            pipeline.totals.applied,
+            pipeline.totals.duplicates,
+            pipeline.totals.dead_letters,
+            pipeline.events_per_second / ceiling,
+            pipeline.consumer_cores,
+            pipeline.redis_cores,
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        ceilings.push(ceiling);
+        pipelines.push(pipeline.events_per_second);
+        ratios.push(pipeline.events_per_second / ceiling);
     }
-    let cpu_before = cpu_seconds();
-    while handle.progress.committed_records.load(Ordering::Relaxed) < events.len() as u64 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let pipeline_seconds = handle
-        .progress
-        .first_record_at
-        .get()
-        .map(|started| started.elapsed().as_secs_f64())
-        .unwrap_or(f64::INFINITY);
-    let cpu_after = cpu_seconds();
-    handle.shutdown.cancel();
-    let totals = handle.task.await?;
-    let pipeline = events.len() as f64 / pipeline_seconds;
     let store_only = store_only_events_per_second(&config, &events).await?;
-    println!("consume + commit only:            {ceiling:>9.0} events/s");
+    let rounds = ratios.len();
+    println!(
+        "consume + commit only:            {:>9.0} events/s (median of {rounds})",
+        median(&mut ceilings)
+    );
     println!("store only (no broker):           {store_only:>9.0} events/s");
     println!(
-        "consumer into {} ({} applied, {} duplicates, {} dead letters): {pipeline:>9.0} events/s",
-        store.backend(),
-        totals.applied,
-        totals.duplicates,
-        totals.dead_letters
+        "{:<34}{:>9.0} events/s (median of {rounds})",
+        format!("consumer into {}:", store.backend()),
+        median(&mut pipelines)
     );
     println!(
-        "ratio pipeline / consume-only:    {:>9.2}",
-        pipeline / ceiling
-    );
-    // Where the consumer run's time went, in cores busy on average: this process is the
-    // consumer then (its producer is done); the broker, not counted here, serves the fetches.
-    let cores = |before: Option<f64>, after: Option<f64>| {
-        before
-            .zip(after)
-            .map_or("n/a".to_owned(), |(before, after)| {
-                format!("{:.2}", (after - before) / pipeline_seconds)
-            })
-    };
-    println!(
-        "  cores busy meanwhile: consumer {}, redis-server {} (of {})",
-        cores(cpu_before.0, cpu_after.0),
-        cores(cpu_before.1, cpu_after.1),
-        std::thread::available_parallelism().map_or(0, usize::from)
+        "ratio pipeline / consume-only:    {:>9.2} (median of the rounds' ratios)",
+        median(&mut ratios)
     );
 
     // 2. Memory per user with a full 50-item sequence.
