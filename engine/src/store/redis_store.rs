@@ -20,7 +20,7 @@
 //! Every command names one user's keys (or the popularity key), and a user's keys share a hash
 //! slot (`{u}`), so the layout suits Redis Cluster.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -211,24 +211,19 @@ impl RedisStore {
                 Err(error) => {
                     // Nothing is known about these writes: report none as written, so they are
                     // read and applied again (what did go in then counts as a duplicate).
-                    return WriteResults {
-                        written: vec![false; writes.len()],
-                        script_missing: false,
-                        error: Some(unavailable(error)),
-                    };
+                    return WriteResults::none_written(writes.len(), unavailable(error));
                 }
             };
         if answers.len() != writes.len() {
             // One answer per call is the protocol; anything else says nothing reliable.
-            return WriteResults {
-                written: vec![false; writes.len()],
-                script_missing: false,
-                error: Some(StoreError::Unavailable(format!(
+            return WriteResults::none_written(
+                writes.len(),
+                StoreError::Unavailable(format!(
                     "{} answers to {} writes",
                     answers.len(),
                     writes.len()
-                ))),
-            };
+                )),
+            );
         }
         let results = WriteResults::from_answers(answers);
         if results.script_missing {
@@ -302,17 +297,15 @@ impl RedisStore {
                 continue;
             }
             writes.push((update.user_id.as_str(), read, record.encode()));
-            effects.push((applied, duplicates));
+            effects.push((*update, applied, duplicates));
         }
         let results = self.compare_and_set(&writes).await;
-        let retry: HashSet<String> = writes
-            .iter()
-            .zip(&results.written)
-            .filter(|(_, written)| !**written)
-            .map(|((user_id, _, _), _)| (*user_id).to_owned())
-            .collect();
-        for ((user_id, _, _), (applied, duplicates)) in writes.iter().zip(effects) {
-            if retry.contains(*user_id) {
+        // Users whose write did not go in are read and applied again in the next round; users
+        // with nothing to write are done.
+        let mut retry = Vec::new();
+        for ((update, applied, duplicates), &written) in effects.into_iter().zip(&results.written) {
+            if !written {
+                retry.push(update);
                 continue;
             }
             result.outcome.applied += applied.len();
@@ -336,7 +329,7 @@ impl RedisStore {
                 }
             }
         }
-        pending.retain(|update| retry.contains(&update.user_id));
+        *pending = retry;
         match results.error {
             Some(error) => Err(error),
             None => Ok(()),
@@ -363,6 +356,15 @@ struct WriteResults {
 }
 
 impl WriteResults {
+    /// `count` writes of which nothing is known, because of `error`.
+    fn none_written(count: usize, error: StoreError) -> WriteResults {
+        WriteResults {
+            written: vec![false; count],
+            script_missing: false,
+            error: Some(error),
+        }
+    }
+
     fn from_answers(answers: Vec<redis::RedisResult<bool>>) -> WriteResults {
         let mut results = WriteResults::default();
         for answer in answers {
