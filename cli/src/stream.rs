@@ -288,7 +288,7 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
     );
     let store = engine::startup::open_state_store(&config).await?;
 
-    // 1. Throughput: the same records, consumed twice by fresh groups.
+    // 1. Throughput: the same records, consumed by fresh groups in every round.
     let events = consumer::bench::synthetic_events(args.events, args.users, 1_682, 7);
     let produce_seconds =
         consumer::bench::produce_all(&brokers, &config.events.topic, &events).await?;
@@ -319,20 +319,21 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         round_config.consumer.group_id = format!("bench-pipeline-{stamp}-{round}");
         round_config.state.key_prefix = format!("{}-{stamp}-{round}", config.state.key_prefix);
         let pipeline = pipeline_round(&round_config, &brokers, events.len(), redis_pid).await?;
+        let ratio = pipeline.events_per_second / ceiling;
         println!(
             "round {round}: consume + commit only {ceiling:.0} events/s, consumer into redis {:.0} events/s ({} applied, {} duplicates, {} dead letters), ratio {:.2}, cores busy: consumer {}, redis-server {} (of {})",
             pipeline.events_per_second,
             pipeline.totals.applied,
             pipeline.totals.duplicates,
             pipeline.totals.dead_letters,
-            pipeline.events_per_second / ceiling,
+            ratio,
             pipeline.consumer_cores,
             pipeline.redis_cores,
             std::thread::available_parallelism().map_or(0, usize::from)
         );
         ceilings.push(ceiling);
         pipelines.push(pipeline.events_per_second);
-        ratios.push(pipeline.events_per_second / ceiling);
+        ratios.push(ratio);
     }
     let store_only = store_only_events_per_second(&config, &events).await?;
     let rounds = ratios.len();
