@@ -645,8 +645,12 @@ async fn receive_batches(
     progress: Arc<ConsumerProgress>,
     batches: tokio::sync::mpsc::Sender<ReceivedBatch>,
 ) {
+    // Sized like the last batch: under a backlog batches are alike, and growing a vector of
+    // 100,000 events by doubling copies it about twice over.
+    let mut expected_events = 0;
     while !cancelled.is_cancelled() {
         let mut batch = ReceivedBatch::new(0);
+        batch.events.reserve(expected_events);
         let received = receive_batch(
             &consumer,
             settings.max_batch_events,
@@ -671,6 +675,7 @@ async fn receive_batches(
         match received {
             Ok(0) => {}
             Ok(_) => {
+                expected_events = batch.events.len();
                 if batches.send(batch).await.is_err() {
                     return;
                 }

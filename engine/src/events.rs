@@ -8,7 +8,6 @@
 //! caller commits offsets only after `apply` returned `Ok`. With pushing on, the touched users'
 //! recommendations are then recomputed in one batch and written to their cache slots.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::popularity::{now_ms, DecayClock};
 use crate::retrieve::{PushError, Retriever};
 use crate::store::{AppliedInteraction, SourcePosition, StoreError, UserStore, UserUpdate};
+use crate::BatchMap;
 
 /// How much one event of each type adds to its item's popularity (before decay).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -110,7 +110,7 @@ impl EventApplier {
 
     /// One update per user, users in order of first appearance, each user's events in batch order.
     pub fn updates(&self, events: &[ReceivedEvent]) -> Vec<UserUpdate> {
-        let mut slot_of_user: HashMap<&str, usize> = HashMap::new();
+        let mut slot_of_user: BatchMap<&str, usize> = BatchMap::default();
         let mut updates: Vec<UserUpdate> = Vec::new();
         for received in events {
             let event = &received.event;

@@ -12,3 +12,8 @@ pub mod popularity;
 pub mod retrieve;
 pub mod startup;
 pub mod store;
+
+/// A hash map for the per-batch maps of the stream path (hundreds of thousands of lookups per
+/// batch): foldhash instead of SipHash, still seeded per process, as the keys (user and item ids)
+/// come from clients.
+pub(crate) type BatchMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -101,6 +101,24 @@ mod contract {
         assert_eq!(state.recent_items, ["a", "d", "e", "f", "g"]);
     }
 
+    pub async fn a_user_named_twice_in_one_batch_gets_both_in_order(store: &dyn UserStore) {
+        let outcome = store
+            .apply(vec![
+                update("twice", vec![interaction("a", 1, Some((0, 1)))]),
+                update("other", vec![interaction("x", 2, Some((1, 1)))]),
+                update("twice", vec![interaction("b", 3, Some((0, 2)))]),
+                update("empty", vec![]),
+                update("twice", vec![interaction("c", 4, Some((0, 3)))]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!((outcome.applied, outcome.duplicates), (4, 0));
+        let state = store.user_state("twice").await.unwrap();
+        assert_eq!(state.recent_items, ["a", "b", "c"]);
+        assert_eq!(state.history_version, 3);
+        assert_eq!(store.user_state("other").await.unwrap().recent_items, ["x"]);
+    }
+
     pub async fn seen_items_forget_the_oldest_beyond_the_limit(store: &dyn UserStore) {
         let interactions = (0..12)
             .map(|n| interaction(&format!("i{n:02}"), n * 10, None))
@@ -362,6 +380,7 @@ macro_rules! every_backend {
             store_contract!($backend:
                 unknown_user_has_empty_state,
                 sequence_is_bounded_most_recent_last_without_consecutive_repeats,
+                a_user_named_twice_in_one_batch_gets_both_in_order,
                 seen_items_forget_the_oldest_beyond_the_limit,
                 redelivered_events_change_nothing,
                 users_do_not_see_each_other,

@@ -242,6 +242,11 @@ impl InteractionEvent {
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), EventRejection> {
+    // Nearly every id is short printable ASCII: one byte loop settles it.
+    if id.len() <= MAX_ID_BYTES && id.bytes().all(|byte| byte.is_ascii_graphic()) && !id.is_empty()
+    {
+        return Ok(());
+    }
     let problem = if id.trim().is_empty() {
         "is empty".to_owned()
     } else if id.len() > MAX_ID_BYTES {

@@ -18,6 +18,8 @@
 //! Item ids of most catalogues are numbers, which then take 1-9 bytes instead of their digits
 //! plus a length: a 50-item sequence of MovieLens ids is about 100 bytes.
 
+use std::collections::VecDeque;
+
 use serde::Deserialize;
 
 use super::{AppliedInteraction, StoreLimits, UserState};
@@ -52,8 +54,9 @@ impl ItemKey {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct UserRecord {
-    /// At most `max_history` items, most recent last, no consecutive repeat.
-    pub recent_items: Vec<ItemKey>,
+    /// At most `max_history` items, most recent last, no consecutive repeat. A deque: on a full
+    /// window every applied event drops the oldest item.
+    pub recent_items: VecDeque<ItemKey>,
     /// Items seen before that are no longer in `recent_items`, least recently seen first; with
     /// the distinct recent items at most `max_seen` in all. Keeping the recent ones out of this
     /// list halves what a user with a full sequence costs.
@@ -105,15 +108,17 @@ impl UserRecord {
         if let Some(index) = self.earlier_items.iter().position(|seen| *seen == item) {
             self.earlier_items.remove(index);
         }
-        if self.recent_items.last() != Some(&item) {
-            self.recent_items.push(item);
+        if self.recent_items.back() != Some(&item) {
+            self.recent_items.push_back(item);
         }
         let excess = self.recent_items.len().saturating_sub(limits.max_history);
         // Items leaving the window were seen more recently than anything already in
         // `earlier_items` (which never holds an item of the window), so they go to its recent
         // end, unless they are still in the window.
         for _ in 0..excess {
-            let left = self.recent_items.remove(0);
+            let Some(left) = self.recent_items.pop_front() else {
+                break;
+            };
             if !self.recent_items.contains(&left) {
                 self.earlier_items.push(left);
             }
@@ -121,7 +126,7 @@ impl UserRecord {
         // Counting the distinct recent items is quadratic: only when the plain lengths could
         // be over the limit.
         if self.recent_items.len() + self.earlier_items.len() > limits.max_seen {
-            let distinct_recent = distinct_count(&self.recent_items);
+            let distinct_recent = distinct_count(self.recent_items.make_contiguous());
             let forget = (distinct_recent + self.earlier_items.len())
                 .saturating_sub(limits.max_seen)
                 .min(self.earlier_items.len());
@@ -184,11 +189,13 @@ impl UserRecord {
             put_varint(&mut bytes, zigzag(i64::from(partition)));
             put_varint(&mut bytes, zigzag(offset));
         }
-        for items in [&self.recent_items, &self.earlier_items] {
-            put_varint(&mut bytes, items.len() as u64);
-            for item in items {
-                put_item(&mut bytes, item);
-            }
+        put_varint(&mut bytes, self.recent_items.len() as u64);
+        for item in &self.recent_items {
+            put_item(&mut bytes, item);
+        }
+        put_varint(&mut bytes, self.earlier_items.len() as u64);
+        for item in &self.earlier_items {
+            put_item(&mut bytes, item);
         }
         bytes
     }
@@ -212,7 +219,7 @@ impl UserRecord {
                         .map_err(|_| RecordError::Overflow)?;
                     applied_offsets.push((partition, unzigzag(reader.varint()?)));
                 }
-                let recent_items = reader.items()?;
+                let recent_items = reader.items()?.into();
                 let earlier_items = reader.items()?;
                 if reader.at != bytes.len() {
                     return Err(RecordError::TrailingBytes(bytes.len() - reader.at));
@@ -292,15 +299,20 @@ fn put_varint(bytes: &mut Vec<u8>, mut value: u64) {
 /// itself), below `NUMERIC_LIMIT`, so that it prints back to the same text.
 fn canonical_number(item: &str) -> Option<u64> {
     let digits = item.as_bytes();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    // 19 digits always fit a u64; a leading zero would not print back.
+    if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
         return None;
     }
-    if digits.len() > 1 && digits[0] == b'0' {
-        return None;
+    // One pass (this runs for every applied event): check and accumulate together.
+    let mut number = 0u64;
+    for &digit in digits {
+        let value = digit.wrapping_sub(b'0');
+        if value > 9 {
+            return None;
+        }
+        number = number * 10 + u64::from(value);
     }
-    item.parse::<u64>()
-        .ok()
-        .filter(|number| *number < NUMERIC_LIMIT)
+    (number < NUMERIC_LIMIT).then_some(number)
 }
 
 fn put_item(bytes: &mut Vec<u8>, item: &ItemKey) {
@@ -384,13 +396,13 @@ mod tests {
         items.iter().map(|item| ItemKey::new(item)).collect()
     }
 
-    fn ids(record_items: &[ItemKey]) -> Vec<String> {
-        record_items.iter().map(ItemKey::to_id).collect()
+    fn ids<'a>(record_items: impl IntoIterator<Item = &'a ItemKey>) -> Vec<String> {
+        record_items.into_iter().map(ItemKey::to_id).collect()
     }
 
     fn record(recent: &[&str], earlier: &[&str]) -> UserRecord {
         UserRecord {
-            recent_items: keys(recent),
+            recent_items: keys(recent).into(),
             earlier_items: keys(earlier),
             newest_event_time_ms: Some(1_764_000_000_000),
             applied_offsets: vec![(0, 17), (3, 1_000_000)],
@@ -422,7 +434,7 @@ mod tests {
             .map(|n| ItemKey::Number(1 + n * 37 % 1682))
             .collect();
         let full = UserRecord {
-            recent_items: items,
+            recent_items: items.into(),
             ..record(&[], &[])
         };
         let encoded = full.encode();
@@ -503,7 +515,7 @@ mod tests {
             let recent: Vec<&str> = recent.iter().map(String::as_str).collect();
             let earlier: Vec<&str> = earlier.iter().map(String::as_str).collect();
             let original = UserRecord {
-                recent_items: keys(&recent),
+                recent_items: keys(&recent).into(),
                 earlier_items: keys(&earlier),
                 newest_event_time_ms: newest,
                 applied_offsets: offsets,

@@ -20,7 +20,6 @@
 //! Every command names one user's keys (or the popularity key), and a user's keys share a hash
 //! slot (`{u}`), so the layout suits Redis Cluster.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -28,6 +27,8 @@ use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
 use redis::{AsyncCommands, ErrorKind, IntoConnectionInfo, Script, ServerErrorKind};
+
+use crate::BatchMap;
 
 use super::{
     ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
@@ -389,28 +390,43 @@ impl WriteResults {
 #[derive(Default)]
 struct ChunkResult {
     outcome: ApplyOutcome,
-    popularity_increments: HashMap<String, f64>,
+    popularity_increments: BatchMap<String, f64>,
     error: Option<StoreError>,
 }
 
 /// One update per user, in first-appearance order, each user's interactions in order: a batch
 /// that names a user twice must not race with itself.
 fn merge_by_user(updates: Vec<UserUpdate>) -> Vec<UserUpdate> {
-    let mut position_of: HashMap<String, usize> = HashMap::new();
-    let mut merged: Vec<UserUpdate> = Vec::with_capacity(updates.len());
-    for update in updates {
-        if update.interactions.is_empty() {
+    // Where each update goes: the index of its user's first update (ids borrowed, not copied;
+    // callers such as `EventApplier::updates` already send each user once).
+    let mut first_of_user: BatchMap<&str, usize> = BatchMap::default();
+    let targets: Vec<usize> = updates
+        .iter()
+        .enumerate()
+        .map(|(index, update)| {
+            *first_of_user
+                .entry(update.user_id.as_str())
+                .or_insert(index)
+        })
+        .collect();
+    drop(first_of_user);
+    // A user's first update stays in place and takes the later ones' interactions.
+    let mut merged: Vec<Option<UserUpdate>> = Vec::with_capacity(updates.len());
+    for (index, (update, target)) in updates.into_iter().zip(targets).enumerate() {
+        if target == index {
+            merged.push(Some(update));
             continue;
         }
-        match position_of.get(update.user_id.as_str()) {
-            Some(&position) => merged[position].interactions.extend(update.interactions),
-            None => {
-                position_of.insert(update.user_id.clone(), merged.len());
-                merged.push(update);
-            }
+        if let Some(first) = merged[target].as_mut() {
+            first.interactions.extend(update.interactions);
         }
+        merged.push(None);
     }
     merged
+        .into_iter()
+        .flatten()
+        .filter(|update| !update.interactions.is_empty())
+        .collect()
 }
 
 #[async_trait::async_trait]
@@ -468,7 +484,7 @@ impl UserStore for RedisStore {
             .collect()
             .await;
         let mut outcome = ApplyOutcome::default();
-        let mut increments: HashMap<String, f64> = HashMap::new();
+        let mut increments: BatchMap<String, f64> = BatchMap::default();
         let mut first_error = None;
         for chunk in chunks {
             outcome.applied += chunk.outcome.applied;
