@@ -185,7 +185,10 @@ enum Command {
     BenchStream {
         #[command(flatten)]
         serving: ServingArgs,
-        #[arg(long, default_value_t = 500_000)]
+        /// Events per round: a few seconds of the consumer's steady state (at
+        /// 500,000 a round lasts under a second, and its first and last batches, which overlap
+        /// nothing, take a sixth of it).
+        #[arg(long, default_value_t = 2_000_000)]
         events: usize,
         #[arg(long, default_value_t = 20_000)]
         users: usize,

@@ -480,3 +480,34 @@ async fn bad_urls_and_prefixes_are_rejected() {
         .to_string();
     assert!(error.contains("free of braces"), "{error}");
 }
+
+/// The Redis store remembers the records it wrote, to skip reading them back: a record another
+/// process changed since must be read again, not overwritten from memory.
+#[tokio::test]
+async fn redis_writer_with_a_stale_memory_of_a_record_reads_it_again() {
+    let server = testkit::RedisServer::start();
+    let prefix = testkit::unique_prefix("stale");
+    let url = server.url();
+    let open = || open_store(&url, &prefix, LIMITS, std::path::Path::new("."));
+    let (first, second) = (open().await.unwrap(), open().await.unwrap());
+    let at = |item: &str, offset: i64| interaction(item, offset, Some((0, offset)));
+
+    first
+        .apply(vec![update("u", vec![at("a", 1)])])
+        .await
+        .unwrap();
+    second
+        .apply(vec![update("u", vec![at("b", 2)])])
+        .await
+        .unwrap();
+    // `first` still remembers the record holding only "a".
+    let outcome = first
+        .apply(vec![update("u", vec![at("b", 2), at("c", 3)])])
+        .await
+        .unwrap();
+
+    assert_eq!((outcome.applied, outcome.duplicates), (1, 1));
+    let state = second.user_state("u").await.unwrap();
+    assert_eq!(state.recent_items, ["a", "b", "c"]);
+    assert_eq!(state.history_version, 3);
+}

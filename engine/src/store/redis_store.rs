@@ -11,7 +11,8 @@
 //! ```
 //!
 //! A batch is applied optimistically, in chunks of users whose round trips overlap: one pipeline
-//! reads the chunk's records, the transition runs here (the same code as the embedded store), and
+//! reads the chunk's records (except those this process wrote last and remembers), the
+//! transition runs here (the same code as the embedded store), and
 //! one pipeline writes each record with a compare-and-set script (only if it still holds what was
 //! read), answering which users changed meanwhile; those are read and applied again. In a
 //! consumer group a user's events come from one partition, so conflicts only happen around
@@ -53,6 +54,10 @@ const CONCURRENT_CHUNKS: usize = 4;
 /// Rounds of read-apply-write before giving up on users that other writers keep changing.
 const MAX_ROUNDS: usize = 50;
 
+/// Users whose last written record is remembered, per generation (two generations are kept):
+/// at ~150 bytes a record, a few MB, and enough for every user active in a batch or two.
+const REMEMBERED_USERS: usize = 50_000;
+
 /// Connections to the server. Redis serves one connection's commands in order and redis-rs
 /// reads one connection's replies on one task, so a batch's concurrent chunks each take their
 /// own connection.
@@ -66,6 +71,51 @@ pub struct RedisStore {
     key_prefix: Arc<str>,
     limits: StoreLimits,
     compare_and_set: Arc<Script>,
+    written: Arc<WrittenRecords>,
+}
+
+/// The records this process wrote last, by user, so a user's next batch need not read its
+/// record back. Safe because every write is a compare-and-set against the bytes it assumes: if
+/// anyone else changed the record since (another consumer after a rebalance, a restored
+/// backup), the write is refused, the entry is gone, and the next round reads the record from
+/// the server. A bounded two-generation map: when the current one is full it becomes the
+/// previous one and the oldest generation is dropped.
+#[derive(Default)]
+struct WrittenRecords {
+    generations: std::sync::Mutex<[BatchMap<String, Vec<u8>>; 2]>,
+}
+
+impl WrittenRecords {
+    /// Removes and returns what is remembered of each user (a write puts it back).
+    fn take(&self, user_ids: &[&str]) -> Vec<Option<Vec<u8>>> {
+        let mut generations = self
+            .generations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let [current, previous] = &mut *generations;
+        user_ids
+            .iter()
+            .map(|user_id| {
+                current
+                    .remove(*user_id)
+                    .or_else(|| previous.remove(*user_id))
+            })
+            .collect()
+    }
+
+    fn remember(&self, written: impl IntoIterator<Item = (String, Vec<u8>)>) {
+        let mut generations = self
+            .generations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let [current, previous] = &mut *generations;
+        for (user_id, record) in written {
+            if current.len() >= REMEMBERED_USERS {
+                *previous = std::mem::take(current);
+            }
+            current.insert(user_id, record);
+        }
+    }
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -113,6 +163,7 @@ impl RedisStore {
             key_prefix: key_prefix.into(),
             limits,
             compare_and_set: Arc::new(Script::new(COMPARE_AND_SET_SCRIPT)),
+            written: Arc::default(),
         })
     }
 
@@ -183,6 +234,25 @@ impl RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
+        Ok(records.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Each user's record as this process last wrote it, or else as the server holds it (one
+    /// round trip for those).
+    async fn current_records(&self, user_ids: &[&str]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut records = self.written.take(user_ids);
+        let unknown: Vec<&str> = user_ids
+            .iter()
+            .zip(&records)
+            .filter(|(_, record)| record.is_none())
+            .map(|(user_id, _)| *user_id)
+            .collect();
+        if !unknown.is_empty() {
+            let mut read = self.read_records(&unknown).await?.into_iter();
+            for record in records.iter_mut().filter(|record| record.is_none()) {
+                *record = read.next();
+            }
+        }
         Ok(records.into_iter().map(Option::unwrap_or_default).collect())
     }
 
@@ -278,10 +348,11 @@ impl RedisStore {
             .iter()
             .map(|update| update.user_id.as_str())
             .collect();
-        let stored = self.read_records(&user_ids).await?;
+        let stored = self.current_records(&user_ids).await?;
         // What each user's write would do, counted only once the write is in.
         let mut writes = Vec::new();
         let mut effects = Vec::new();
+        let mut unchanged = Vec::new();
         for (update, read) in pending.iter().zip(stored) {
             let mut record = self.decode(&update.user_id, &read)?;
             let mut applied = Vec::new();
@@ -294,13 +365,23 @@ impl RedisStore {
                 }
             }
             if applied.is_empty() {
+                // Nothing to write: the record stays as read, and remembered as that.
                 result.outcome.duplicates += duplicates;
+                unchanged.push((update.user_id.clone(), read));
                 continue;
             }
             writes.push((update.user_id.as_str(), read, record.encode()));
             effects.push((*update, applied, duplicates));
         }
         let results = self.compare_and_set(&writes).await;
+        self.written.remember(
+            writes
+                .into_iter()
+                .zip(&results.written)
+                .filter(|(_, written)| **written)
+                .map(|((user_id, _, record), _)| (user_id.to_owned(), record))
+                .chain(unchanged),
+        );
         // Users whose write did not go in are read and applied again in the next round; users
         // with nothing to write are done.
         let mut retry = Vec::new();
