@@ -216,7 +216,10 @@ pub struct ConsumerConfig {
     /// user's events in one batch are one record write and an item's one popularity
     /// increment (5,000 → 50,000 took the store's share from 134k to 318k events/s here).
     /// Only a backlog fills them: a batch stops growing as soon as the wait below has passed
-    /// and the writer has taken the batch before (it waits while another is written).
+    /// and the writer has taken the batch before (it waits while another is written). Memory:
+    /// about 220 bytes an event and at most three batches (one being written, one waiting, one
+    /// being received), so ~130 MB at the default of 200,000, which drains a backlog ~15 %
+    /// faster than 100,000 did.
     pub max_batch_events: usize,
     /// ...or this long after its first event, once the writer has taken the batch before.
     pub max_batch_wait_ms: u64,
@@ -239,7 +242,7 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             group_id: "recsys-consumer".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
-            max_batch_events: 100_000,
+            max_batch_events: 200_000,
             max_batch_wait_ms: 20,
             push_recommendations: false,
             push_count: 20,
