@@ -55,7 +55,7 @@ const CONCURRENT_CHUNKS: usize = 4;
 const MAX_ROUNDS: usize = 50;
 
 /// Users whose last written record is remembered, per generation (two generations are kept):
-/// at ~150 bytes a record, a few MB, and enough for every user active in a batch or two.
+/// with ~150 bytes a record plus its key, up to ~25 MB, and every user of a batch or two.
 const REMEMBERED_USERS: usize = 50_000;
 
 /// Connections to the server. Redis serves one connection's commands in order and redis-rs
