@@ -189,14 +189,8 @@ impl UserRecord {
             put_varint(&mut bytes, zigzag(i64::from(partition)));
             put_varint(&mut bytes, zigzag(offset));
         }
-        put_varint(&mut bytes, self.recent_items.len() as u64);
-        for item in &self.recent_items {
-            put_item(&mut bytes, item);
-        }
-        put_varint(&mut bytes, self.earlier_items.len() as u64);
-        for item in &self.earlier_items {
-            put_item(&mut bytes, item);
-        }
+        put_items(&mut bytes, self.recent_items.iter());
+        put_items(&mut bytes, self.earlier_items.iter());
         bytes
     }
 
@@ -313,6 +307,14 @@ fn canonical_number(item: &str) -> Option<u64> {
         number = number * 10 + u64::from(value);
     }
     (number < NUMERIC_LIMIT).then_some(number)
+}
+
+/// A count, then the items: what `Reader::items` reads back.
+fn put_items<'a>(bytes: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a ItemKey>) {
+    put_varint(bytes, items.len() as u64);
+    for item in items {
+        put_item(bytes, item);
+    }
 }
 
 fn put_item(bytes: &mut Vec<u8>, item: &ItemKey) {

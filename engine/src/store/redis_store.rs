@@ -86,12 +86,17 @@ struct WrittenRecords {
 }
 
 impl WrittenRecords {
+    /// A poisoned lock is still usable: whatever panicked left at worst an entry missing (the
+    /// record is read) or stale (its write is refused, then it is read).
+    fn generations(&self) -> std::sync::MutexGuard<'_, [BatchMap<String, Vec<u8>>; 2]> {
+        self.generations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Removes and returns what is remembered of each user (a write puts it back).
     fn take(&self, user_ids: &[&str]) -> Vec<Option<Vec<u8>>> {
-        let mut generations = self
-            .generations
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut generations = self.generations();
         let [current, previous] = &mut *generations;
         user_ids
             .iter()
@@ -104,10 +109,7 @@ impl WrittenRecords {
     }
 
     fn remember(&self, written: impl IntoIterator<Item = (String, Vec<u8>)>) {
-        let mut generations = self
-            .generations
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut generations = self.generations();
         let [current, previous] = &mut *generations;
         for (user_id, record) in written {
             if current.len() >= REMEMBERED_USERS {
