@@ -332,6 +332,18 @@ mod tests {
     }
 
     #[test]
+    fn ids_beyond_printable_ascii_are_valid_when_they_are_within_the_rules() {
+        // Past the ASCII fast path of the id check: spaces inside, non-ASCII text, the limit.
+        let mut event = valid_json();
+        event["user_id"] = serde_json::json!("Zoë Ångström");
+        event["item_id"] = serde_json::json!("a b");
+        event["event_id"] = serde_json::json!("é".repeat(MAX_ID_BYTES / 2));
+        let decoded = InteractionEvent::decode(event.to_string().as_bytes(), LIMITS).unwrap();
+        assert_eq!(decoded.user_id, "Zoë Ångström");
+        assert_eq!(decoded.item_id, "a b");
+    }
+
+    #[test]
     fn each_problem_gets_its_reason_and_names_the_field() {
         let mut missing = valid_json();
         missing.as_object_mut().unwrap().remove("user_id");
@@ -345,6 +357,8 @@ mod tests {
         empty_id["user_id"] = serde_json::json!(" ");
         let mut control_id = valid_json();
         control_id["item_id"] = serde_json::json!("a\u{1f}b");
+        let mut long_id = valid_json();
+        long_id["event_id"] = serde_json::json!("e".repeat(MAX_ID_BYTES + 1));
         let mut seconds = valid_json();
         seconds["event_time_ms"] = serde_json::json!(881_250_949_i64);
         let mut future = valid_json();
@@ -367,6 +381,11 @@ mod tests {
                 control_id,
                 RejectionReason::InvalidId,
                 "item_id holds control",
+            ),
+            (
+                long_id,
+                RejectionReason::InvalidId,
+                "event_id is 257 bytes, the limit is 256",
             ),
             (
                 seconds,
