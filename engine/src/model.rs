@@ -29,6 +29,11 @@ pub struct Query {
 #[async_trait::async_trait]
 pub trait QueryModel: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
+    /// Whether calls do their work on the calling thread (`run_short`), with no network in
+    /// between: the retriever then runs a request's stages in one blocking section.
+    fn is_in_process(&self) -> bool {
+        false
+    }
     /// The served model's name and version (responses report the version).
     async fn metadata(&self) -> Result<ModelMetadata, ModelError>;
     async fn query(&self, items: &[String]) -> Result<Query, ModelError>;
@@ -72,6 +77,11 @@ fn from_embed_error(error: EmbedError) -> ModelError {
 
 #[async_trait::async_trait]
 impl QueryModel for InProcessModel {
+    fn is_in_process(&self) -> bool {
+        // A model without the kernel waits for the batching thread: not work done in place.
+        self.embedder.embeds_on_caller()
+    }
+
     fn backend(&self) -> &'static str {
         "embedded"
     }

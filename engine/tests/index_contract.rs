@@ -40,11 +40,7 @@ async fn search_ranks_by_dot_product_and_excludes_inside_the_search(index: &dyn 
 
     // Excluding the best two still returns three items: the filter runs inside the search.
     let hits = index
-        .search(
-            &[1.0, 0.2, 0.0],
-            3,
-            &["a".into(), "b".into(), "unknown".into()],
-        )
+        .search(&[1.0, 0.2, 0.0], 3, &["a", "b", "unknown"])
         .await
         .unwrap();
     let order: Vec<&str> = hits.iter().map(|hit| hit.item_id.as_str()).collect();

@@ -144,7 +144,7 @@ async fn history_and_session_are_merged_embedded_and_excluded() {
         .unwrap();
     let expected = fixture
         .index
-        .search(&query.vector, 10, &ids(&["i1", "i2", "i3", "i4"]))
+        .search(&query.vector, 10, &["i1", "i2", "i3", "i4"])
         .await
         .unwrap();
     let expected: Vec<&str> = expected.iter().map(|hit| hit.item_id.as_str()).collect();

@@ -184,6 +184,12 @@ impl Embedder {
         }
     }
 
+    /// Whether one sequence is embedded on the calling thread (the native kernel), rather than
+    /// queued for the batching thread.
+    pub fn embeds_on_caller(&self) -> bool {
+        self.kernel.is_some()
+    }
+
     pub fn model_name(&self) -> &str {
         &self.shared.model_name
     }

@@ -6,7 +6,6 @@
 //! Qdrant Edge is blocking, so every call runs on tokio's blocking pool. A shard directory can be
 //! open in one process at a time (Qdrant Edge locks its write-ahead log).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,8 +38,8 @@ pub struct EmbeddedIndex {
 /// lookups by id skip the shard entirely).
 #[derive(Default)]
 struct Catalog {
-    point_of_item: HashMap<String, u64>,
-    item_of_point: HashMap<u64, IndexedItem>,
+    point_of_item: foldhash::HashMap<String, u64>,
+    item_of_point: foldhash::HashMap<u64, IndexedItem>,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> IndexError {
@@ -110,10 +109,10 @@ impl EmbeddedIndex {
         run_short(move || work(&shard)).await.map_err(unavailable)?
     }
 
-    fn point_ids(&self, item_ids: &[String]) -> Vec<PointId> {
+    fn point_ids(&self, item_ids: &[&str]) -> Vec<PointId> {
         item_ids
             .iter()
-            .filter_map(|item_id| self.catalog.point_of_item.get(item_id))
+            .filter_map(|&item_id| self.catalog.point_of_item.get(item_id))
             .map(|&number| PointId::NumId(number))
             .collect()
     }
@@ -219,6 +218,10 @@ fn build_blocking(
 
 #[async_trait::async_trait]
 impl VectorIndex for EmbeddedIndex {
+    fn is_in_process(&self) -> bool {
+        true
+    }
+
     fn backend(&self) -> &'static str {
         "embedded"
     }
@@ -231,7 +234,7 @@ impl VectorIndex for EmbeddedIndex {
         &self,
         query: &[f32],
         count: usize,
-        exclude: &[String],
+        exclude: &[&str],
     ) -> Result<Vec<ScoredItem>, IndexError> {
         let excluded = self.point_ids(exclude);
         let query = query.to_vec();

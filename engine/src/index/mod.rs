@@ -56,6 +56,11 @@ pub enum IndexError {
 #[async_trait::async_trait]
 pub trait VectorIndex: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
+    /// Whether calls do their work on the calling thread (`run_short`), with no network in
+    /// between: the retriever then runs a request's stages in one blocking section.
+    fn is_in_process(&self) -> bool {
+        false
+    }
     /// The versioned collection the alias pointed to when this handle was opened.
     fn version(&self) -> &str;
     /// The `count` best items by dot product with `query`, skipping `exclude` inside the search.
@@ -63,7 +68,7 @@ pub trait VectorIndex: Send + Sync + 'static {
         &self,
         query: &[f32],
         count: usize,
-        exclude: &[String],
+        exclude: &[&str],
     ) -> Result<Vec<ScoredItem>, IndexError>;
     /// Payloads of the given items, in request order; unknown ids are left out.
     async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError>;

@@ -144,10 +144,10 @@ impl RemoteIndex {
         Ok(collection)
     }
 
-    fn point_ids(&self, item_ids: &[String]) -> Vec<PointId> {
+    fn point_ids<T: AsRef<str>>(&self, item_ids: &[T]) -> Vec<PointId> {
         item_ids
             .iter()
-            .filter_map(|item_id| self.point_of_item.get(item_id))
+            .filter_map(|item_id| self.point_of_item.get(item_id.as_ref()))
             .map(|&number| PointId::from(number))
             .collect()
     }
@@ -167,7 +167,7 @@ impl VectorIndex for RemoteIndex {
         &self,
         query: &[f32],
         count: usize,
-        exclude: &[String],
+        exclude: &[&str],
     ) -> Result<Vec<ScoredItem>, IndexError> {
         let mut request = QueryPointsBuilder::new(&self.alias)
             .query(query.to_vec())

@@ -163,6 +163,10 @@ fn add_to_popularity(
 
 #[async_trait::async_trait]
 impl UserStore for EmbeddedStore {
+    fn is_in_process(&self) -> bool {
+        true
+    }
+
     fn backend(&self) -> &'static str {
         "embedded"
     }
