@@ -32,3 +32,40 @@ pub async fn run_short_section<F: Future>(future: F) -> F::Output {
         future.await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_section_runs_its_short_work_in_place_and_leaves_the_runtime_to_other_tasks() {
+        let other_task_ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&other_task_ran);
+        // On a spawned task, hence on the runtime's only worker thread (the test's own thread
+        // only drives the test body).
+        let section = tokio::spawn(run_short_section(async move {
+            let section_thread = std::thread::current().id();
+            tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+            // The task above runs during the sleep only if the section moved the runtime off this
+            // thread.
+            let work_thread = run_short(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                std::thread::current().id()
+            })
+            .await
+            .unwrap();
+            (
+                section_thread,
+                work_thread,
+                other_task_ran.load(Ordering::SeqCst),
+            )
+        }));
+        let (section_thread, work_thread, ran_meanwhile) = section.await.unwrap();
+        assert_eq!(section_thread, work_thread, "the short work moved threads");
+        assert!(ran_meanwhile, "the section blocked the runtime");
+    }
+}
