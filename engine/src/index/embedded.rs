@@ -3,7 +3,8 @@
 //! switches atomically). A version is built under a `.partial` name and renamed when complete; an
 //! interrupted build leaves only that partial directory, which is never served.
 //!
-//! Qdrant Edge is blocking, so every call runs on tokio's blocking pool. A shard directory can be
+//! Qdrant Edge is blocking, so no call runs on a tokio worker: searches run in place as blocking
+//! sections (`run_short`), opening and building on the blocking pool. A shard directory can be
 //! open in one process at a time (Qdrant Edge locks its write-ahead log).
 
 use std::path::{Path, PathBuf};
