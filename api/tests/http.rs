@@ -6,7 +6,7 @@ use api::{router, AppState};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use engine::config::{ApiConfig, Config};
-use engine::store::{AppliedInteraction, UserUpdate};
+use engine::store::{AppliedInteraction, ItemKey, UserUpdate};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -299,7 +299,7 @@ async fn history_and_item_lookups() {
         .iter()
         .enumerate()
         .map(|(time, item)| AppliedInteraction {
-            item_id: item.to_string(),
+            item: ItemKey::new(item),
             event_time_ms: 1000 + time as i64,
             position: None,
             popularity_increment: 0.0,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use engine::events::{EventApplier, ReceivedEvent};
+use engine::events::EventApplier;
 use engine::popularity::now_ms;
 use schemas::InteractionEvent;
 use tokio::sync::{mpsc, oneshot};
@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::sink::{EventSink, PublishError};
 
 struct BusRequest {
-    events: Vec<ReceivedEvent>,
+    events: Vec<InteractionEvent>,
+    /// When `POST /events` accepted them.
+    logged_at_ms: i64,
     reply: oneshot::Sender<Result<(), PublishError>>,
 }
 
@@ -45,17 +47,13 @@ impl EventSink for InProcessBus {
     }
 
     async fn publish(&self, events: Vec<InteractionEvent>) -> Result<(), PublishError> {
-        let logged_at_ms = now_ms();
-        let events = events
-            .into_iter()
-            .map(|event| ReceivedEvent {
-                event,
-                position: None,
-                logged_at_ms,
-            })
-            .collect();
         let (reply, answer) = oneshot::channel();
-        match self.requests.try_send(BusRequest { events, reply }) {
+        let request = BusRequest {
+            events,
+            logged_at_ms: now_ms(),
+            reply,
+        };
+        match self.requests.try_send(request) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("recsys_bus_requests_refused_total", "reason" => "full")
@@ -95,10 +93,12 @@ async fn run_worker(
                 Err(_) => break,
             }
         }
-        let mut batch = Vec::with_capacity(waiting_events);
+        let mut batch = applier.batch(0, waiting_events);
         let mut replies = Vec::with_capacity(requests.len());
         for request in requests {
-            batch.extend(request.events);
+            for event in &request.events {
+                batch.push(&event.as_ref(), None, request.logged_at_ms);
+            }
             replies.push(request.reply);
         }
         metrics::histogram!("recsys_consumer_batch_size").record(batch.len() as f64);

@@ -36,7 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::events::{Backoff, BatchOutcome, EventApplier, ReceivedEvent};
+use engine::events::{Backoff, BatchOutcome, EventApplier, EventBatch};
 use engine::popularity::now_ms;
 use engine::store::SourcePosition;
 use rdkafka::client::ClientContext;
@@ -48,7 +48,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use schemas::{EventLimits, InteractionEvent};
+use schemas::{EventLimits, EventRef};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
@@ -201,12 +201,12 @@ pub struct DeadLetter {
     pub message: String,
 }
 
-/// A received batch, decoded as it arrived: valid events with their log positions, dead
-/// letters, and the offsets to commit once all of them are handled.
-#[derive(Debug, Default)]
+/// A received batch, decoded as it arrived: valid events grouped by user with their log
+/// positions, dead letters, and the offsets to commit once all of them are handled.
+#[derive(Debug)]
 pub struct ReceivedBatch {
     pub records: usize,
-    pub events: Vec<ReceivedEvent>,
+    pub events: EventBatch,
     pub dead_letters: Vec<DeadLetter>,
     pub next_offsets: NextOffsets,
     /// When its first record arrived (ms since the epoch).
@@ -214,10 +214,13 @@ pub struct ReceivedBatch {
 }
 
 impl ReceivedBatch {
-    fn new(received_ms: i64) -> ReceivedBatch {
+    pub fn new(events: EventBatch) -> ReceivedBatch {
         ReceivedBatch {
-            received_ms,
-            ..ReceivedBatch::default()
+            records: 0,
+            events,
+            dead_letters: Vec::new(),
+            next_offsets: NextOffsets::default(),
+            received_ms: 0,
         }
     }
 
@@ -232,7 +235,7 @@ impl ReceivedBatch {
             now_ms: self.received_ms,
         };
         let payload = message.payload().unwrap_or_default();
-        let event = match InteractionEvent::decode(payload, limits) {
+        let event = match EventRef::decode(payload, limits) {
             Ok(event) => event,
             Err(rejection) => {
                 self.dead_letters.push(DeadLetter {
@@ -254,14 +257,14 @@ impl ReceivedBatch {
             });
             return;
         }
-        self.events.push(ReceivedEvent {
-            event,
-            position: Some(SourcePosition {
+        self.events.push(
+            &event,
+            Some(SourcePosition {
                 partition: message.partition(),
                 offset: message.offset(),
             }),
-            logged_at_ms: message.timestamp().to_millis().unwrap_or(self.received_ms),
-        });
+            message.timestamp().to_millis().unwrap_or(self.received_ms),
+        );
     }
 }
 
@@ -432,6 +435,7 @@ impl EventConsumer {
         let (batches, mut received) = tokio::sync::mpsc::channel(1);
         let receiver = tokio::spawn(receive_batches(
             Arc::clone(&self.consumer),
+            Arc::clone(&self.applier),
             self.settings.clone(),
             self.cancelled.clone(),
             Arc::clone(&self.progress),
@@ -495,8 +499,9 @@ impl EventConsumer {
             // process.
             let (oldest, newest) = batch
                 .events
+                .logged_at_ms()
                 .iter()
-                .map(|received| received.logged_at_ms)
+                .copied()
                 .fold(None, |range: Option<(i64, i64)>, time| {
                     Some(range.map_or((time, time), |(oldest, newest)| {
                         (oldest.min(time), newest.max(time))
@@ -640,17 +645,17 @@ impl EventConsumer {
 /// handing each to `batches`.
 async fn receive_batches(
     consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
+    applier: Arc<EventApplier>,
     settings: ConsumerSettings,
     cancelled: CancellationToken,
     progress: Arc<ConsumerProgress>,
     batches: tokio::sync::mpsc::Sender<ReceivedBatch>,
 ) {
-    // Sized like the last batch: under a backlog batches are alike, and growing a vector of
-    // 100,000 events by doubling copies it about twice over.
-    let mut expected_events = 0;
+    // Sized like the last batch: under a backlog batches are alike, and growing vectors and maps
+    // of 100,000 entries by doubling copies them about twice over.
+    let (mut expected_users, mut expected_events) = (0, 0);
     while !cancelled.is_cancelled() {
-        let mut batch = ReceivedBatch::new(0);
-        batch.events.reserve(expected_events);
+        let mut batch = ReceivedBatch::new(applier.batch(expected_users, expected_events));
         let received = receive_batch(
             &consumer,
             settings.max_batch_events,
@@ -675,6 +680,7 @@ async fn receive_batches(
         match received {
             Ok(0) => {}
             Ok(_) => {
+                expected_users = batch.events.users();
                 expected_events = batch.events.len();
                 if batches.send(batch).await.is_err() {
                     return;
@@ -737,7 +743,13 @@ mod tests {
     #[test]
     fn records_split_into_positioned_events_and_reasoned_dead_letters() {
         let good = r#"{"event_id":"e1","user_id":"7","item_id":"42","event_type":"view","event_time_ms":1780000000000}"#;
-        let mut batch = ReceivedBatch::new(1_780_000_000_500);
+        let mut batch = ReceivedBatch::new(EventBatch::with_capacity(
+            engine::events::EventWeights::default(),
+            engine::popularity::DecayClock::new(24.0),
+            0,
+            0,
+        ));
+        batch.received_ms = 1_780_000_000_500;
         for message in [
             record(10, "7", Some(good)),
             record(11, "7", Some("{not json")),
@@ -748,14 +760,18 @@ mod tests {
         }
         assert_eq!(batch.records, 4);
         assert_eq!(batch.events.len(), 1);
+        let updates = batch.events.updates();
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].user_id, "7");
+        assert_eq!(updates[0].interactions[0].item.to_id(), "42");
         assert_eq!(
-            batch.events[0].position,
+            updates[0].interactions[0].position,
             Some(SourcePosition {
                 partition: 3,
                 offset: 10
             })
         );
-        assert_eq!(batch.events[0].logged_at_ms, 1_780_000_000_000);
+        assert_eq!(batch.events.logged_at_ms(), [1_780_000_000_000]);
         let reasons: Vec<(i64, &str)> = batch
             .dead_letters
             .iter()

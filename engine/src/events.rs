@@ -1,9 +1,9 @@
 //! Applying interaction events to user state: the one code path behind the Kafka consumer and the
 //! in-process bus of `POST /events`.
 //!
-//! A batch is grouped by user (arrival order kept, so a user's events stay in log order), turned
-//! into store updates that carry their source position (partition, offset) and their popularity
-//! increment, and applied in one store round trip. The store skips an interaction at or below the
+//! A batch is grouped by user as its events arrive (arrival order kept, so a user's events stay
+//! in log order) into store updates that carry their source position (partition, offset) and
+//! their popularity increment, and applied in one store round trip. The store skips an interaction at or below the
 //! user's last applied offset of its partition, so applying a batch twice changes nothing; the
 //! caller commits offsets only after `apply` returned `Ok`. With pushing on, the touched users'
 //! recommendations are then recomputed in one batch and written to their cache slots.
@@ -11,12 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use schemas::{EventType, InteractionEvent};
+use schemas::{EventRef, EventType};
 use serde::{Deserialize, Serialize};
 
 use crate::popularity::{now_ms, DecayClock};
 use crate::retrieve::{PushError, Retriever};
-use crate::store::{AppliedInteraction, SourcePosition, StoreError, UserStore, UserUpdate};
+use crate::store::{
+    AppliedInteraction, ItemKey, SourcePosition, StoreError, UserStore, UserUpdate,
+};
 use crate::BatchMap;
 
 /// How much one event of each type adds to its item's popularity (before decay).
@@ -54,15 +56,93 @@ impl EventWeights {
     }
 }
 
-/// A valid event and where it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReceivedEvent {
-    pub event: InteractionEvent,
-    /// Its place in a partitioned log; `None` for the in-process bus.
-    pub position: Option<SourcePosition>,
-    /// When it entered the system (the Kafka record timestamp, or when `POST /events` accepted
-    /// it): the start of the freshness measurement.
-    pub logged_at_ms: i64,
+/// Valid events of one batch, grouped by user as they are added: one update per user, users in
+/// order of first appearance, each user's interactions in the order they were added (a user's
+/// events come in log order, so they stay in it). A user's id is copied once per batch and a
+/// numeric item id never, so adding an event allocates nothing in the common case.
+#[derive(Debug, Clone)]
+pub struct EventBatch {
+    updates: Vec<UserUpdate>,
+    slot_of_user: BatchMap<String, usize>,
+    /// When each event entered the system (the Kafka record timestamp, or when `POST /events`
+    /// accepted it): the start of the freshness measurement.
+    logged_at_ms: Vec<i64>,
+    weights: EventWeights,
+    clock: DecayClock,
+}
+
+impl EventBatch {
+    /// An empty batch with room for `users` users and `events` events.
+    pub fn with_capacity(
+        weights: EventWeights,
+        clock: DecayClock,
+        users: usize,
+        events: usize,
+    ) -> EventBatch {
+        EventBatch {
+            updates: Vec::with_capacity(users),
+            slot_of_user: BatchMap::with_capacity_and_hasher(users, Default::default()),
+            logged_at_ms: Vec::with_capacity(events),
+            weights,
+            clock,
+        }
+    }
+
+    /// Adds a valid event; `position` is its place in a partitioned log (`None` for the
+    /// in-process bus).
+    pub fn push(
+        &mut self,
+        event: &EventRef<'_>,
+        position: Option<SourcePosition>,
+        logged_at_ms: i64,
+    ) {
+        let slot = match self.slot_of_user.get(event.user_id.as_ref()) {
+            Some(&slot) => slot,
+            None => {
+                let user_id = event.user_id.as_ref().to_owned();
+                self.slot_of_user
+                    .insert(user_id.clone(), self.updates.len());
+                self.updates.push(UserUpdate {
+                    user_id,
+                    interactions: Vec::new(),
+                });
+                self.updates.len() - 1
+            }
+        };
+        self.updates[slot].interactions.push(AppliedInteraction {
+            item: ItemKey::new(&event.item_id),
+            event_time_ms: event.event_time_ms,
+            position,
+            popularity_increment: self
+                .clock
+                .increment(self.weights.of(event.event_type), event.event_time_ms),
+        });
+        self.logged_at_ms.push(logged_at_ms);
+    }
+
+    /// Events added.
+    pub fn len(&self) -> usize {
+        self.logged_at_ms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.logged_at_ms.is_empty()
+    }
+
+    /// Distinct users.
+    pub fn users(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// One update per user, users in order of first appearance.
+    pub fn updates(&self) -> &[UserUpdate] {
+        &self.updates
+    }
+
+    /// When each event entered the system (ms since the epoch), in the order they were added.
+    pub fn logged_at_ms(&self) -> &[i64] {
+        &self.logged_at_ms
+    }
 }
 
 /// What applying one batch did.
@@ -108,39 +188,19 @@ impl EventApplier {
         &self.store
     }
 
-    /// One update per user, users in order of first appearance, each user's events in batch order.
-    pub fn updates(&self, events: &[ReceivedEvent]) -> Vec<UserUpdate> {
-        let mut slot_of_user: BatchMap<&str, usize> = BatchMap::default();
-        let mut updates: Vec<UserUpdate> = Vec::new();
-        for received in events {
-            let event = &received.event;
-            let slot = *slot_of_user
-                .entry(event.user_id.as_str())
-                .or_insert_with(|| {
-                    updates.push(UserUpdate {
-                        user_id: event.user_id.clone(),
-                        interactions: Vec::new(),
-                    });
-                    updates.len() - 1
-                });
-            updates[slot].interactions.push(AppliedInteraction {
-                item_id: event.item_id.clone(),
-                event_time_ms: event.event_time_ms,
-                position: received.position,
-                popularity_increment: self
-                    .clock
-                    .increment(self.weights.of(event.event_type), event.event_time_ms),
-            });
-        }
-        updates
+    /// An empty batch that weighs events as this applier does, with room for `users` users and
+    /// `events` events.
+    pub fn batch(&self, users: usize, events: usize) -> EventBatch {
+        EventBatch::with_capacity(self.weights, self.clock, users, events)
     }
 
     /// Applies the batch to the store (one attempt). `Ok` means every event is stored.
-    pub async fn apply(&self, events: &[ReceivedEvent]) -> Result<BatchOutcome, StoreError> {
-        if events.is_empty() {
+    pub async fn apply(&self, batch: &EventBatch) -> Result<BatchOutcome, StoreError> {
+        if batch.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        let updates = self.updates(events);
+        // A copy per attempt: the store takes its updates, and a failed attempt is retried.
+        let updates = batch.updates.clone();
         let started = Instant::now();
         let stored = self.store.apply(updates).await?;
         metrics::histogram!("recsys_consumer_apply_duration_seconds")
@@ -161,14 +221,14 @@ impl EventApplier {
     /// so the caller can report itself not ready.
     pub async fn apply_until_stored(
         &self,
-        events: &[ReceivedEvent],
+        batch: &EventBatch,
         backoff: &Backoff,
         cancelled: &tokio_util::sync::CancellationToken,
         mut on_outage: impl FnMut(Option<&StoreError>),
     ) -> Option<BatchOutcome> {
         let mut delay = backoff.initial;
         loop {
-            match self.apply(events).await {
+            match self.apply(batch).await {
                 Ok(outcome) => {
                     on_outage(None);
                     return Some(outcome);
@@ -188,18 +248,14 @@ impl EventApplier {
     /// Recomputes and caches the recommendations of every user of the batch (once per user, however
     /// many of their events it holds). A failure is logged and counted, never retried: the API
     /// computes on request when the cache is not current.
-    pub async fn push_recommendations(&self, events: &[ReceivedEvent]) -> usize {
+    pub async fn push_recommendations(&self, batch: &EventBatch) -> usize {
         let Some(push) = &self.push else {
             return 0;
         };
-        // Each user once, in order of first appearance: a burst of one user's events is one
-        // recompute.
-        let mut distinct = std::collections::HashSet::new();
-        let users: Vec<String> = events
+        let users: Vec<String> = batch
+            .updates
             .iter()
-            .map(|received| received.event.user_id.as_str())
-            .filter(|user| distinct.insert(*user))
-            .map(str::to_owned)
+            .map(|update| update.user_id.clone())
             .collect();
         let result: Result<usize, PushError> = async {
             let entries = push
@@ -214,9 +270,9 @@ impl EventApplier {
             Ok(pushed) => {
                 // Every event of the batch is reflected in what was written.
                 let written_at = now_ms();
-                for received in events {
+                for logged_at_ms in &batch.logged_at_ms {
                     metrics::histogram!("recsys_consumer_freshness_seconds")
-                        .record((written_at - received.logged_at_ms).max(0) as f64 / 1000.0);
+                        .record((written_at - logged_at_ms).max(0) as f64 / 1000.0);
                 }
                 metrics::counter!("recsys_consumer_pushes_total", "outcome" => "written")
                     .increment(pushed as u64);

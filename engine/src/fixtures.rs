@@ -16,7 +16,7 @@ use crate::indexing::index_bundle;
 use crate::model::InProcessModel;
 use crate::popularity::{PopularItem, PopularSnapshot};
 use crate::retrieve::Retriever;
-use crate::store::{open_store, AppliedInteraction, StoreLimits, UserStore, UserUpdate};
+use crate::store::{open_store, AppliedInteraction, ItemKey, StoreLimits, UserStore, UserUpdate};
 
 /// Trains the tiny model into `data_dir`, indexes it, opens the embedded store, and seeds the
 /// popular list with `i0` (most popular) .. `i9`.
@@ -67,7 +67,7 @@ pub async fn remember(store: &dyn UserStore, user_id: &str, items: &[&str]) {
         .iter()
         .enumerate()
         .map(|(time, item)| AppliedInteraction {
-            item_id: (*item).to_owned(),
+            item: ItemKey::new(item),
             event_time_ms: time as i64,
             position: None,
             popularity_increment: 0.0,

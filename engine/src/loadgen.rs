@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use schemas::RetrieveContext;
 
-use crate::store::{AppliedInteraction, StoreError, UserStore, UserUpdate};
+use crate::store::{AppliedInteraction, ItemKey, StoreError, UserStore, UserUpdate};
 
 /// Interactions kept out of the stored history, to serve as session items.
 const SESSION_TAIL: usize = 5;
@@ -48,7 +48,7 @@ pub async fn prepare_retrieve_load(
                         .iter()
                         .enumerate()
                         .map(|(position, item_id)| AppliedInteraction {
-                            item_id: item_id.clone(),
+                            item: ItemKey::new(item_id),
                             event_time_ms: position as i64,
                             position: None,
                             popularity_increment: 0.0,

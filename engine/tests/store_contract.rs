@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use engine::store::{
-    open_store, AppliedInteraction, CachedItem, CachedRecommendations, SourcePosition, StoreLimits,
-    UserStore, UserUpdate,
+    open_store, AppliedInteraction, CachedItem, CachedRecommendations, ItemKey, SourcePosition,
+    StoreLimits, UserStore, UserUpdate,
 };
 
 /// Keeps whatever backs a store (temporary dir, server) alive for the test's duration.
@@ -43,7 +43,7 @@ async fn redis() -> (Arc<dyn UserStore>, Guard) {
 
 fn interaction(item: &str, time: i64, position: Option<(i32, i64)>) -> AppliedInteraction {
     AppliedInteraction {
-        item_id: item.to_owned(),
+        item: ItemKey::new(item),
         event_time_ms: time,
         position: position.map(|(partition, offset)| SourcePosition { partition, offset }),
         popularity_increment: 0.0,

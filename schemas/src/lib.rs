@@ -12,7 +12,7 @@ mod status;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::{
-    EventLimits, EventRejection, EventType, InteractionEvent, RejectionReason,
+    EventLimits, EventRef, EventRejection, EventType, InteractionEvent, RejectionReason,
     DEFAULT_MAX_EVENT_BYTES, EARLIEST_EVENT_TIME_MS, MAX_CLOCK_SKEW_MS, MAX_ID_BYTES,
 };
 pub use model_server::{

@@ -210,7 +210,7 @@ impl UserStore for EmbeddedStore {
                             changed = true;
                             if interaction.popularity_increment != 0.0 {
                                 popularity_increments.push((
-                                    interaction.item_id.clone(),
+                                    interaction.item.to_id(),
                                     interaction.popularity_increment,
                                 ));
                             }

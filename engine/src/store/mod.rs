@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
+pub use record::ItemKey;
 pub(crate) use record::UserRecord;
 pub use redis_store::RedisStore;
 
@@ -28,9 +29,9 @@ pub struct SourcePosition {
 }
 
 /// One interaction to apply to a user's state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppliedInteraction {
-    pub item_id: String,
+    pub item: ItemKey,
     /// Milliseconds since the Unix epoch.
     pub event_time_ms: i64,
     /// `None` for events that did not come from a partitioned log (they are always applied).

@@ -28,27 +28,40 @@ const FORMAT: u8 = 1;
 /// Numeric item ids at or above this are stored as text (the shifted tag must fit a `u64`).
 const NUMERIC_LIMIT: u64 = 1 << 62;
 
-/// An item id as the record holds it: canonical decimal ids as their number (no allocation to
-/// decode, an integer compare to match), anything else as text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ItemKey {
+/// An item id as the stream path and the record hold it: canonical decimal ids as their number
+/// (no allocation, an integer compare to match, a cheap hash), anything else as text. Displays
+/// as the id it was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ItemKey {
     Number(u64),
     Text(Box<str>),
 }
 
 impl ItemKey {
-    pub(crate) fn new(item_id: &str) -> ItemKey {
+    pub fn new(item_id: &str) -> ItemKey {
         match canonical_number(item_id) {
             Some(number) => ItemKey::Number(number),
             None => ItemKey::Text(item_id.into()),
         }
     }
 
-    pub(crate) fn to_id(&self) -> String {
+    pub fn to_id(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for ItemKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ItemKey::Number(number) => number.to_string(),
-            ItemKey::Text(text) => text.to_string(),
+            ItemKey::Number(number) => write!(formatter, "{number}"),
+            ItemKey::Text(text) => formatter.write_str(text),
         }
+    }
+}
+
+impl From<&str> for ItemKey {
+    fn from(item_id: &str) -> ItemKey {
+        ItemKey::new(item_id)
     }
 }
 
@@ -104,7 +117,7 @@ impl UserRecord {
                     .push((position.partition, position.offset)),
             }
         }
-        let item = ItemKey::new(&interaction.item_id);
+        let item = interaction.item.clone();
         if let Some(index) = self.earlier_items.iter().position(|seen| *seen == item) {
             self.earlier_items.remove(index);
         }
@@ -483,7 +496,7 @@ mod tests {
     fn see(record: &mut UserRecord, item: &str) {
         record.apply(
             &AppliedInteraction {
-                item_id: item.to_owned(),
+                item: ItemKey::new(item),
                 event_time_ms: 1,
                 position: None,
                 popularity_increment: 0.0,

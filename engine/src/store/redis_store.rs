@@ -13,13 +13,14 @@
 //! A batch is applied optimistically, in chunks of users whose round trips overlap: one pipeline
 //! reads the chunk's records (except those this process wrote last and remembers), the
 //! transition runs here (the same code as the embedded store), and
-//! one pipeline writes each record with a compare-and-set script (only if it still holds what was
+//! one script call writes each record with a compare-and-set (only if it still holds what was
 //! read), answering which users changed meanwhile; those are read and applied again. In a
 //! consumer group a user's events come from one partition, so conflicts only happen around
 //! rebalances (a zombie's stale write is refused) or with several API processes on the
 //! in-process bus. Popularity increments of the applied interactions follow, once per batch.
-//! Every command names one user's keys (or the popularity key), and a user's keys share a hash
-//! slot (`{u}`), so the layout suits Redis Cluster.
+//! A user's keys share a hash slot (`{u}`), so the layout suits Redis Cluster; this client talks
+//! to one server (a standalone Redis or a cluster proxy), and the compare-and-set call, which
+//! names a chunk's users together, is the one command a cluster client would split by slot.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,19 +33,27 @@ use redis::{AsyncCommands, ErrorKind, IntoConnectionInfo, Script, ServerErrorKin
 use crate::BatchMap;
 
 use super::{
-    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
-    UserUpdate,
+    ApplyOutcome, CachedRecommendations, ItemKey, StoreError, StoreLimits, UserRecord, UserState,
+    UserStore, UserUpdate,
 };
 
-/// Writes `ARGV[2]` to `KEYS[1]` when the key still holds `ARGV[1]` (empty: absent); answers
-/// whether it did.
+/// For each key `KEYS[i]`: writes `ARGV[2i]` when the key still holds `ARGV[2i-1]` (empty:
+/// absent). Answers one 1 (written) or 0 (changed meanwhile) per key. One call per chunk of
+/// users: a script call costs the server about as much as the two commands it runs, so calling
+/// it once per user doubled the server's work per write. All keys of a call are declared, as
+/// Redis requires; on Redis Cluster (another client) a call would have to group keys by slot.
 const COMPARE_AND_SET_SCRIPT: &str = r#"
-local current = redis.call('GET', KEYS[1]) or ''
-if current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
+local written = {}
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key) or ''
+  if current == ARGV[2 * i - 1] then
+    redis.call('SET', key, ARGV[2 * i])
+    written[i] = 1
+  else
+    written[i] = 0
+  end
 end
-return 0
+return written
 "#;
 
 /// Users per chunk of a batch: each chunk is one pipeline of reads and one of writes.
@@ -258,50 +267,25 @@ impl RedisStore {
         Ok(records.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// Writes `(user, read bytes, new bytes)` where the record is still as read, in one round
-    /// trip, and says which of `writes` went in.
+    /// Writes `(user, read bytes, new bytes)` where the record is still as read, in one script
+    /// call, and says which of `writes` went in.
     async fn compare_and_set(&self, writes: &[(&str, Vec<u8>, Vec<u8>)]) -> WriteResults {
         if writes.is_empty() {
             return WriteResults::default();
         }
-        let mut pipeline = redis::pipe();
-        // Each call's own answer: when some fail (a server that lost its scripts), the others
-        // may still have written, and those must be counted as written.
-        pipeline.ignore_errors();
-        for (user_id, read, written) in writes {
-            pipeline
-                .cmd("EVALSHA")
-                .arg(self.compare_and_set.get_hash())
-                .arg(1)
-                .arg(self.record_key(user_id))
-                .arg(read)
-                .arg(written);
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.compare_and_set.get_hash()).arg(writes.len());
+        for (user_id, _, _) in writes {
+            call.arg(self.record_key(user_id));
+        }
+        for (_, read, written) in writes {
+            call.arg(read).arg(written);
         }
         let mut connection = self.connection();
-        let answers: Vec<redis::RedisResult<bool>> =
-            match pipeline.query_async(&mut connection).await {
-                Ok(answers) => answers,
-                Err(error) => {
-                    // Nothing is known about these writes: report none as written, so they are
-                    // read and applied again (what did go in then counts as a duplicate).
-                    return WriteResults::none_written(writes.len(), unavailable(error));
-                }
-            };
-        if answers.len() != writes.len() {
-            // One answer per call is the protocol; anything else says nothing reliable.
-            return WriteResults::none_written(
-                writes.len(),
-                StoreError::Unavailable(format!(
-                    "{} answers to {} writes",
-                    answers.len(),
-                    writes.len()
-                )),
-            );
-        }
-        let results = WriteResults::from_answers(answers);
+        let answer: redis::RedisResult<Vec<bool>> = call.query_async(&mut connection).await;
+        let results = WriteResults::from_answer(writes.len(), answer);
         if results.script_missing {
-            // A restarted server forgets loaded scripts; the writes it refused go in the next
-            // round.
+            // A restarted server forgets loaded scripts; the writes go in the next round.
             if let Err(error) = self
                 .compare_and_set
                 .prepare_invoke()
@@ -399,16 +383,13 @@ impl RedisStore {
                 if increment == 0.0 {
                     continue;
                 }
-                // The item id is copied once per chunk, not once per interaction.
-                match result
-                    .popularity_increments
-                    .get_mut(interaction.item_id.as_str())
-                {
+                // The item is copied once per chunk, not once per interaction.
+                match result.popularity_increments.get_mut(&interaction.item) {
                     Some(total) => *total += increment,
                     None => {
                         result
                             .popularity_increments
-                            .insert(interaction.item_id.clone(), increment);
+                            .insert(interaction.item.clone(), increment);
                     }
                 }
             }
@@ -428,43 +409,47 @@ impl RedisStore {
     }
 }
 
-/// Which writes of a compare-and-set pipeline went in, and what stopped the others.
+/// Which writes of a compare-and-set call went in, and what stopped the others.
 #[derive(Debug, Default)]
 struct WriteResults {
     /// Per write: `false` if the record had changed since it was read, or if the server refused
     /// or did not answer the call.
     written: Vec<bool>,
-    /// Some call failed because the server does not know the script.
+    /// The call failed because the server does not know the script.
     script_missing: bool,
     error: Option<StoreError>,
 }
 
 impl WriteResults {
-    /// `count` writes of which nothing is known, because of `error`.
-    fn none_written(count: usize, error: StoreError) -> WriteResults {
-        WriteResults {
-            written: vec![false; count],
-            script_missing: false,
-            error: Some(error),
-        }
-    }
-
-    fn from_answers(answers: Vec<redis::RedisResult<bool>>) -> WriteResults {
-        let mut results = WriteResults::default();
-        for answer in answers {
-            match answer {
-                Ok(written) => results.written.push(written),
-                Err(error) => {
-                    results.written.push(false);
-                    if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
-                        results.script_missing = true;
-                    } else if results.error.is_none() {
-                        results.error = Some(unavailable(error));
-                    }
+    /// What the server's answer to a call of `count` writes says. Without a well-formed answer
+    /// nothing is known, so none counts as written: they are read and applied again, and
+    /// whatever did go in then counts as a duplicate.
+    fn from_answer(count: usize, answer: redis::RedisResult<Vec<bool>>) -> WriteResults {
+        let (script_missing, error) = match answer {
+            Ok(written) if written.len() == count => {
+                return WriteResults {
+                    written,
+                    script_missing: false,
+                    error: None,
                 }
             }
+            Ok(written) => (
+                false,
+                Some(StoreError::Unavailable(format!(
+                    "{} answers to {count} writes",
+                    written.len()
+                ))),
+            ),
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                (true, None)
+            }
+            Err(error) => (false, Some(unavailable(error))),
+        };
+        WriteResults {
+            written: vec![false; count],
+            script_missing,
+            error,
         }
-        results
     }
 }
 
@@ -473,7 +458,7 @@ impl WriteResults {
 #[derive(Default)]
 struct ChunkResult {
     outcome: ApplyOutcome,
-    popularity_increments: BatchMap<String, f64>,
+    popularity_increments: BatchMap<ItemKey, f64>,
     error: Option<StoreError>,
 }
 
@@ -567,7 +552,7 @@ impl UserStore for RedisStore {
             .collect()
             .await;
         let mut outcome = ApplyOutcome::default();
-        let mut increments: BatchMap<String, f64> = BatchMap::default();
+        let mut increments: BatchMap<ItemKey, f64> = BatchMap::default();
         let mut first_error = None;
         for chunk in chunks {
             outcome.applied += chunk.outcome.applied;
@@ -582,7 +567,10 @@ impl UserStore for RedisStore {
         // sees their events as duplicates and would never add them. A failure in between
         // (a crash, the server gone) loses at most this batch's increments, never counts
         // one twice.
-        let increments: Vec<(String, f64)> = increments.into_iter().collect();
+        let increments: Vec<(String, f64)> = increments
+            .into_iter()
+            .map(|(item, amount)| (item.to_id(), amount))
+            .collect();
         self.add_popularity(&increments).await?;
         match first_error {
             Some(error) => Err(error),
@@ -653,37 +641,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_a_server_refused_are_retried_and_the_others_counted() {
-        let no_script = || {
-            redis::RedisError::from((
-                ErrorKind::Server(ServerErrorKind::NoScript),
-                "NOSCRIPT No matching script",
-            ))
-        };
-        // A pipeline that crossed another connection loading the script: its first calls were
-        // refused, the later ones wrote.
-        let results = WriteResults::from_answers(vec![
-            Err(no_script()),
-            Err(no_script()),
-            Ok(true),
-            Ok(false),
-        ]);
-        assert_eq!(results.written, [false, false, true, false]);
-        assert!(results.script_missing);
-        assert!(
-            results.error.is_none(),
-            "a missing script is reloaded, not an outage"
-        );
+    fn only_a_complete_answer_counts_writes_as_done() {
+        let results = WriteResults::from_answer(3, Ok(vec![true, false, true]));
+        assert_eq!(results.written, [true, false, true]);
+        assert!(results.error.is_none() && !results.script_missing);
 
-        let results = WriteResults::from_answers(vec![
-            Ok(true),
-            Err(redis::RedisError::from((
-                ErrorKind::Server(ServerErrorKind::ReadOnly),
-                "READONLY",
-            ))),
-        ]);
-        assert_eq!(results.written, [true, false]);
-        assert!(!results.script_missing);
+        // A server that lost its scripts: nothing written, the script is loaded again, and that
+        // is no outage.
+        let no_script = redis::RedisError::from((
+            ErrorKind::Server(ServerErrorKind::NoScript),
+            "NOSCRIPT No matching script",
+        ));
+        let results = WriteResults::from_answer(2, Err(no_script));
+        assert_eq!(results.written, [false, false]);
+        assert!(results.script_missing);
+        assert!(results.error.is_none());
+
+        let read_only =
+            redis::RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "READONLY"));
+        let results = WriteResults::from_answer(2, Err(read_only));
+        assert_eq!(results.written, [false, false]);
+        assert!(matches!(results.error, Some(StoreError::Unavailable(_))));
+
+        let results = WriteResults::from_answer(3, Ok(vec![true]));
+        assert_eq!(results.written, [false, false, false]);
         assert!(matches!(results.error, Some(StoreError::Unavailable(_))));
     }
 }

@@ -1,10 +1,14 @@
 //! The interaction event: what a shop or media site tells us a user did. JSON on the wire; on Kafka
 //! the record key is the user id, so one user's events stay ordered within a partition.
 //!
-//! [`InteractionEvent::decode`] is the one entry point for untrusted bytes (the consumer, `POST
-//! /events`): it either returns a valid event or a [`EventRejection`] whose [`RejectionReason`] is
-//! a stable label (dead-letter header, metric label) and whose message names the field and the
-//! problem.
+//! [`EventRef::decode`] (and [`InteractionEvent::decode`], its owned form) is the one entry point
+//! for untrusted bytes (the consumer, `POST /events`): it either returns a valid event or a
+//! [`EventRejection`] whose [`RejectionReason`] is a stable label (dead-letter header, metric
+//! label) and whose message names the field and the problem.
+
+mod plain;
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -146,9 +150,27 @@ pub struct EventLimits {
     pub now_ms: i64,
 }
 
-impl InteractionEvent {
+/// An event whose ids point into the bytes it was decoded from (an id written with JSON escapes
+/// is the one that gets copied): what the consumer decodes each record into, so a valid event
+/// costs no allocation. Same fields, same JSON and same rules as [`InteractionEvent`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRef<'a> {
+    #[serde(borrow)]
+    pub event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub user_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub item_id: Cow<'a, str>,
+    pub event_type: EventType,
+    #[serde(default)]
+    pub value: Option<f64>,
+    pub event_time_ms: i64,
+}
+
+impl<'a> EventRef<'a> {
     /// Parses and validates one event from untrusted bytes.
-    pub fn decode(bytes: &[u8], limits: EventLimits) -> Result<InteractionEvent, EventRejection> {
+    pub fn decode(bytes: &'a [u8], limits: EventLimits) -> Result<EventRef<'a>, EventRejection> {
         if bytes.len() > limits.max_event_bytes {
             return Err(EventRejection::new(
                 RejectionReason::TooLarge,
@@ -159,6 +181,18 @@ impl InteractionEvent {
                 ),
             ));
         }
+        // The shape nearly every producer writes is read by a plain scanner; anything else
+        // (escapes, floats, odd keys, errors) goes to serde, which decides exactly as it would
+        // have for the whole input.
+        let event = match plain::scan(bytes) {
+            Some(event) => event,
+            None => Self::parse(bytes)?,
+        };
+        event.validate(limits.now_ms)?;
+        Ok(event)
+    }
+
+    fn parse(bytes: &'a [u8]) -> Result<EventRef<'a>, EventRejection> {
         // serde would also take a struct written as an array; an event is an object, and saying
         // so is clearer than a type error about its first element.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
@@ -169,29 +203,17 @@ impl InteractionEvent {
         }
         // Plain serde first: tracking the path costs about as much as the parse, and only a
         // rejection needs it (to name the field), so a failure is parsed again with it.
-        let event = match serde_json::from_slice::<InteractionEvent>(bytes) {
-            Ok(event) => event,
-            Err(_) => return Err(Self::explain_rejection(bytes)),
-        };
-        event.validate(limits.now_ms)?;
-        Ok(event)
+        serde_json::from_slice::<EventRef<'a>>(bytes).map_err(|_| explain_rejection(bytes))
     }
 
-    /// Why `bytes` (an object that plain serde refused) is not an event, naming the field.
-    fn explain_rejection(bytes: &[u8]) -> EventRejection {
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let parsed: Result<InteractionEvent, _> =
-            serde_path_to_error::deserialize(&mut deserializer);
-        match parsed {
-            Err(error) => classify_json_error(&error),
-            Ok(_) => match deserializer.end() {
-                Err(error) => EventRejection::new(
-                    RejectionReason::InvalidJson,
-                    format!("trailing characters after the event: {error}"),
-                ),
-                // Both parsers agree on JSON; reaching here would be a serde bug.
-                Ok(()) => EventRejection::new(RejectionReason::InvalidJson, "not a valid event"),
-            },
+    pub fn into_owned(self) -> InteractionEvent {
+        InteractionEvent {
+            event_id: self.event_id.into_owned(),
+            user_id: self.user_id.into_owned(),
+            item_id: self.item_id.into_owned(),
+            event_type: self.event_type,
+            value: self.value,
+            event_time_ms: self.event_time_ms,
         }
     }
 
@@ -238,6 +260,47 @@ impl InteractionEvent {
             }
             _ => Ok(()),
         }
+    }
+}
+
+impl InteractionEvent {
+    /// Parses and validates one event from untrusted bytes.
+    pub fn decode(bytes: &[u8], limits: EventLimits) -> Result<InteractionEvent, EventRejection> {
+        EventRef::decode(bytes, limits).map(EventRef::into_owned)
+    }
+
+    /// The event as an [`EventRef`] borrowing its ids.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            event_id: Cow::Borrowed(&self.event_id),
+            user_id: Cow::Borrowed(&self.user_id),
+            item_id: Cow::Borrowed(&self.item_id),
+            event_type: self.event_type,
+            value: self.value,
+            event_time_ms: self.event_time_ms,
+        }
+    }
+
+    /// The checks beyond the JSON shape.
+    pub fn validate(&self, now_ms: i64) -> Result<(), EventRejection> {
+        self.as_ref().validate(now_ms)
+    }
+}
+
+/// Why `bytes` (an object that plain serde refused) is not an event, naming the field.
+fn explain_rejection(bytes: &[u8]) -> EventRejection {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<InteractionEvent, _> = serde_path_to_error::deserialize(&mut deserializer);
+    match parsed {
+        Err(error) => classify_json_error(&error),
+        Ok(_) => match deserializer.end() {
+            Err(error) => EventRejection::new(
+                RejectionReason::InvalidJson,
+                format!("trailing characters after the event: {error}"),
+            ),
+            // Both parsers agree on JSON; reaching here would be a serde bug.
+            Ok(()) => EventRejection::new(RejectionReason::InvalidJson, "not a valid event"),
+        },
     }
 }
 
@@ -436,7 +499,7 @@ mod tests {
     fn the_committed_json_schema_is_the_one_generated_from_the_type() {
         let generated = crate::event_json_schema();
         let committed: serde_json::Value =
-            serde_json::from_str(include_str!("../json/interaction_event.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../json/interaction_event.schema.json")).unwrap();
         assert_eq!(
             committed, generated,
             "schemas/json/interaction_event.schema.json is stale: run `recsys schema event > schemas/json/interaction_event.schema.json`"
