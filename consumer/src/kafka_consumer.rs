@@ -1,8 +1,7 @@
 //! The Kafka consumer group: batches of records → decode → dead letters → state store → pushed
 //! recommendations → offsets. One task receives and decodes batches, another writes them, so
-//! the next batch is read while the previous one is written; under a backlog a batch grows until
-//! the writer takes the batch before it (up to `max_batch_events`), so a user's many events become
-//! one write.
+//! the next batch is read while the previous one is written; under a backlog a batch fills up to
+//! `max_batch_events`, so a user's many events become one write.
 //!
 //! Why nothing is lost and nothing is applied twice ("effectively once"):
 //! - Records are keyed by user id, so one user's events are in one partition, in order.
@@ -148,11 +147,13 @@ impl NextOffsets {
 
 /// Receives one batch, handing each record to `on_record` while it is still in librdkafka's
 /// buffer. The batch closes at `max_events` records, or once `max_wait` has passed since its
-/// first record *and* `ready` has completed: a consumer passes "the previous batch is taken",
-/// so that under a backlog a batch keeps everything that arrived while the previous one was
-/// written (a user's events coalesce into one write) and at a low rate it closes after
-/// `max_wait`. Returns how many were received: 0 when `cancelled` fired first. Used by the
-/// consumer and by the benchmark's consume-only client, so the two batch alike.
+/// first record, `ready` has completed *and* no record is waiting in librdkafka's queue. A
+/// consumer passes "the previous batch is taken" as `ready`. So at a low rate a batch closes
+/// after `max_wait`, while under a backlog it fills up to `max_events`: a user's many events
+/// coalesce into one store write, where closing whenever the writer is free would make the
+/// batches, and the events per write, smaller the faster the writer gets. Returns how many were
+/// received: 0 when `cancelled` fired first. Used by the consumer and by the benchmark's
+/// consume-only client, so the two batch alike.
 pub async fn receive_batch<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
     max_events: usize,
@@ -170,12 +171,13 @@ pub async fn receive_batch<C: ConsumerContext + 'static>(
     let waited = tokio::time::sleep(max_wait);
     tokio::pin!(waited, ready);
     let mut max_wait_passed = false;
+    let mut close_when_idle = false;
     while count < max_events {
         tokio::select! {
             biased;
             () = cancelled.cancelled() => break,
             () = &mut waited, if !max_wait_passed => max_wait_passed = true,
-            () = &mut ready, if max_wait_passed => break,
+            () = &mut ready, if max_wait_passed && !close_when_idle => close_when_idle = true,
             received = consumer.recv() => match received {
                 Ok(message) => {
                     on_record(&message);
@@ -187,6 +189,8 @@ pub async fn receive_batch<C: ConsumerContext + 'static>(
                     break;
                 }
             },
+            // Polled only after `recv` found nothing waiting.
+            () = std::future::ready(()), if close_when_idle => break,
         }
     }
     Ok(count)

@@ -560,8 +560,8 @@ async fn a_fresh_producer_reports_ready_once_it_has_its_producer_id() {
 }
 
 /// The consumer's batching: a batch closes `max_wait` after its first record only once `ready`
-/// (the consumer passes "the writer took the batch before"); until then it keeps what arrives,
-/// so under a backlog a user's events coalesce into one write.
+/// (the consumer passes "the writer took the batch before") and nothing more is waiting; until
+/// then it keeps what arrives, so under a backlog a user's events coalesce into one write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_keeps_growing_until_the_previous_one_is_written() {
     let broker = KafkaBroker::start();
@@ -644,4 +644,35 @@ async fn a_batch_keeps_growing_until_the_previous_one_is_written() {
     // The previous batch takes 3 s to write: the batch keeps growing past `max_wait`.
     let batch = batch_with(tokio::time::sleep(Duration::from_secs(3)), "c1", "c2").await;
     assert_eq!(batch, [b"b2".to_vec(), b"c1".to_vec(), b"c2".to_vec()]);
+
+    // A backlog: 40 records wait in the client's queue and each takes 2 ms to handle, so
+    // `max_wait` (50 ms) passes with the writer ready while records still wait. The batch
+    // takes them all (one store write per user instead of several), then closes.
+    let backlog: Vec<&'static str> = (0..40)
+        .map(|index| &*Box::leak(format!("d{index}").into_boxed_str()))
+        .collect();
+    for payload in &backlog {
+        send(payload).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut payloads = Vec::new();
+    let received = consumer::kafka_consumer::receive_batch(
+        &consumer,
+        1_000,
+        max_wait,
+        std::future::ready(()),
+        &never,
+        |message| {
+            std::thread::sleep(Duration::from_millis(2));
+            payloads.push(message.payload().unwrap_or_default().to_vec());
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(received, 40);
+    let expected: Vec<Vec<u8>> = backlog
+        .iter()
+        .map(|payload| payload.as_bytes().to_vec())
+        .collect();
+    assert_eq!(payloads, expected);
 }
