@@ -5,7 +5,7 @@
 # per user with a 50-item sequence, and freshness (event logged -> recommendations cached) with
 # pushing on at a fixed rate.
 #
-#   scripts/bench-stream.sh [--events 2000000] [--rounds 3] [--freshness-rate 1000] [--freshness-seconds 30]
+#   scripts/bench-stream.sh [--events 2000000] [--rounds 5] [--freshness-rate 1000] [--freshness-seconds 30]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 log() { echo "[bench-stream] $*" >&2; }

@@ -1,7 +1,8 @@
 //! The Kafka consumer group: batches of records → decode → dead letters → state store → pushed
-//! recommendations → offsets. One task receives and decodes batches, another writes them, so
-//! the next batch is read while the previous one is written; under a backlog a batch fills up to
-//! `max_batch_events`, so a user's many events become one write.
+//! recommendations → offsets. Three tasks form a pipeline: one receives batches (copying the
+//! records out of librdkafka's buffers), one decodes them, one writes them, so on a multi-core
+//! machine the next batch is read and decoded while the previous one is written; under a
+//! backlog a batch fills up to `max_batch_events`, so a user's many events become one write.
 //!
 //! Why nothing is lost and nothing is applied twice ("effectively once"):
 //! - Records are keyed by user id, so one user's events are in one partition, in order.
@@ -51,6 +52,7 @@ use schemas::{EventLimits, EventRef};
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
+use crate::record_copies::{RecordCopies, RecordRef};
 use crate::sink::{kafka_producer, EventProducer};
 
 #[derive(Debug, Clone)]
@@ -111,13 +113,13 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
-    pub fn from_message(message: &impl Message) -> RawRecord {
+    pub fn from_record(record: RecordRef<'_>) -> RawRecord {
         RawRecord {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
-            timestamp_ms: message.timestamp().to_millis(),
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key.map(<[u8]>::to_vec),
+            payload: record.payload.map(<[u8]>::to_vec),
+            timestamp_ms: record.timestamp_ms,
         }
     }
 }
@@ -147,12 +149,13 @@ impl NextOffsets {
 
 /// Receives one batch, handing each record to `on_record` while it is still in librdkafka's
 /// buffer. The batch closes at `max_events` records, or once `max_wait` has passed since its
-/// first record, `ready` has completed *and* no record is waiting in librdkafka's queue. A
-/// consumer passes "the previous batch is taken" as `ready`. So at a low rate a batch closes
-/// after `max_wait`, while under a backlog it fills up to `max_events`: a user's many events
-/// coalesce into one store write, where closing whenever the writer is free would make the
-/// batches, and the events per write, smaller the faster the writer gets. Returns how many were
-/// received: 0 when `cancelled` fired first. Used by the consumer and by the benchmark's
+/// first record, `ready` has completed *and* nothing is waiting: neither in librdkafka's queue
+/// nor, as far as its last fetches tell, in the log in numbers that would fill the batch. A
+/// consumer passes "the previous batch is taken" as `ready`. So at a low or steady rate a batch
+/// closes after `max_wait`, while under a backlog it fills up to `max_events`: a user's many
+/// events coalesce into one store write, where closing whenever the writer is free would make
+/// the batches, and the events per write, smaller the faster the writer gets. Returns how many
+/// were received: 0 when `cancelled` fired first. Used by the consumer and by the benchmark's
 /// consume-only client, so the two batch alike.
 pub async fn receive_batch<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
@@ -162,26 +165,36 @@ pub async fn receive_batch<C: ConsumerContext + 'static>(
     cancelled: &CancellationToken,
     mut on_record: impl FnMut(&BorrowedMessage<'_>),
 ) -> KafkaResult<usize> {
+    let mut positions = ReadPositions::default();
     tokio::select! {
         biased;
         () = cancelled.cancelled() => return Ok(0),
-        received = consumer.recv() => on_record(&received?),
+        received = consumer.recv() => {
+            let message = received?;
+            positions.observe(&message);
+            on_record(&message);
+        }
     }
     let mut count = 1;
     let waited = tokio::time::sleep(max_wait);
-    tokio::pin!(waited, ready);
+    // How long a batch waits for the next fetch once the log was seen to hold more.
+    let fetch_grace = tokio::time::sleep(max_wait);
+    tokio::pin!(waited, ready, fetch_grace);
     let mut max_wait_passed = false;
-    let mut close_when_idle = false;
+    let mut writer_ready = false;
+    let mut waiting_for_fetch = false;
     while count < max_events {
         tokio::select! {
             biased;
             () = cancelled.cancelled() => break,
             () = &mut waited, if !max_wait_passed => max_wait_passed = true,
-            () = &mut ready, if max_wait_passed && !close_when_idle => close_when_idle = true,
+            () = &mut ready, if max_wait_passed && !writer_ready => writer_ready = true,
             received = consumer.recv() => match received {
                 Ok(message) => {
+                    positions.observe(&message);
                     on_record(&message);
                     count += 1;
+                    waiting_for_fetch = false;
                 }
                 // What was received is handled; the next batch meets the error again.
                 Err(error) => {
@@ -189,11 +202,82 @@ pub async fn receive_batch<C: ConsumerContext + 'static>(
                     break;
                 }
             },
-            // Polled only after `recv` found nothing waiting.
-            () = std::future::ready(()), if close_when_idle => break,
+            () = &mut fetch_grace, if waiting_for_fetch => break,
+            // Polled only after `recv` found nothing in the queue.
+            () = std::future::ready(()), if writer_ready && !waiting_for_fetch => {
+                if positions.records_in_log(consumer) < (max_events - count) as i64 {
+                    break;
+                }
+                waiting_for_fetch = true;
+                fetch_grace
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + max_wait);
+            }
         }
     }
     Ok(count)
+}
+
+/// The next offset to read of each partition a batch has records from.
+#[derive(Debug, Default)]
+struct ReadPositions {
+    topic: std::ffi::CString,
+    next_offsets: Vec<(i32, i64)>,
+}
+
+impl ReadPositions {
+    fn observe(&mut self, message: &BorrowedMessage<'_>) {
+        let (partition, next) = (message.partition(), message.offset() + 1);
+        match self
+            .next_offsets
+            .iter_mut()
+            .find(|(seen, _)| *seen == partition)
+        {
+            Some((_, offset)) => *offset = next,
+            None => {
+                if self.topic.is_empty() {
+                    self.topic = std::ffi::CString::new(message.topic()).unwrap_or_default();
+                }
+                self.next_offsets.push((partition, next));
+            }
+        }
+    }
+
+    /// Records in the log past those read, by the high watermarks of the client's last fetch
+    /// responses.
+    fn records_in_log<C: ConsumerContext + 'static>(&self, consumer: &StreamConsumer<C>) -> i64 {
+        self.next_offsets
+            .iter()
+            .map(|&(partition, next)| {
+                cached_high_watermark(consumer, &self.topic, partition)
+                    .map_or(0, |high| (high - next).max(0))
+            })
+            .sum()
+    }
+}
+
+/// The high watermark of a partition as of the client's last fetch response, if known:
+/// librdkafka keeps it, so no request is made (rdkafka wraps only the variant that asks the
+/// broker).
+#[allow(unsafe_code)]
+fn cached_high_watermark<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    topic: &std::ffi::CStr,
+    partition: i32,
+) -> Option<i64> {
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `consumer`, `topic` is NUL-terminated, and
+    // librdkafka only writes the two integers it is given.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// A record refused, with why.
@@ -228,31 +312,29 @@ impl ReceivedBatch {
         }
     }
 
-    /// Decodes `message` into an event or a dead letter. A valid event must also be keyed by its
+    /// Decodes `record` into an event or a dead letter. A valid event must also be keyed by its
     /// own user id: that key is what keeps a user's events in one partition, in order.
-    pub fn push(&mut self, message: &impl Message, max_event_bytes: usize) {
+    pub fn push(&mut self, record: RecordRef<'_>, max_event_bytes: usize) {
         self.records += 1;
-        self.next_offsets
-            .observe(message.partition(), message.offset());
+        self.next_offsets.observe(record.partition, record.offset);
         let limits = EventLimits {
             max_event_bytes,
             now_ms: self.received_ms,
         };
-        let payload = message.payload().unwrap_or_default();
-        let event = match EventRef::decode(payload, limits) {
+        let event = match EventRef::decode(record.payload.unwrap_or_default(), limits) {
             Ok(event) => event,
             Err(rejection) => {
                 self.dead_letters.push(DeadLetter {
-                    record: RawRecord::from_message(message),
+                    record: RawRecord::from_record(record),
                     reason: rejection.reason.as_str(),
                     message: rejection.message,
                 });
                 return;
             }
         };
-        if message.key() != Some(event.user_id.as_bytes()) {
+        if record.key != Some(event.user_id.as_bytes()) {
             self.dead_letters.push(DeadLetter {
-                record: RawRecord::from_message(message),
+                record: RawRecord::from_record(record),
                 reason: "key_mismatch",
                 message: format!(
                     "the record key must be the user id '{}' (it decides the partition, hence the order of the user's events)",
@@ -264,10 +346,10 @@ impl ReceivedBatch {
         self.events.push(
             &event,
             Some(SourcePosition {
-                partition: message.partition(),
-                offset: message.offset(),
+                partition: record.partition,
+                offset: record.offset,
             }),
-            message.timestamp().to_millis().unwrap_or(self.received_ms),
+            record.timestamp_ms.unwrap_or(self.received_ms),
         );
     }
 }
@@ -427,22 +509,31 @@ impl EventConsumer {
 
     /// Consumes until `cancelled`; the batch in flight is finished and committed first.
     ///
-    /// Batches are received and decoded by their own task while the previous one is written, so
-    /// on a multi-core runtime the two run side by side. At most one received batch waits (a
-    /// channel of one), and the batch being received keeps growing until the writer takes that
-    /// one (double buffering: under a backlog it holds what arrived while a batch was written). A
-    /// received batch that was not processed when shutdown came is simply not committed, and is
-    /// redelivered.
+    /// Batches are received, decoded and written by three tasks, so on a multi-core runtime
+    /// they run side by side. Between stages at most one batch waits (channels of one); the
+    /// batch being received keeps growing until the decoder takes the one before it, and the
+    /// decoder takes one only when the writer has taken the one before that, so a backlog fills
+    /// batches. A received batch that was not written when shutdown came is simply not
+    /// committed, and is redelivered.
     pub async fn run(&self) -> RunTotals {
         let mut totals = RunTotals::default();
         self.health.set_ready();
+        let (copies, copied) = tokio::sync::mpsc::channel(1);
+        let (emptied, recycled) = tokio::sync::mpsc::channel(2);
         let (batches, mut received) = tokio::sync::mpsc::channel(1);
         let receiver = tokio::spawn(receive_batches(
             Arc::clone(&self.consumer),
-            Arc::clone(&self.applier),
             self.settings.clone(),
             self.cancelled.clone(),
             Arc::clone(&self.progress),
+            recycled,
+            copies,
+        ));
+        let decoder = tokio::spawn(decode_batches(
+            Arc::clone(&self.applier),
+            self.settings.max_event_bytes,
+            copied,
+            emptied,
             batches,
         ));
         while let Some(batch) = received.recv().await {
@@ -460,10 +551,13 @@ impl EventConsumer {
                 break;
             }
         }
-        // The receiver stops at cancellation; dropping our end also ends it if it waits to send.
+        // The receiver stops at cancellation; dropping our end also ends the decoder if it
+        // waits to send, and with it the receiver.
         drop(received);
-        if let Err(error) = receiver.await {
-            tracing::error!(%error, "the batch receiver failed");
+        for (task, stage) in [(receiver, "receiver"), (decoder, "decoder")] {
+            if let Err(error) = task.await {
+                tracing::error!(%error, stage, "a batch stage failed");
+            }
         }
         self.health.set_not_ready("shutting down");
         totals
@@ -645,21 +739,18 @@ impl EventConsumer {
     }
 }
 
-/// Receives and decodes batches until `cancelled` (or until the processing side is gone),
-/// handing each to `batches`.
+/// Receives batches until `cancelled` (or until the decoding side is gone), copying each record
+/// into a reused buffer and handing full batches to `copies`.
 async fn receive_batches(
     consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
-    applier: Arc<EventApplier>,
     settings: ConsumerSettings,
     cancelled: CancellationToken,
     progress: Arc<ConsumerProgress>,
-    batches: tokio::sync::mpsc::Sender<ReceivedBatch>,
+    mut recycled: tokio::sync::mpsc::Receiver<RecordCopies>,
+    copies: tokio::sync::mpsc::Sender<RecordCopies>,
 ) {
-    // Sized like the last batch: under a backlog batches are alike, and growing vectors and maps
-    // of 100,000 entries by doubling copies them about twice over.
-    let (mut expected_users, mut expected_events) = (0, 0);
     while !cancelled.is_cancelled() {
-        let mut batch = ReceivedBatch::new(applier.batch(expected_users, expected_events));
+        let mut batch = recycled.try_recv().unwrap_or_default();
         let received = receive_batch(
             &consumer,
             settings.max_batch_events,
@@ -667,26 +758,24 @@ async fn receive_batches(
             // The previous batch is taken (the channel has room): dropping the permit leaves
             // the room to the `send` below, as this task is the only sender.
             async {
-                let _ = batches.reserve().await;
+                let _ = copies.reserve().await;
             },
             &cancelled,
             |message| {
-                if batch.records == 0 {
+                if batch.is_empty() {
                     batch.received_ms = now_ms();
                     progress
                         .first_record_at
                         .get_or_init(std::time::Instant::now);
                 }
-                batch.push(message, settings.max_event_bytes);
+                batch.push(RecordRef::of(message));
             },
         )
         .await;
         match received {
             Ok(0) => {}
             Ok(_) => {
-                expected_users = batch.events.users();
-                expected_events = batch.events.len();
-                if batches.send(batch).await.is_err() {
+                if copies.send(batch).await.is_err() {
                     return;
                 }
             }
@@ -697,6 +786,35 @@ async fn receive_batches(
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
+        }
+    }
+}
+
+/// Decodes each batch of copied records into events grouped by user and dead letters, hands it
+/// to `batches` (the writer) and the emptied buffer back to the receiver through `emptied`.
+async fn decode_batches(
+    applier: Arc<EventApplier>,
+    max_event_bytes: usize,
+    mut copied: tokio::sync::mpsc::Receiver<RecordCopies>,
+    emptied: tokio::sync::mpsc::Sender<RecordCopies>,
+    batches: tokio::sync::mpsc::Sender<ReceivedBatch>,
+) {
+    // Sized like the last batch: under a backlog batches are alike, and growing vectors and maps
+    // of 100,000 entries by doubling copies them about twice over.
+    let (mut expected_users, mut expected_events) = (0, 0);
+    while let Some(mut copies) = copied.recv().await {
+        let mut batch = ReceivedBatch::new(applier.batch(expected_users, expected_events));
+        batch.received_ms = copies.received_ms;
+        for record in copies.iter() {
+            batch.push(record, max_event_bytes);
+        }
+        copies.clear();
+        // A full return channel means the receiver has buffers enough: this one is dropped.
+        let _ = emptied.try_send(copies);
+        expected_users = batch.events.users();
+        expected_events = batch.events.len();
+        if batches.send(batch).await.is_err() {
+            return;
         }
     }
 }
@@ -760,7 +878,7 @@ mod tests {
             record(12, "8", Some(good)),
             record(13, "7", None),
         ] {
-            batch.push(&message, 4096);
+            batch.push(RecordRef::of(&message), 4096);
         }
         assert_eq!(batch.records, 4);
         assert_eq!(batch.events.len(), 1);

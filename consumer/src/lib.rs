@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bus;
 pub mod health;
 pub mod kafka_consumer;
+pub mod record_copies;
 pub mod replay;
 pub mod sink;
 

@@ -217,9 +217,9 @@ pub struct ConsumerConfig {
     /// increment (5,000 → 50,000 took the store's share from 134k to 318k events/s here).
     /// Only a backlog fills them: once the wait below has passed and the writer has taken the
     /// batch before, a batch takes what is already waiting in the client's queue and closes.
-    /// Memory: about 80 bytes an event (grouped by user as they arrive) in at most three
-    /// batches (one being written, one waiting, one being received) plus the copy being
-    /// written, so ~65 MB at the default of 200,000.
+    /// Memory: a received batch holds copies of its records (~150 bytes an event), a decoded
+    /// one its events grouped by user (~80 bytes); with one batch in each stage and one waiting
+    /// between stages that is ~160 MB at the default of 200,000.
     pub max_batch_events: usize,
     /// ...or this long after its first event, once the writer has taken the batch before and
     /// nothing more is waiting. At a low rate this wait is most of an event's time to its

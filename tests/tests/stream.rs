@@ -676,3 +676,74 @@ async fn a_batch_keeps_growing_until_the_previous_one_is_written() {
         .collect();
     assert_eq!(payloads, expected);
 }
+
+/// A backlog that is still in the log, not yet in the client's queue, also fills the batch: the
+/// client fetches a few records at a time here, so its queue runs empty between fetches while
+/// the log (by the high watermark of the last fetch) holds more than the batch has room for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_still_in_the_log_fills_the_batch_across_fetches() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("backlog", 1);
+    let producer = kafka_producer(&broker.bootstrap()).unwrap();
+    assert!(producer.wait_until_ready(Duration::from_secs(20)).await);
+    for index in 0..500 {
+        let payload = format!("{index:0>100}");
+        producer
+            .send_result(
+                FutureRecord::<str, str>::to("backlog")
+                    .key("u")
+                    .payload(&payload),
+            )
+            .map_err(|(error, _)| error)
+            .unwrap()
+            .await
+            .unwrap()
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "backlog-test")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        // A few records per fetch: the client takes them faster than they come.
+        .set("max.partition.fetch.bytes", "1024")
+        .set("fetch.max.bytes", "1024")
+        .set("message.max.bytes", "1000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["backlog"]).unwrap();
+    let never = tokio_util::sync::CancellationToken::new();
+
+    // The writer is always ready; `max_wait` (50 ms) passes long before the fetches are done.
+    let mut payloads = Vec::new();
+    let received = consumer::kafka_consumer::receive_batch(
+        &consumer,
+        400,
+        Duration::from_millis(50),
+        std::future::ready(()),
+        &never,
+        |message| payloads.push(message.payload().unwrap_or_default().to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(received, 400, "the batch closed before it was full");
+    assert_eq!(payloads[399], format!("{:0>100}", 399).into_bytes());
+
+    // 100 records are left, fewer than a batch holds: the next batch does not wait for them
+    // all, it closes at the first empty queue after `max_wait`.
+    let started = Instant::now();
+    let received = consumer::kafka_consumer::receive_batch(
+        &consumer,
+        400,
+        Duration::from_millis(50),
+        std::future::ready(()),
+        &never,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!((1..=100).contains(&received), "{received}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
