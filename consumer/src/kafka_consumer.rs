@@ -528,6 +528,7 @@ impl EventConsumer {
             Arc::clone(&self.progress),
             recycled,
             copies,
+            batches.clone(),
         ));
         let decoder = tokio::spawn(decode_batches(
             Arc::clone(&self.applier),
@@ -740,7 +741,8 @@ impl EventConsumer {
 }
 
 /// Receives batches until `cancelled` (or until the decoding side is gone), copying each record
-/// into a reused buffer and handing full batches to `copies`.
+/// into a reused buffer and handing full batches to `copies`. `written` is the writer's channel,
+/// only watched for room.
 async fn receive_batches(
     consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
     settings: ConsumerSettings,
@@ -748,6 +750,7 @@ async fn receive_batches(
     progress: Arc<ConsumerProgress>,
     mut recycled: tokio::sync::mpsc::Receiver<RecordCopies>,
     copies: tokio::sync::mpsc::Sender<RecordCopies>,
+    written: tokio::sync::mpsc::Sender<ReceivedBatch>,
 ) {
     while !cancelled.is_cancelled() {
         let mut batch = recycled.try_recv().unwrap_or_default();
@@ -755,10 +758,13 @@ async fn receive_batches(
             &consumer,
             settings.max_batch_events,
             settings.max_batch_wait,
-            // The previous batch is taken (the channel has room): dropping the permit leaves
-            // the room to the `send` below, as this task is the only sender.
+            // The previous batch is decoded and the writer has taken the one before it (both
+            // channels have room; dropping the permits leaves the room to the senders): a
+            // batch keeps growing while the writer is busy, so at a low rate a slow write
+            // makes the next batch larger, not a queue of small ones.
             async {
                 let _ = copies.reserve().await;
+                let _ = written.reserve().await;
             },
             &cancelled,
             |message| {
