@@ -564,30 +564,9 @@ async fn a_fresh_producer_reports_ready_once_it_has_its_producer_id() {
 /// then it keeps what arrives, so under a backlog a user's events coalesce into one write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_keeps_growing_until_the_previous_one_is_written() {
-    let broker = KafkaBroker::start();
-    broker.create_topic("batching", 1);
-    let producer = kafka_producer(&broker.bootstrap()).unwrap();
-    assert!(producer.wait_until_ready(Duration::from_secs(20)).await);
-    let send = |payload: &'static str| {
-        let delivery = producer
-            .send_result(
-                FutureRecord::<str, str>::to("batching")
-                    .key("u")
-                    .payload(payload),
-            )
-            .map_err(|(error, _)| error)
-            .unwrap();
-        async move { delivery.await.unwrap().map_err(|(error, _)| error).unwrap() }
-    };
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "batching-test")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["batching"]).unwrap();
+    let (broker, producer) = broker_with_topic("batching").await;
+    let send = |payload: &'static str| send_keyed(&producer, "batching", payload);
+    let consumer = batching_client(&broker, "batching", &[]);
     let never = tokio_util::sync::CancellationToken::new();
     let max_wait = Duration::from_millis(50);
 
@@ -682,68 +661,87 @@ async fn a_batch_keeps_growing_until_the_previous_one_is_written() {
 /// the log (by the high watermark of the last fetch) holds more than the batch has room for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_still_in_the_log_fills_the_batch_across_fetches() {
-    let broker = KafkaBroker::start();
-    broker.create_topic("backlog", 1);
-    let producer = kafka_producer(&broker.bootstrap()).unwrap();
-    assert!(producer.wait_until_ready(Duration::from_secs(20)).await);
+    let (broker, producer) = broker_with_topic("backlog").await;
     for index in 0..500 {
-        let payload = format!("{index:0>100}");
-        producer
-            .send_result(
-                FutureRecord::<str, str>::to("backlog")
-                    .key("u")
-                    .payload(&payload),
-            )
-            .map_err(|(error, _)| error)
-            .unwrap()
-            .await
-            .unwrap()
-            .map_err(|(error, _)| error)
-            .unwrap();
+        send_keyed(&producer, "backlog", &format!("{index:0>100}")).await;
     }
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "backlog-test")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        // A few records per fetch: the client takes them faster than they come.
-        .set("max.partition.fetch.bytes", "1024")
-        .set("fetch.max.bytes", "1024")
-        .set("message.max.bytes", "1000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["backlog"]).unwrap();
+    // A few records per fetch: the client takes them faster than they come.
+    let consumer = batching_client(
+        &broker,
+        "backlog",
+        &[
+            ("max.partition.fetch.bytes", "1024"),
+            ("fetch.max.bytes", "1024"),
+            ("message.max.bytes", "1000"),
+        ],
+    );
     let never = tokio_util::sync::CancellationToken::new();
+    // A batch of at most 400 records with the writer always ready; `max_wait` (50 ms) passes
+    // long before the fetches are done.
+    let receive_one_batch = || async {
+        let mut payloads = Vec::new();
+        let received = consumer::kafka_consumer::receive_batch(
+            &consumer,
+            400,
+            Duration::from_millis(50),
+            std::future::ready(()),
+            &never,
+            |message| payloads.push(message.payload().unwrap_or_default().to_vec()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(received, payloads.len());
+        payloads
+    };
 
-    // The writer is always ready; `max_wait` (50 ms) passes long before the fetches are done.
-    let mut payloads = Vec::new();
-    let received = consumer::kafka_consumer::receive_batch(
-        &consumer,
-        400,
-        Duration::from_millis(50),
-        std::future::ready(()),
-        &never,
-        |message| payloads.push(message.payload().unwrap_or_default().to_vec()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(received, 400, "the batch closed before it was full");
+    let payloads = receive_one_batch().await;
+    assert_eq!(payloads.len(), 400, "the batch closed before it was full");
     assert_eq!(payloads[399], format!("{:0>100}", 399).into_bytes());
 
     // 100 records are left, fewer than a batch holds: the next batch does not wait for them
     // all, it closes at the first empty queue after `max_wait`.
     let started = Instant::now();
-    let received = consumer::kafka_consumer::receive_batch(
-        &consumer,
-        400,
-        Duration::from_millis(50),
-        std::future::ready(()),
-        &never,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let received = receive_one_batch().await.len();
     assert!((1..=100).contains(&received), "{received}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// A broker with a one-partition `topic`, and a producer ready to write to it.
+async fn broker_with_topic(topic: &str) -> (KafkaBroker, consumer::sink::EventProducer) {
+    let broker = KafkaBroker::start();
+    broker.create_topic(topic, 1);
+    let producer = kafka_producer(&broker.bootstrap()).unwrap();
+    assert!(producer.wait_until_ready(Duration::from_secs(20)).await);
+    (broker, producer)
+}
+
+/// Produces `payload` keyed `u` to `topic` and waits for its delivery.
+async fn send_keyed(producer: &consumer::sink::EventProducer, topic: &str, payload: &str) {
+    let delivery = producer
+        .send_result(
+            FutureRecord::<str, str>::to(topic)
+                .key("u")
+                .payload(payload),
+        )
+        .map_err(|(error, _)| error)
+        .unwrap();
+    delivery.await.unwrap().map_err(|(error, _)| error).unwrap();
+}
+
+/// A bare client of `topic` for the batching tests (its own group, from the start, no automatic
+/// commits, fetches held at most 10 ms), with `settings` on top.
+fn batching_client(broker: &KafkaBroker, topic: &str, settings: &[(&str, &str)]) -> StreamConsumer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("{topic}-test"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let consumer: StreamConsumer = config.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
 }
