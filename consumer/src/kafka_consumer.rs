@@ -24,8 +24,9 @@
 //!   topic (or pause producers) before repartitioning.
 //!
 //! A store outage stops consumption: the batch is retried with backoff and nothing is committed
-//! meanwhile; the receiving task fills at most one more batch and one waiting in the channel, then
-//! stops polling (librdkafka's prefetch queue is bounded, so fetching stops too); the
+//! meanwhile; behind it at most four more batches fill (one waiting for the writer, one held by
+//! the decoder, one waiting for the decoder, one being received), then the receiving task stops
+//! polling (librdkafka's prefetch queue is bounded, so fetching stops too); the
 //! process stays up and `/readyz` says why it is not ready. Partitions are not `pause`d: resuming
 //! refetches from the last record handed to us, which may sit inside a record batch (see above).
 //! A consumer stalled longer than `max.poll.interval.ms` leaves the group and rejoins when the
