@@ -219,37 +219,29 @@ pub async fn receive_batch<C: ConsumerContext + 'static>(
     Ok(count)
 }
 
-/// The next offset to read of each partition a batch has records from.
+/// The next offset to read of each partition a batch has records from, and their topic.
 #[derive(Debug, Default)]
 struct ReadPositions {
     topic: std::ffi::CString,
-    next_offsets: Vec<(i32, i64)>,
+    next_offsets: NextOffsets,
 }
 
 impl ReadPositions {
     fn observe(&mut self, message: &BorrowedMessage<'_>) {
-        let (partition, next) = (message.partition(), message.offset() + 1);
-        match self
-            .next_offsets
-            .iter_mut()
-            .find(|(seen, _)| *seen == partition)
-        {
-            Some((_, offset)) => *offset = next,
-            None => {
-                if self.topic.is_empty() {
-                    self.topic = std::ffi::CString::new(message.topic()).unwrap_or_default();
-                }
-                self.next_offsets.push((partition, next));
-            }
+        if self.topic.is_empty() {
+            self.topic = std::ffi::CString::new(message.topic()).unwrap_or_default();
         }
+        self.next_offsets
+            .observe(message.partition(), message.offset());
     }
 
     /// Records in the log past those read, by the high watermarks of the client's last fetch
     /// responses.
     fn records_in_log<C: ConsumerContext + 'static>(&self, consumer: &StreamConsumer<C>) -> i64 {
         self.next_offsets
+            .0
             .iter()
-            .map(|&(partition, next)| {
+            .map(|(&partition, &next)| {
                 cached_high_watermark(consumer, &self.topic, partition)
                     .map_or(0, |high| (high - next).max(0))
             })

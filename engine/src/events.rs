@@ -58,8 +58,9 @@ impl EventWeights {
 
 /// Valid events of one batch, grouped by user as they are added: one update per user, users in
 /// order of first appearance, each user's interactions in the order they were added (a user's
-/// events come in log order, so they stay in it). A user's id is copied once per batch and a
-/// numeric item id never, so adding an event allocates nothing in the common case.
+/// events come in log order, so they stay in it). A user's id is copied on its first event of
+/// the batch only (for the map and the update) and a numeric item id never, so adding an event
+/// allocates nothing in the common case.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
     updates: Vec<UserUpdate>,
