@@ -6,14 +6,21 @@
 # pushing on at a fixed rate.
 #
 #   scripts/bench-stream.sh [--events 2000000] [--rounds 5] [--freshness-rate 1000] [--freshness-seconds 30]
+#
+# RECSYS_BIN=path measures that `recsys` binary instead of building this checkout's (for A/B runs
+# of two builds, alternated, on this machine whose speed drifts).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 log() { echo "[bench-stream] $*" >&2; }
 
 "$REPO_ROOT/scripts/setup.sh" --tests
-log "building the release binary"
-(cd "$REPO_ROOT" && cargo build --quiet --release --locked -p recsys-cli)
-recsys="$CARGO_TARGET_DIR/release/recsys"
+if [[ -n "${RECSYS_BIN:-}" ]]; then
+  recsys="$RECSYS_BIN"
+else
+  log "building the release binary"
+  (cd "$REPO_ROOT" && cargo build --quiet --release --locked -p recsys-cli)
+  recsys="$CARGO_TARGET_DIR/release/recsys"
+fi
 
 # Freshness pushes real recommendations: it needs the ml-100k bench bundle and index that
 # scripts/bench-api.sh prepares (made here if missing).

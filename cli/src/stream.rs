@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use consumer::kafka_consumer::ReceivedBatch;
 use consumer::replay::{dataset_events, replay, ReplayOptions, ReplayTarget, ReplayTimestamps};
 use engine::config::Config;
 
@@ -179,6 +180,47 @@ async fn store_only_events_per_second(
     Ok(events.len() as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The decoder task's share alone: the same records decoded and grouped into batches as the
+/// consumer's decoder does (one thread, no broker, no store), best of three passes.
+fn decode_only_events_per_second(
+    config: &Config,
+    applier: &engine::events::EventApplier,
+    events: &[schemas::InteractionEvent],
+) -> f64 {
+    let payloads: Vec<(Vec<u8>, Vec<u8>)> = events
+        .iter()
+        .map(|event| {
+            let payload = serde_json::to_vec(event).expect("events serialise");
+            (event.user_id.as_bytes().to_vec(), payload)
+        })
+        .collect();
+    let batch_events = config.consumer.max_batch_events.max(1);
+    let received_ms = engine::popularity::now_ms();
+    let mut best = f64::MAX;
+    for _pass in 0..3 {
+        let started = std::time::Instant::now();
+        for (chunk, records) in payloads.chunks(batch_events).enumerate() {
+            let mut batch = ReceivedBatch::new(applier.batch(records.len() / 8, records.len()));
+            batch.received_ms = received_ms;
+            for (index, (key, payload)) in records.iter().enumerate() {
+                batch.push(
+                    consumer::record_copies::RecordRef {
+                        partition: 0,
+                        offset: (chunk * batch_events + index) as i64,
+                        timestamp_ms: Some(received_ms),
+                        key: Some(key),
+                        payload: Some(payload),
+                    },
+                    config.events.max_event_bytes,
+                );
+            }
+            std::hint::black_box(&batch);
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    events.len() as f64 / best
+}
+
 /// User plus system CPU seconds of a process (`self` or a pid) on Linux, from `/proc/<pid>/stat`
 /// (whose clock ticks are always 1/100 s); `None` where that cannot be read.
 fn process_cpu_seconds(pid: &str) -> Option<f64> {
@@ -340,6 +382,15 @@ pub async fn bench_stream_command(config: Config, args: BenchStreamArgs) -> anyh
         median(&mut ceilings)
     );
     println!("store only (no broker):           {store_only:>9.0} events/s");
+    // Seconds of CPU work: off the runtime's worker while it runs.
+    let decode_only = tokio::task::block_in_place(|| {
+        decode_only_events_per_second(
+            &config,
+            &consumer::event_applier(&config, Arc::clone(&store), None),
+            &events,
+        )
+    });
+    println!("decode + group only (one thread): {decode_only:>9.0} events/s");
     println!(
         "{:<34}{:>9.0} events/s (median of {rounds})",
         format!("consumer into {}:", store.backend()),

@@ -11,6 +11,54 @@ use super::{EventRef, EventType};
 
 /// The event `bytes` hold, if they have the plain shape; `None` leaves the decision to serde.
 pub(super) fn scan(bytes: &[u8]) -> Option<EventRef<'_>> {
+    scan_written_order(bytes).or_else(|| scan_any_order(bytes))
+}
+
+/// The plain shape exactly as `InteractionEvent` serialises (its field order, no whitespace,
+/// `value` only when there is one): what `recsys replay`, the benchmarks and serde-based
+/// producers write. Each key is then one fixed run of bytes compared in place, instead of a
+/// string read and matched against the six names, which makes this path about twice as fast.
+/// Anything else falls through to [`scan_any_order`].
+fn scan_written_order(bytes: &[u8]) -> Option<EventRef<'_>> {
+    let mut cursor = Cursor { bytes, at: 0 };
+    cursor.literal(b"{\"event_id\":")?;
+    let event_id = cursor.plain_string()?;
+    cursor.literal(b",\"user_id\":")?;
+    let user_id = cursor.plain_string()?;
+    cursor.literal(b",\"item_id\":")?;
+    let item_id = cursor.plain_string()?;
+    cursor.literal(b",\"event_type\":")?;
+    let event_type = event_type_named(cursor.plain_bytes()?)?;
+    let value = if cursor.literal(b",\"value\":").is_some() {
+        Some(cursor.short_decimal()?)
+    } else {
+        None
+    };
+    cursor.literal(b",\"event_time_ms\":")?;
+    let event_time_ms = cursor.integer()?;
+    cursor.literal(b"}")?;
+    if cursor.at != bytes.len() {
+        return None;
+    }
+    Some(EventRef {
+        event_id: Cow::Borrowed(event_id),
+        user_id: Cow::Borrowed(user_id),
+        item_id: Cow::Borrowed(item_id),
+        event_type,
+        value,
+        event_time_ms,
+    })
+}
+
+fn event_type_named(name: &[u8]) -> Option<EventType> {
+    EventType::ALL
+        .iter()
+        .find(|candidate| candidate.as_str().as_bytes() == name)
+        .copied()
+}
+
+/// Fields in any order, whitespace between tokens, `"value": null`.
+fn scan_any_order(bytes: &[u8]) -> Option<EventRef<'_>> {
     let mut cursor = Cursor { bytes, at: 0 };
     let mut ids: [Option<&str>; 3] = [None; 3];
     let mut event_type = None;
@@ -47,12 +95,7 @@ pub(super) fn scan(bytes: &[u8]) -> Option<EventRef<'_>> {
                 if event_type.is_some() {
                     return None;
                 }
-                let name = cursor.plain_bytes()?;
-                event_type = Some(
-                    *EventType::ALL
-                        .iter()
-                        .find(|candidate| candidate.as_str().as_bytes() == name)?,
-                );
+                event_type = Some(event_type_named(cursor.plain_bytes()?)?);
             }
             4 => {
                 if value_seen {
@@ -111,6 +154,17 @@ impl<'a> Cursor<'a> {
 
     fn expect(&mut self, wanted: u8) -> Option<()> {
         (self.next()? == wanted).then_some(())
+    }
+
+    /// Consumes `wanted` if the input continues with it. A fixed-size compare: no call to
+    /// `memcmp`, whose set-up costs more than these few bytes.
+    fn literal<const N: usize>(&mut self, wanted: &[u8; N]) -> Option<()> {
+        let next: &[u8; N] = self.bytes.get(self.at..self.at + N)?.try_into().ok()?;
+        if next != wanted {
+            return None;
+        }
+        self.at += N;
+        Some(())
     }
 
     /// JSON's whitespace: space, tab, line feed, carriage return.
@@ -325,13 +379,18 @@ mod tests {
             dropped in prop::option::weighted(0.2, 0usize..6),
             repeated in prop::collection::vec(0usize..6, 0..2),
             values in prop::collection::vec((prop::bool::weighted(0.85), 0usize..3, json_token(), prop::sample::select(vec!["", " ", "\n"])), 8),
+            written_order in any::<bool>(),
         ) {
+            // Half the cases near the fast path's shape: serde's field order, no whitespace.
+            let order = if written_order { (0..6).collect() } else { order };
             let fields = order
                 .into_iter()
                 .filter(|field| Some(*field) != dropped)
                 .chain(repeated)
                 .zip(values)
-                .map(|(field, (typed, choice, token, space))| (field, typed, choice, token, space));
+                .map(|(field, (typed, choice, token, space))| {
+                    (field, typed, choice, token, if written_order { "" } else { space })
+                });
             // Mostly object-shaped text: fields with a value of their type or a random token,
             // then random tokens.
             let mut text = String::from("{");
@@ -355,7 +414,8 @@ mod tests {
             }
             text.push('}');
             for candidate in [text.clone(), tokens.concat(), format!("{text}{}", tokens.concat())] {
-                if let Some(scanned) = scan(candidate.as_bytes()) {
+                let scanned = [scan_written_order(candidate.as_bytes()), scan_any_order(candidate.as_bytes())];
+                for scanned in scanned.into_iter().flatten() {
                     let parsed: Result<EventRef<'_>, _> = serde_json::from_str(&candidate);
                     prop_assert_eq!(Some(scanned), parsed.ok(), "{}", candidate);
                 }
@@ -381,7 +441,8 @@ mod tests {
                 event_time_ms: time,
             };
             let text = serde_json::to_string(&event).unwrap();
-            match scan(text.as_bytes()) {
+            // The fast path, not only the general scanner, takes what serde writes.
+            match scan_written_order(text.as_bytes()) {
                 Some(scanned) => prop_assert_eq!(scanned.into_owned(), event),
                 None => prop_assert!(user.contains(['"', '\\']), "{}", text),
             }
