@@ -273,10 +273,24 @@ impl RedisStore {
         if writes.is_empty() {
             return WriteResults::default();
         }
-        let mut call = redis::cmd("EVALSHA");
-        call.arg(self.compare_and_set.get_hash()).arg(writes.len());
-        for (user_id, _, _) in writes {
-            call.arg(self.record_key(user_id));
+        let keys: Vec<String> = writes
+            .iter()
+            .map(|(user_id, _, _)| self.record_key(user_id))
+            .collect();
+        // Sized up front: grown by doubling, a chunk's call (a few hundred kilobytes) would copy
+        // itself several times and touch fresh memory at each step.
+        let data_bytes = keys.iter().map(String::len).sum::<usize>()
+            + writes
+                .iter()
+                .map(|(_, read, written)| read.len() + written.len())
+                .sum::<usize>()
+            + 64;
+        let mut call = redis::Cmd::with_capacity(3 + 3 * writes.len(), data_bytes);
+        call.arg("EVALSHA")
+            .arg(self.compare_and_set.get_hash())
+            .arg(writes.len());
+        for key in keys {
+            call.arg(key);
         }
         for (_, read, written) in writes {
             call.arg(read).arg(written);
