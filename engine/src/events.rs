@@ -68,6 +68,10 @@ pub struct EventBatch {
     /// When each event entered the system (the Kafka record timestamp, or when `POST /events`
     /// accepted it): the start of the freshness measurement.
     logged_at_ms: Vec<i64>,
+    /// Room for this many interactions in a user's list when their first event arrives: the
+    /// events per user the batch was sized for (at most 16), so a list is allocated once
+    /// rather than grown from empty through every doubling.
+    interactions_per_user: usize,
     weights: EventWeights,
     clock: DecayClock,
 }
@@ -84,6 +88,7 @@ impl EventBatch {
             updates: Vec::with_capacity(users),
             slot_of_user: BatchMap::with_capacity_and_hasher(users, Default::default()),
             logged_at_ms: Vec::with_capacity(events),
+            interactions_per_user: (events / users.max(1)).clamp(1, 16),
             weights,
             clock,
         }
@@ -105,7 +110,7 @@ impl EventBatch {
                     .insert(user_id.clone(), self.updates.len());
                 self.updates.push(UserUpdate {
                     user_id,
-                    interactions: Vec::new(),
+                    interactions: Vec::with_capacity(self.interactions_per_user),
                 });
                 self.updates.len() - 1
             }
