@@ -118,7 +118,7 @@ impl UserRecord {
             }
         }
         let item = interaction.item.clone();
-        if let Some(index) = self.earlier_items.iter().position(|seen| *seen == item) {
+        if let Some(index) = position_of(&item, &self.earlier_items) {
             self.earlier_items.remove(index);
         }
         if self.recent_items.back() != Some(&item) {
@@ -132,7 +132,8 @@ impl UserRecord {
             let Some(left) = self.recent_items.pop_front() else {
                 break;
             };
-            if !self.recent_items.contains(&left) {
+            let (front, back) = self.recent_items.as_slices();
+            if position_of(&left, front).is_none() && position_of(&left, back).is_none() {
                 self.earlier_items.push(left);
             }
         }
@@ -241,6 +242,18 @@ impl UserRecord {
             }
             Some(&other) => Err(RecordError::UnknownFormat(other)),
         }
+    }
+}
+
+/// Where `item` is in `items`. Every event of the stream path searches the window and the earlier
+/// items like this, so numeric ids (nearly all of them) get a loop of plain integer compares:
+/// the derived `==` checks the variant and may call into the text compare at every element.
+fn position_of(item: &ItemKey, items: &[ItemKey]) -> Option<usize> {
+    match item {
+        ItemKey::Number(number) => items
+            .iter()
+            .position(|seen| matches!(seen, ItemKey::Number(other) if other == number)),
+        ItemKey::Text(_) => items.iter().position(|seen| seen == item),
     }
 }
 
