@@ -380,6 +380,20 @@ mod tests {
         })
     }
 
+    /// The valid event with `field` set to `value`.
+    fn valid_with(field: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut document = valid_json();
+        document[field] = value;
+        document
+    }
+
+    /// The valid event without `field`.
+    fn valid_without(field: &str) -> serde_json::Value {
+        let mut document = valid_json();
+        document.as_object_mut().unwrap().remove(field);
+        document
+    }
+
     fn rejection(document: &serde_json::Value) -> EventRejection {
         InteractionEvent::decode(document.to_string().as_bytes(), LIMITS).unwrap_err()
     }
@@ -397,8 +411,7 @@ mod tests {
     #[test]
     fn ids_beyond_printable_ascii_are_valid_when_they_are_within_the_rules() {
         // Past the ASCII fast path of the id check: spaces inside, non-ASCII text, the limit.
-        let mut event = valid_json();
-        event["user_id"] = serde_json::json!("Zoë Ångström");
+        let mut event = valid_with("user_id", serde_json::json!("Zoë Ångström"));
         event["item_id"] = serde_json::json!("a b");
         event["event_id"] = serde_json::json!("é".repeat(MAX_ID_BYTES / 2));
         let decoded = InteractionEvent::decode(event.to_string().as_bytes(), LIMITS).unwrap();
@@ -408,31 +421,20 @@ mod tests {
 
     #[test]
     fn each_problem_gets_its_reason_and_names_the_field() {
-        let mut missing = valid_json();
-        missing.as_object_mut().unwrap().remove("user_id");
-        let mut wrong_type = valid_json();
-        wrong_type["item_id"] = serde_json::json!(242);
-        let mut unknown_type = valid_json();
-        unknown_type["event_type"] = serde_json::json!("like");
-        let mut unknown_field = valid_json();
-        unknown_field["colour"] = serde_json::json!("red");
-        let mut empty_id = valid_json();
-        empty_id["user_id"] = serde_json::json!(" ");
-        let mut control_id = valid_json();
-        control_id["item_id"] = serde_json::json!("a\u{1f}b");
-        let mut long_id = valid_json();
-        long_id["event_id"] = serde_json::json!("e".repeat(MAX_ID_BYTES + 1));
-        let mut seconds = valid_json();
-        seconds["event_time_ms"] = serde_json::json!(881_250_949_i64);
-        let mut future = valid_json();
-        future["event_time_ms"] = serde_json::json!(NOW_MS + 2 * MAX_CLOCK_SKEW_MS);
-        let mut rating_without_value = valid_json();
-        rating_without_value
-            .as_object_mut()
-            .unwrap()
-            .remove("value");
-        let mut time_as_text = valid_json();
-        time_as_text["event_time_ms"] = serde_json::json!("yesterday");
+        let missing = valid_without("user_id");
+        let wrong_type = valid_with("item_id", serde_json::json!(242));
+        let unknown_type = valid_with("event_type", serde_json::json!("like"));
+        let unknown_field = valid_with("colour", serde_json::json!("red"));
+        let empty_id = valid_with("user_id", serde_json::json!(" "));
+        let control_id = valid_with("item_id", serde_json::json!("a\u{1f}b"));
+        let long_id = valid_with("event_id", serde_json::json!("e".repeat(MAX_ID_BYTES + 1)));
+        let seconds = valid_with("event_time_ms", serde_json::json!(881_250_949_i64));
+        let future = valid_with(
+            "event_time_ms",
+            serde_json::json!(NOW_MS + 2 * MAX_CLOCK_SKEW_MS),
+        );
+        let rating_without_value = valid_without("value");
+        let time_as_text = valid_with("event_time_ms", serde_json::json!("yesterday"));
 
         let cases = [
             (missing, RejectionReason::MissingField, "user_id"),
@@ -488,8 +490,10 @@ mod tests {
                 "{text:?}: {rejection}"
             );
         }
-        let mut huge = valid_json();
-        huge["item_id"] = serde_json::json!("x".repeat(DEFAULT_MAX_EVENT_BYTES));
+        let huge = valid_with(
+            "item_id",
+            serde_json::json!("x".repeat(DEFAULT_MAX_EVENT_BYTES)),
+        );
         let rejection = rejection(&huge);
         assert_eq!(rejection.reason, RejectionReason::TooLarge);
         assert!(rejection.message.contains("limit is 4096"), "{rejection}");
@@ -512,16 +516,11 @@ mod tests {
     fn the_json_schema_accepts_valid_events_and_refuses_broken_ones() {
         let validator = jsonschema::validator_for(&crate::event_json_schema()).unwrap();
         assert!(validator.is_valid(&valid_json()));
-        let mut missing = valid_json();
-        missing.as_object_mut().unwrap().remove("item_id");
-        let mut unknown_type = valid_json();
-        unknown_type["event_type"] = serde_json::json!("like");
-        let mut empty_id = valid_json();
-        empty_id["user_id"] = serde_json::json!("");
-        let mut extra = valid_json();
-        extra["colour"] = serde_json::json!("red");
-        let mut seconds = valid_json();
-        seconds["event_time_ms"] = serde_json::json!(881_250_949);
+        let missing = valid_without("item_id");
+        let unknown_type = valid_with("event_type", serde_json::json!("like"));
+        let empty_id = valid_with("user_id", serde_json::json!(""));
+        let extra = valid_with("colour", serde_json::json!("red"));
+        let seconds = valid_with("event_time_ms", serde_json::json!(881_250_949));
         for broken in [missing, unknown_type, empty_id, extra, seconds] {
             assert!(!validator.is_valid(&broken), "{broken}");
         }
