@@ -175,7 +175,7 @@ async fn store_only_events_per_second(
             };
             batch.push(&event.as_ref(), Some(position), logged_at_ms);
         }
-        applier.apply(&batch).await?;
+        applier.apply(&mut batch).await?;
     }
     Ok(events.len() as f64 / started.elapsed().as_secs_f64())
 }

@@ -102,7 +102,7 @@ async fn run_worker(
             replies.push(request.reply);
         }
         metrics::histogram!("recsys_consumer_batch_size").record(batch.len() as f64);
-        let answer = match applier.apply(&batch).await {
+        let answer = match applier.apply(&mut batch).await {
             Ok(_) => {
                 applier.push_recommendations(&batch).await;
                 Ok(())

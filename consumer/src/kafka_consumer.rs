@@ -530,8 +530,8 @@ impl EventConsumer {
             emptied,
             batches,
         ));
-        while let Some(batch) = received.recv().await {
-            match self.process_batch(&batch).await {
+        while let Some(mut batch) = received.recv().await {
+            match self.process_batch(&mut batch).await {
                 Ok((outcome, dead_letters)) => {
                     totals.batches += 1;
                     totals.applied += outcome.applied as u64;
@@ -561,7 +561,7 @@ impl EventConsumer {
     /// Returns the store outcome and the number of dead letters.
     pub async fn process_batch(
         &self,
-        batch: &ReceivedBatch,
+        batch: &mut ReceivedBatch,
     ) -> Result<(BatchOutcome, usize), Stopped> {
         let started = std::time::Instant::now();
         metrics::histogram!("recsys_consumer_batch_size").record(batch.records as f64);
@@ -570,7 +570,7 @@ impl EventConsumer {
         let outcome = self
             .applier
             .apply_until_stored(
-                &batch.events,
+                &mut batch.events,
                 &self.settings.backoff,
                 &self.cancelled,
                 |failure| match failure {

@@ -63,7 +63,7 @@ impl EventWeights {
 /// allocates nothing in the common case.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
-    updates: Vec<UserUpdate>,
+    updates: Updates,
     slot_of_user: BatchMap<String, usize>,
     /// When each event entered the system (the Kafka record timestamp, or when `POST /events`
     /// accepted it): the start of the freshness measurement.
@@ -76,6 +76,44 @@ pub struct EventBatch {
     clock: DecayClock,
 }
 
+/// A batch's updates: grown while events are added, then shared with the store, which may be
+/// handed them several times (a failed write is retried) without a copy.
+#[derive(Debug, Clone)]
+enum Updates {
+    Growing(Vec<UserUpdate>),
+    Shared(Arc<[UserUpdate]>),
+}
+
+impl Updates {
+    fn as_slice(&self) -> &[UserUpdate] {
+        match self {
+            Updates::Growing(updates) => updates,
+            Updates::Shared(updates) => updates,
+        }
+    }
+
+    /// For adding to; a batch added to after it was applied gets its own copy again.
+    fn growing(&mut self) -> &mut Vec<UserUpdate> {
+        if let Updates::Shared(shared) = self {
+            *self = Updates::Growing(shared.to_vec());
+        }
+        match self {
+            Updates::Growing(updates) => updates,
+            Updates::Shared(_) => unreachable!("made growing above"),
+        }
+    }
+
+    fn shared(&mut self) -> Arc<[UserUpdate]> {
+        if let Updates::Growing(updates) = self {
+            *self = Updates::Shared(std::mem::take(updates).into());
+        }
+        match self {
+            Updates::Shared(updates) => Arc::clone(updates),
+            Updates::Growing(_) => unreachable!("made shared above"),
+        }
+    }
+}
+
 impl EventBatch {
     /// An empty batch with room for `users` users and `events` events.
     pub fn with_capacity(
@@ -85,7 +123,7 @@ impl EventBatch {
         events: usize,
     ) -> EventBatch {
         EventBatch {
-            updates: Vec::with_capacity(users),
+            updates: Updates::Growing(Vec::with_capacity(users)),
             slot_of_user: BatchMap::with_capacity_and_hasher(users, Default::default()),
             logged_at_ms: Vec::with_capacity(events),
             interactions_per_user: (events / users.max(1)).clamp(1, 16),
@@ -102,20 +140,20 @@ impl EventBatch {
         position: Option<SourcePosition>,
         logged_at_ms: i64,
     ) {
+        let updates = self.updates.growing();
         let slot = match self.slot_of_user.get(event.user_id.as_ref()) {
             Some(&slot) => slot,
             None => {
                 let user_id = event.user_id.as_ref().to_owned();
-                self.slot_of_user
-                    .insert(user_id.clone(), self.updates.len());
-                self.updates.push(UserUpdate {
+                self.slot_of_user.insert(user_id.clone(), updates.len());
+                updates.push(UserUpdate {
                     user_id,
                     interactions: Vec::with_capacity(self.interactions_per_user),
                 });
-                self.updates.len() - 1
+                updates.len() - 1
             }
         };
-        self.updates[slot].interactions.push(AppliedInteraction {
+        updates[slot].interactions.push(AppliedInteraction {
             item: ItemKey::new(&event.item_id),
             event_time_ms: event.event_time_ms,
             position,
@@ -137,12 +175,12 @@ impl EventBatch {
 
     /// Distinct users.
     pub fn users(&self) -> usize {
-        self.updates.len()
+        self.updates.as_slice().len()
     }
 
     /// One update per user, users in order of first appearance.
     pub fn updates(&self) -> &[UserUpdate] {
-        &self.updates
+        self.updates.as_slice()
     }
 
     /// When each event entered the system (ms since the epoch), in the order they were added.
@@ -200,15 +238,15 @@ impl EventApplier {
         EventBatch::with_capacity(self.weights, self.clock, users, events)
     }
 
-    /// Applies the batch to the store (one attempt). `Ok` means every event is stored.
-    pub async fn apply(&self, batch: &EventBatch) -> Result<BatchOutcome, StoreError> {
+    /// Applies the batch to the store (one attempt). `Ok` means every event is stored. The batch
+    /// shares its updates with the store from then on (taken mutably for that).
+    pub async fn apply(&self, batch: &mut EventBatch) -> Result<BatchOutcome, StoreError> {
         if batch.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        // A copy per attempt: the store takes its updates, and a failed attempt is retried.
-        let updates = batch.updates.clone();
+        let updates = batch.updates.shared();
         let started = Instant::now();
-        let stored = self.store.apply(updates).await?;
+        let stored = self.store.apply_shared(updates).await?;
         metrics::histogram!("recsys_consumer_apply_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("recsys_consumer_events_total", "outcome" => "applied")
@@ -227,7 +265,7 @@ impl EventApplier {
     /// so the caller can report itself not ready.
     pub async fn apply_until_stored(
         &self,
-        batch: &EventBatch,
+        batch: &mut EventBatch,
         backoff: &Backoff,
         cancelled: &tokio_util::sync::CancellationToken,
         mut on_outage: impl FnMut(Option<&StoreError>),
@@ -259,7 +297,7 @@ impl EventApplier {
             return 0;
         };
         let users: Vec<String> = batch
-            .updates
+            .updates()
             .iter()
             .map(|update| update.user_id.clone())
             .collect();

@@ -193,7 +193,7 @@ impl UserStore for EmbeddedStore {
         .await
     }
 
-    async fn apply(&self, updates: Vec<UserUpdate>) -> Result<ApplyOutcome, StoreError> {
+    async fn apply_shared(&self, updates: Arc<[UserUpdate]>) -> Result<ApplyOutcome, StoreError> {
         let limits = self.limits;
         self.blocking(move |database| {
             let transaction = database.begin_write().map_err(unavailable)?;
@@ -201,7 +201,7 @@ impl UserStore for EmbeddedStore {
             let mut popularity_increments: Vec<(String, f64)> = Vec::new();
             {
                 let mut table = transaction.open_table(USERS).map_err(unavailable)?;
-                for update in &updates {
+                for update in updates.iter() {
                     let mut record = read_record(&table, &update.user_id)?;
                     let mut changed = false;
                     for interaction in &update.interactions {

@@ -137,7 +137,14 @@ pub trait UserStore: Send + Sync + 'static {
     /// The popularity increments of the applied interactions are added too (in the same
     /// transaction on the embedded store; right after the users' records on Redis, so a crash
     /// between the two loses at most that batch's increments and never counts one twice).
-    async fn apply(&self, updates: Vec<UserUpdate>) -> Result<ApplyOutcome, StoreError>;
+    /// Shared rather than owned: a caller that retries a failed batch keeps it without a copy
+    /// per attempt.
+    async fn apply_shared(&self, updates: Arc<[UserUpdate]>) -> Result<ApplyOutcome, StoreError>;
+
+    /// [`UserStore::apply_shared`] for updates the caller does not keep.
+    async fn apply(&self, updates: Vec<UserUpdate>) -> Result<ApplyOutcome, StoreError> {
+        self.apply_shared(updates.into()).await
+    }
 
     /// Writes users' pushed recommendations into their cache slots, in one round trip.
     async fn put_cached_recommendations(

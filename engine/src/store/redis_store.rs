@@ -33,8 +33,8 @@ use redis::{AsyncCommands, ErrorKind, IntoConnectionInfo, Script, ServerErrorKin
 use crate::BatchMap;
 
 use super::{
-    ApplyOutcome, CachedRecommendations, ItemKey, StoreError, StoreLimits, UserRecord, UserState,
-    UserStore, UserUpdate,
+    AppliedInteraction, ApplyOutcome, CachedRecommendations, ItemKey, StoreError, StoreLimits,
+    UserRecord, UserState, UserStore, UserUpdate,
 };
 
 /// For each key `KEYS[i]`: writes `ARGV[2i]` when the key still holds `ARGV[2i-1]` (empty:
@@ -62,6 +62,9 @@ if #writes > 0 then
 end
 return changed
 "#;
+
+/// Bytes of a record key besides the prefix and the user id: `:{`, `}:s`.
+const RECORD_KEY_EXTRA: usize = 5;
 
 /// Users per chunk of a batch: each chunk is one pipeline of reads and one of writes. At most
 /// 3,999: the script's `unpack` of two arguments per user must fit Lua's C stack (8,000 slots).
@@ -97,43 +100,47 @@ pub struct RedisStore {
 /// anyone else changed the record since (another consumer after a rebalance, a restored
 /// backup), the write is refused, the entry is gone, and the next round reads the record from
 /// the server. A bounded two-generation map: when the current one is full it becomes the
-/// previous one and the oldest generation is dropped.
+/// previous one and the oldest generation is dropped. A taken entry keeps its place (emptied),
+/// so a user written batch after batch costs no key copy and no map insertion.
 #[derive(Default)]
 struct WrittenRecords {
-    generations: std::sync::Mutex<[BatchMap<String, Vec<u8>>; 2]>,
+    generations: std::sync::Mutex<[BatchMap<String, Option<Vec<u8>>>; 2]>,
 }
 
 impl WrittenRecords {
     /// A poisoned lock is still usable: whatever panicked left at worst an entry missing (the
     /// record is read) or stale (its write is refused, then it is read).
-    fn generations(&self) -> std::sync::MutexGuard<'_, [BatchMap<String, Vec<u8>>; 2]> {
+    fn generations(&self) -> std::sync::MutexGuard<'_, [BatchMap<String, Option<Vec<u8>>>; 2]> {
         self.generations
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Removes and returns what is remembered of each user (a write puts it back).
+    /// Takes what is remembered of each user (a write puts it back).
     fn take(&self, user_ids: &[&str]) -> Vec<Option<Vec<u8>>> {
         let mut generations = self.generations();
         let [current, previous] = &mut *generations;
         user_ids
             .iter()
-            .map(|user_id| {
-                current
-                    .remove(*user_id)
-                    .or_else(|| previous.remove(*user_id))
+            .map(|user_id| match current.get_mut(*user_id) {
+                Some(remembered) => remembered.take(),
+                None => previous.remove(*user_id).flatten(),
             })
             .collect()
     }
 
-    fn remember(&self, written: impl IntoIterator<Item = (String, Vec<u8>)>) {
+    fn remember<'a>(&self, written: impl IntoIterator<Item = (&'a str, Vec<u8>)>) {
         let mut generations = self.generations();
         let [current, previous] = &mut *generations;
         for (user_id, record) in written {
+            if let Some(remembered) = current.get_mut(user_id) {
+                *remembered = Some(record);
+                continue;
+            }
             if current.len() >= REMEMBERED_USERS {
                 *previous = std::mem::take(current);
             }
-            current.insert(user_id, record);
+            current.insert(user_id.to_owned(), Some(record));
         }
     }
 }
@@ -194,7 +201,18 @@ impl RedisStore {
     }
 
     fn record_key(&self, user_id: &str) -> String {
-        format!("{}:{{{user_id}}}:s", self.key_prefix)
+        let mut key =
+            String::with_capacity(self.key_prefix.len() + user_id.len() + RECORD_KEY_EXTRA);
+        self.push_record_key(&mut key, user_id);
+        key
+    }
+
+    /// `p:{u}:s` (see the layout above).
+    fn push_record_key(&self, key: &mut String, user_id: &str) {
+        key.push_str(&self.key_prefix);
+        key.push_str(":{");
+        key.push_str(user_id);
+        key.push_str("}:s");
     }
 
     fn recommendations_key(&self, user_id: &str) -> String {
@@ -282,24 +300,29 @@ impl RedisStore {
         if writes.is_empty() {
             return WriteResults::default();
         }
-        let keys: Vec<String> = writes
-            .iter()
-            .map(|(user_id, _, _)| self.record_key(user_id))
-            .collect();
         // Sized up front: grown by doubling, a chunk's call (a few hundred kilobytes) would copy
         // itself several times and touch fresh memory at each step.
-        let data_bytes = keys.iter().map(String::len).sum::<usize>()
-            + writes
-                .iter()
-                .map(|(_, read, written)| read.len() + written.len())
-                .sum::<usize>()
+        let data_bytes = writes
+            .iter()
+            .map(|(user_id, read, written)| {
+                self.key_prefix.len()
+                    + user_id.len()
+                    + RECORD_KEY_EXTRA
+                    + read.len()
+                    + written.len()
+            })
+            .sum::<usize>()
             + 64;
         let mut call = redis::Cmd::with_capacity(3 + 3 * writes.len(), data_bytes);
         call.arg("EVALSHA")
             .arg(self.compare_and_set.get_hash())
             .arg(writes.len());
-        for key in keys {
-            call.arg(key);
+        // One buffer for every key: the call copies each in.
+        let mut key = String::new();
+        for (user_id, _, _) in writes {
+            key.clear();
+            self.push_record_key(&mut key, user_id);
+            call.arg(key.as_str());
         }
         for (_, read, written) in writes {
             call.arg(read).arg(written);
@@ -358,13 +381,15 @@ impl RedisStore {
             .map(|update| update.user_id.as_str())
             .collect();
         let stored = self.current_records(&user_ids).await?;
-        // What each user's write would do, counted only once the write is in.
+        // What each user's write would do, counted only once the write is in: its update, the
+        // range of `applied` holding the interactions it applies, and its duplicates.
         let mut writes = Vec::new();
         let mut effects = Vec::new();
+        let mut applied: Vec<&AppliedInteraction> = Vec::new();
         let mut unchanged = Vec::new();
         for (update, read) in pending.iter().zip(stored) {
             let mut record = self.decode(&update.user_id, &read)?;
-            let mut applied = Vec::new();
+            let first_applied = applied.len();
             let mut duplicates = 0;
             for interaction in &update.interactions {
                 if record.apply(interaction, self.limits) {
@@ -373,14 +398,14 @@ impl RedisStore {
                     duplicates += 1;
                 }
             }
-            if applied.is_empty() {
+            if applied.len() == first_applied {
                 // Nothing to write: the record stays as read, and remembered as that.
                 result.outcome.duplicates += duplicates;
-                unchanged.push((update.user_id.clone(), read));
+                unchanged.push((update.user_id.as_str(), read));
                 continue;
             }
             writes.push((update.user_id.as_str(), read, record.encode()));
-            effects.push((*update, applied, duplicates));
+            effects.push((*update, first_applied..applied.len(), duplicates));
         }
         let results = self.compare_and_set(&writes).await;
         self.written.remember(
@@ -388,20 +413,22 @@ impl RedisStore {
                 .into_iter()
                 .zip(&results.written)
                 .filter(|(_, written)| **written)
-                .map(|((user_id, _, record), _)| (user_id.to_owned(), record))
+                .map(|((user_id, _, record), _)| (user_id, record))
                 .chain(unchanged),
         );
         // Users whose write did not go in are read and applied again in the next round; users
         // with nothing to write are done.
         let mut retry = Vec::new();
-        for ((update, applied, duplicates), &written) in effects.into_iter().zip(&results.written) {
+        for ((update, applied_range, duplicates), &written) in
+            effects.into_iter().zip(&results.written)
+        {
             if !written {
                 retry.push(update);
                 continue;
             }
-            result.outcome.applied += applied.len();
+            result.outcome.applied += applied_range.len();
             result.outcome.duplicates += duplicates;
-            for interaction in applied {
+            for interaction in &applied[applied_range] {
                 let increment = interaction.popularity_increment;
                 if increment == 0.0 {
                     continue;
@@ -450,7 +477,11 @@ impl WriteResults {
     /// as a duplicate.
     fn from_answer(count: usize, answer: redis::RedisResult<Vec<usize>>) -> WriteResults {
         let (script_missing, error) = match answer {
-            Ok(changed) if changed.iter().all(|&position| (1..=count).contains(&position)) => {
+            Ok(changed)
+                if changed
+                    .iter()
+                    .all(|&position| (1..=count).contains(&position)) =>
+            {
                 let mut written = vec![true; count];
                 for position in changed {
                     written[position - 1] = false;
@@ -490,11 +521,12 @@ struct ChunkResult {
 }
 
 /// One update per user, in first-appearance order, each user's interactions in order: a batch
-/// that names a user twice must not race with itself.
-fn merge_by_user(updates: Vec<UserUpdate>) -> Vec<UserUpdate> {
-    // Where each update goes: the index of its user's first update (ids borrowed, not copied;
-    // callers such as `EventApplier::updates` already send each user once).
-    let mut first_of_user: BatchMap<&str, usize> = BatchMap::default();
+/// that names a user twice must not race with itself. Returned as they came when every user is
+/// named once, with interactions (callers such as `EventBatch` group by user already).
+fn merge_by_user(updates: Arc<[UserUpdate]>) -> Arc<[UserUpdate]> {
+    // Where each update goes: the index of its user's first update (ids borrowed, not copied).
+    let mut first_of_user: BatchMap<&str, usize> =
+        BatchMap::with_capacity_and_hasher(updates.len(), Default::default());
     let targets: Vec<usize> = updates
         .iter()
         .enumerate()
@@ -505,15 +537,23 @@ fn merge_by_user(updates: Vec<UserUpdate>) -> Vec<UserUpdate> {
         })
         .collect();
     drop(first_of_user);
+    let merged_already = targets
+        .iter()
+        .enumerate()
+        .all(|(index, &target)| index == target)
+        && updates.iter().all(|update| !update.interactions.is_empty());
+    if merged_already {
+        return updates;
+    }
     // A user's first update stays in place and takes the later ones' interactions.
     let mut merged: Vec<Option<UserUpdate>> = Vec::with_capacity(updates.len());
-    for (index, (update, target)) in updates.into_iter().zip(targets).enumerate() {
+    for (index, (update, target)) in updates.iter().zip(targets).enumerate() {
         if target == index {
-            merged.push(Some(update));
+            merged.push(Some(update.clone()));
             continue;
         }
         if let Some(first) = merged[target].as_mut() {
-            first.interactions.extend(update.interactions);
+            first.interactions.extend_from_slice(&update.interactions);
         }
         merged.push(None);
     }
@@ -555,16 +595,17 @@ impl UserStore for RedisStore {
         Ok(state)
     }
 
-    async fn apply(&self, updates: Vec<UserUpdate>) -> Result<ApplyOutcome, StoreError> {
-        let mut merged = merge_by_user(updates).into_iter().peekable();
+    async fn apply_shared(&self, updates: Arc<[UserUpdate]>) -> Result<ApplyOutcome, StoreError> {
+        let updates = merge_by_user(updates);
         // Chunks of users are independent (a user is in one chunk), so they run as tasks:
         // their round trips overlap, and their decoding and applying use every core.
         let mut chunk_tasks = Vec::new();
-        while merged.peek().is_some() {
-            let users: Vec<UserUpdate> = merged.by_ref().take(USERS_PER_CHUNK).collect();
+        for start in (0..updates.len()).step_by(USERS_PER_CHUNK) {
+            let users = start..updates.len().min(start + USERS_PER_CHUNK);
+            let updates = Arc::clone(&updates);
             let store = self.clone();
             chunk_tasks.push(async move {
-                tokio::spawn(async move { store.apply_users(&users).await })
+                tokio::spawn(async move { store.apply_users(&updates[users]).await })
                     .await
                     .unwrap_or_else(|error| ChunkResult {
                         error: Some(StoreError::Unavailable(format!(
