@@ -40,9 +40,11 @@ use super::{
 /// For each key `KEYS[i]`: writes `ARGV[2i]` when the key still holds `ARGV[2i-1]` (empty:
 /// absent). Answers the positions (1-based) of the keys that changed meanwhile and were not
 /// written; usually none. One call per chunk of users, and inside it one `MGET` and one `MSET`
-/// rather than a `GET` and a `SET` per key: each command called from Lua costs the server about
-/// a microsecond more than the same work inside one command (with 140-byte records, 2.8 µs of
-/// server CPU per write with two calls per key, 1.95 µs with this script; `BENCHMARKS.md`). All
+/// rather than a `GET` and a `SET` per key: each command called from Lua has a fixed cost
+/// (its arguments and reply converted, the command looked up), about 0.4 µs of server CPU, so
+/// with 140-byte records a write took 2.8 µs with two calls per key and 1.95 µs with this
+/// script (`BENCHMARKS.md`). Every byte that enters Lua is also hashed once (Redis' Lua interns
+/// strings), which is why a record's old and new bytes are worth keeping small. All
 /// keys of a call are declared, as Redis requires; on Redis Cluster (another client) a call
 /// would have to group keys by slot.
 const COMPARE_AND_SET_SCRIPT: &str = r#"
