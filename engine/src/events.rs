@@ -60,9 +60,9 @@ impl EventWeights {
 
 /// Valid events of one batch, grouped by user as they are added: one update per user, users in
 /// order of first appearance, each user's interactions in the order they were added (a user's
-/// events come in log order, so they stay in it). A user's id is copied on its first event of
-/// the batch only (for the map and the update) and a numeric item id never, so adding an event
-/// allocates nothing in the common case.
+/// events come in log order, so they stay in it). A user's id is copied once, on its first event
+/// of the batch, and a numeric item id never, so adding an event allocates nothing in the common
+/// case.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
     updates: Updates,
@@ -377,5 +377,89 @@ impl Default for Backoff {
             initial: Duration::from_millis(50),
             max: Duration::from_secs(5),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn event(user_id: &str, item_id: &str, event_time_ms: i64) -> EventRef<'static> {
+        EventRef {
+            event_id: Cow::Owned(format!("{user_id}-{event_time_ms}")),
+            user_id: Cow::Owned(user_id.to_owned()),
+            item_id: Cow::Owned(item_id.to_owned()),
+            event_type: EventType::View,
+            value: None,
+            event_time_ms,
+        }
+    }
+
+    fn grouped(batch: &EventBatch) -> Vec<(String, Vec<i64>)> {
+        batch
+            .updates()
+            .iter()
+            .map(|update| {
+                let times = update
+                    .interactions
+                    .iter()
+                    .map(|interaction| interaction.event_time_ms)
+                    .collect();
+                (update.user_id.clone(), times)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_group_by_user_in_first_appearance_order_past_the_tables_growth() {
+        // No room reserved: the table grows (and rehashes) many times on the way.
+        let mut batch =
+            EventBatch::with_capacity(EventWeights::default(), DecayClock::new(24.0), 0, 0);
+        let users = 1_000;
+        let mut expected: Vec<(String, Vec<i64>)> = (0..users)
+            .map(|user| (format!("user-{user}"), Vec::new()))
+            .collect();
+        for round in 0..3 {
+            for (user, (user_id, times)) in expected.iter_mut().enumerate() {
+                // Every third user skips the middle round: lists of different lengths.
+                if round == 1 && user % 3 == 0 {
+                    continue;
+                }
+                let time = (round * users + user) as i64;
+                batch.push(&event(user_id, "7", time), None, time);
+                times.push(time);
+            }
+        }
+        assert_eq!(batch.users(), users);
+        assert_eq!(
+            batch.len(),
+            expected.iter().map(|(_, times)| times.len()).sum::<usize>()
+        );
+        assert_eq!(grouped(&batch), expected);
+    }
+
+    #[test]
+    fn a_batch_added_to_after_it_was_shared_leaves_the_shared_updates_alone() {
+        let mut batch =
+            EventBatch::with_capacity(EventWeights::default(), DecayClock::new(24.0), 2, 4);
+        batch.push(&event("a", "1", 1), None, 1);
+        batch.push(&event("b", "2", 2), None, 2);
+        let shared = batch.updates.shared();
+
+        batch.push(&event("a", "3", 3), None, 3);
+        batch.push(&event("c", "4", 4), None, 4);
+        assert_eq!(
+            grouped(&batch),
+            [
+                ("a".to_owned(), vec![1, 3]),
+                ("b".to_owned(), vec![2]),
+                ("c".to_owned(), vec![4]),
+            ]
+        );
+        // What the store was handed is what the batch held then.
+        assert_eq!(shared.len(), 2);
+        assert_eq!(shared[0].interactions.len(), 1);
     }
 }
