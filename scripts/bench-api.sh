@@ -7,7 +7,8 @@
 #                        [--rate 1000] [--duration 30s]
 #
 # Everything it makes (bench data dirs, bundles, indexes, the oha binary) lives under
-# $RECSYS_CACHE_DIR, apart from the main command's data dir.
+# $RECSYS_CACHE_DIR, apart from the main command's data dir. RECSYS_BIN=path measures that
+# `recsys` binary instead of building this checkout's (for A/B runs of two builds).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -35,9 +36,13 @@ if [[ ! -x "$oha" ]]; then
   CARGO_TARGET_DIR="$RECSYS_CACHE_DIR/tools-target" cargo install --quiet --locked oha --version 1.16.0 --root "$tools"
 fi
 
-log "building the release binary"
-(cd "$REPO_ROOT" && cargo build --quiet --release --locked -p recsys-cli)
-recsys="$CARGO_TARGET_DIR/release/recsys"
+if [[ -n "${RECSYS_BIN:-}" ]]; then
+  recsys="$RECSYS_BIN"
+else
+  log "building the release binary"
+  (cd "$REPO_ROOT" && cargo build --quiet --release --locked -p recsys-cli)
+  recsys="$CARGO_TARGET_DIR/release/recsys"
+fi
 
 bench_dir="$RECSYS_CACHE_DIR/bench/$dataset"
 mkdir -p "$bench_dir/datasets"

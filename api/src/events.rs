@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::Json;
-use engine::popularity::now_ms;
+use common::clock::now_ms;
 use schemas::{ErrorBody, EventLimits, EventsAccepted, InteractionEvent};
 
 use crate::{ApiError, AppState};
@@ -42,8 +42,8 @@ pub async fn post_events(
         .publish(events)
         .await
         .map_err(|error| match error {
-            consumer::PublishError::Overloaded(detail) => ApiError::Overloaded(detail),
-            consumer::PublishError::Unavailable(detail) => ApiError::Unavailable(detail),
+            engine::event_log::PublishError::Overloaded(detail) => ApiError::Overloaded(detail),
+            engine::event_log::PublishError::Unavailable(detail) => ApiError::Unavailable(detail),
         })?;
     metrics::counter!("recsys_api_events_accepted_total").increment(accepted as u64);
     Ok(Json(EventsAccepted {

@@ -12,8 +12,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
-use consumer::EventSink;
 use engine::config::{ApiConfig, Config, EventsConfig};
+use engine::event_log::{event_applier, open_event_sink, EventSink};
 use engine::retrieve::Retriever;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -42,15 +42,15 @@ impl AppState {
         config: &Config,
         retriever: Arc<Retriever>,
     ) -> Result<AppState, rdkafka::error::KafkaError> {
-        let applier = consumer::event_applier(
+        let applier = event_applier(
             config,
             Arc::clone(retriever.store()),
             Some(Arc::clone(&retriever)),
         );
-        let events = consumer::open_event_sink(config, Arc::new(applier))?;
+        let events = open_event_sink(config, Arc::new(applier))?;
         Ok(AppState {
             retriever,
-            metrics: model_server::telemetry::prometheus_handle(),
+            metrics: common::telemetry::prometheus_handle(),
             limits: config.api.clone(),
             events,
             events_config: config.events.clone(),
@@ -111,15 +111,27 @@ async fn record_request_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// A running API; the task ends on SIGINT/SIGTERM.
+/// A running API; the task ends once its shutdown future resolved and the requests in flight
+/// were answered.
 pub struct ApiHandle {
     pub local_addr: SocketAddr,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-pub fn spawn(listener: TcpListener, state: AppState) -> std::io::Result<ApiHandle> {
+/// Serves on an already bound listener (tests bind port 0 and read the address back) until
+/// `shutdown` resolves; then no new connection is accepted and the task ends when every request
+/// in flight has its answer.
+pub fn spawn(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<ApiHandle> {
     let local_addr = listener.local_addr()?;
     let app = router(state);
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
     Ok(ApiHandle { local_addr, task })
 }

@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use dataset::id_map::add_unknown_items;
 use engine::model::ModelError;
 use engine::retrieve::{RetrieveOutcome, RetrieveRequest, Source};
-use model_server::embedder::add_unknown_items;
 use schemas::{
     ErrorBody, ItemsResponse, PredictResponse, QueryEmbeddingsResponse, ReadinessResponse,
     RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,

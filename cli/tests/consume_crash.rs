@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use consumer::replay::{dataset_events, replay, ReplayOptions, ReplayTarget, ReplayTimestamps};
+use dataset::Dataset;
+use engine::event_log::replay::{
+    dataset_events, replay, ReplayOptions, ReplayTarget, ReplayTimestamps,
+};
 use engine::store::{open_store, StoreLimits};
-use model_server::data::Dataset;
 use rand::{Rng, SeedableRng};
 use testkit::{KafkaBroker, RedisServer};
 

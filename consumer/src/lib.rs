@@ -1,72 +1,22 @@
-//! The stream path: interaction events from a Kafka topic (or the in-process bus of the embedded
-//! default) applied to user state, dead letters for what cannot be applied, live popularity and
-//! pushed recommendations.
+//! `recsys consume`: the Kafka consumer group of the stream path. Interaction events from the
+//! topic are applied to user state through the engine's `EventApplier` (the same one the API's
+//! in-process bus uses), what cannot be applied goes to the dead-letter topic, and offsets are
+//! committed only after both. Live popularity and pushed recommendations ride along.
 
-pub mod admin;
-pub mod bench;
-pub mod bus;
 pub mod health;
-pub mod kafka_consumer;
+pub mod kafka;
 pub mod record_copies;
-pub mod replay;
-pub mod sink;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::config::Config;
-use engine::events::{EventApplier, PushSettings};
-use engine::popularity::DecayClock;
-use engine::retrieve::Retriever;
-use engine::store::UserStore;
+use engine::events::EventApplier;
 use tokio_util::sync::CancellationToken;
 
-pub use bus::InProcessBus;
 pub use health::Health;
-pub use kafka_consumer::{ConsumerProgress, ConsumerSettings, EventConsumer, RunTotals};
-pub use sink::{EventSink, KafkaSink, PublishError};
-
-/// The applier both paths share, configured from `config`. `retriever` is needed when pushing is
-/// on (`consumer.push_recommendations`).
-pub fn event_applier(
-    config: &Config,
-    store: Arc<dyn UserStore>,
-    retriever: Option<Arc<Retriever>>,
-) -> EventApplier {
-    let push = match (config.consumer.push_recommendations, retriever) {
-        (true, Some(retriever)) => Some(PushSettings {
-            retriever,
-            count: config.consumer.push_count,
-        }),
-        _ => None,
-    };
-    EventApplier::new(
-        store,
-        config.popularity.weights,
-        DecayClock::new(config.popularity.half_life_hours),
-        push,
-    )
-}
-
-/// Where the API sends accepted events: Kafka when `events.url` names a broker, otherwise the
-/// in-process bus (started here, applying with `applier`).
-pub fn open_event_sink(
-    config: &Config,
-    applier: Arc<EventApplier>,
-) -> Result<Arc<dyn EventSink>, rdkafka::error::KafkaError> {
-    match config.events.kafka_brokers() {
-        Some(brokers) => Ok(Arc::new(KafkaSink::new(brokers, &config.events.topic)?)),
-        None => {
-            let (bus, _worker) = InProcessBus::start(
-                applier,
-                config.events.bus_capacity,
-                config.consumer.max_batch_events,
-            );
-            Ok(Arc::new(bus))
-        }
-    }
-}
+pub use kafka::{ConsumerProgress, ConsumerSettings, EventConsumer, RunTotals};
 
 pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
     ConsumerSettings {
@@ -77,7 +27,7 @@ pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
         max_batch_events: config.consumer.max_batch_events,
         max_batch_wait: Duration::from_millis(config.consumer.max_batch_wait_ms),
         max_event_bytes: config.events.max_event_bytes,
-        backoff: config.consumer.backoff(),
+        retry: config.consumer.retry_policy(),
         session_timeout: Duration::from_millis(config.consumer.session_timeout_ms),
         fetch_wait_max: Duration::from_millis(config.consumer.fetch_wait_max_ms),
     }
@@ -104,7 +54,7 @@ pub async fn start_consumer(
     let (listener_addr, listener) = health::spawn_listener(
         listen,
         Arc::clone(&health),
-        model_server::telemetry::prometheus_handle(),
+        common::telemetry::prometheus_handle(),
     )
     .await?;
     let consumer = EventConsumer::new(

@@ -1,10 +1,9 @@
 //! Received records copied out of librdkafka's buffers into one reusable buffer per batch.
 //!
 //! The receiving task does only this per record (about what the benchmark's consume-only client
-//! does, plus a copy of ~100 bytes); decoding, validation and grouping by user run in the next
-//! task, on another core. Decoding on the receiving task made it the pipeline's bottleneck: one
-//! task can poll librdkafka's queue only so fast, and each event's decode was about half as much
-//! again.
+//! does, plus a copy of the record's bytes); decoding, validation and grouping by user run in the
+//! next task, on another core. One task can poll librdkafka's queue only so fast, so decoding
+//! there would make receiving the pipeline's bottleneck.
 
 use std::ops::Range;
 

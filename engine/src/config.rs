@@ -12,7 +12,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Backoff, EventWeights};
+use common::retry::RetryPolicy;
+
+use crate::events::EventWeights;
 use crate::store::StoreLimits;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +131,9 @@ pub struct ModelBackendConfig {
     pub queue_capacity: usize,
     /// Torch intra-op threads (0: one per core); see `EmbedderConfig::torch_threads`.
     pub torch_threads: usize,
+    /// Single sequences through the GRU's libtorch-free kernel; `false` runs them through
+    /// libtorch (see `EmbedderConfig::single_sequence_kernel`).
+    pub single_sequence_kernel: bool,
 }
 
 impl Default for ModelBackendConfig {
@@ -140,6 +145,7 @@ impl Default for ModelBackendConfig {
             max_wait_micros: 0,
             queue_capacity: 4096,
             torch_threads: 1,
+            single_sequence_kernel: true,
         }
     }
 }
@@ -214,18 +220,16 @@ pub struct ConsumerConfig {
     pub listen: SocketAddr,
     /// A batch closes at this many events... Larger batches cost less per event, since a
     /// user's events in one batch are one record write and an item's one popularity
-    /// increment (5,000 → 50,000 took the store's share from 134k to 318k events/s here).
-    /// Only a backlog fills them: once the wait below has passed and the writer has taken the
-    /// batch before, a batch takes what is already waiting in the client's queue and closes.
-    /// Memory: a received batch holds copies of its records (~150 bytes an event), a decoded
-    /// one its events grouped by user (~80 bytes); with one batch in each stage and one waiting
-    /// between stages that is ~160 MB at the default of 200,000.
+    /// increment. Only a backlog fills them: once the wait below has passed and the writer has
+    /// taken the batch before, a batch takes what is already waiting in the client's queue and
+    /// closes. Memory: a received batch holds copies of its records (about 150 bytes an event),
+    /// a decoded one its events grouped by user (about 80 bytes), and up to five batches exist
+    /// at once (one per pipeline stage and one waiting between stages).
     pub max_batch_events: usize,
     /// ...or this long after its first event, once the writer has taken the batch before and
     /// nothing more is waiting. At a low rate this wait is a large part of an event's time to
-    /// its pushed recommendations (at 1,000 events/s: 20 ms p50 43 / p99 95 ms, 10 ms p50 34-39
-    /// / p99 74-120 ms, 5 ms p50 30-33 / p99 74-87 ms); under a backlog batches fill up to the
-    /// size above whatever this is, so a short wait costs only more writes at moderate rates.
+    /// its pushed recommendations (BENCHMARKS.md, freshness); under a backlog batches fill up to
+    /// the size above whatever this is, so a short wait costs only more writes at moderate rates.
     pub max_batch_wait_ms: u64,
     /// Recompute touched users' recommendations after each batch and cache them.
     pub push_recommendations: bool,
@@ -237,9 +241,8 @@ pub struct ConsumerConfig {
     /// How long the group waits for a silent (crashed) consumer before moving its partitions.
     pub session_timeout_ms: u64,
     /// Longest a fetch waits at the broker for new records. Kafka answers as soon as a record
-    /// arrives; a broker that waits the whole time (tansu) adds this to every event's latency
-    /// (5 instead of 10 took about 4 ms off the median freshness there). An idle consumer asks
-    /// once per wait: 200 small requests a second at 5 ms.
+    /// arrives; a broker that waits the whole time (tansu) adds this to every event's latency.
+    /// An idle consumer asks once per wait, so shorter waits mean more small requests.
     pub fetch_wait_max_ms: u64,
 }
 
@@ -261,8 +264,8 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    pub fn backoff(&self) -> Backoff {
-        Backoff {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
             initial: Duration::from_millis(self.retry_initial_ms),
             max: Duration::from_millis(self.retry_max_ms),
         }

@@ -10,14 +10,17 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hashbrown::HashTable;
 
 use schemas::{EventRef, EventType};
 use serde::{Deserialize, Serialize};
 
-use crate::popularity::{now_ms, DecayClock};
+use common::clock::now_ms;
+use common::retry::{RetryPolicy, RetrySchedule, RetryStopped, Transience};
+
+use crate::popularity::DecayClock;
 use crate::retrieve::{PushError, Retriever};
 use crate::store::{
     AppliedInteraction, ItemKey, SourcePosition, StoreError, UserStore, UserUpdate,
@@ -275,31 +278,33 @@ impl EventApplier {
         })
     }
 
-    /// Applies the batch, retrying a store outage with exponential backoff until it is stored or
-    /// `cancelled` fires (then `None`: nothing may be committed). `on_outage` hears each failure,
+    /// Applies the batch, retrying a store outage with backoff until it is stored, the store
+    /// fails permanently (corrupt data: retrying cannot help) or `cancelled` fires. Unless it is
+    /// stored, nothing may be committed. `on_outage` hears each failure and the recovery (`None`),
     /// so the caller can report itself not ready.
     pub async fn apply_until_stored(
         &self,
         batch: &mut EventBatch,
-        backoff: &Backoff,
+        retry: &RetryPolicy,
         cancelled: &tokio_util::sync::CancellationToken,
         mut on_outage: impl FnMut(Option<&StoreError>),
-    ) -> Option<BatchOutcome> {
-        let mut delay = backoff.initial;
+    ) -> Result<BatchOutcome, RetryStopped<StoreError>> {
+        let mut schedule = RetrySchedule::new(retry);
         loop {
-            match self.apply(batch).await {
+            let error = match self.apply(batch).await {
                 Ok(outcome) => {
                     on_outage(None);
-                    return Some(outcome);
+                    return Ok(outcome);
                 }
-                Err(error) => {
-                    metrics::counter!("recsys_consumer_store_retries_total").increment(1);
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "state store write failed; retrying");
-                    on_outage(Some(&error));
-                }
-            }
-            if !backoff.wait(&mut delay, cancelled).await {
-                return None;
+                Err(error) if !error.is_transient() => return Err(RetryStopped::Permanent(error)),
+                Err(error) => error,
+            };
+            let delay = schedule.next_delay();
+            metrics::counter!("recsys_consumer_store_retries_total").increment(1);
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "state store write failed; retrying");
+            on_outage(Some(&error));
+            if !RetrySchedule::sleep(delay, cancelled).await {
+                return Err(RetryStopped::Cancelled);
             }
         }
     }
@@ -343,39 +348,6 @@ impl EventApplier {
                     .increment(users.len() as u64);
                 0
             }
-        }
-    }
-}
-
-/// Exponential backoff bounds for store retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// Sleeps `delay`, then doubles it up to `max`. Returns `false` at once if `cancelled` fires
-    /// first: the caller gives up.
-    pub async fn wait(
-        &self,
-        delay: &mut Duration,
-        cancelled: &tokio_util::sync::CancellationToken,
-    ) -> bool {
-        tokio::select! {
-            () = cancelled.cancelled() => return false,
-            () = tokio::time::sleep(*delay) => {}
-        }
-        *delay = (*delay * 2).min(self.max);
-        true
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_secs(5),
         }
     }
 }

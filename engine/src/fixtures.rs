@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use model_server::data::Dataset;
+use dataset::bundle::{BundleManifest, EncoderKind};
+use dataset::Dataset;
 use model_server::fixtures::{train_tiny_bundle, TINY_DATASET};
-use model_server::model::EncoderKind;
 use model_server::{Embedder, EmbedderConfig, ModelBundle};
 
 use crate::index::open_index;
@@ -22,13 +22,17 @@ use crate::store::{open_store, AppliedInteraction, ItemKey, StoreLimits, UserSto
 /// popular list with `i0` (most popular) .. `i9`.
 pub async fn tiny_retriever(data_dir: &Path) -> (Retriever, Embedder) {
     let outcome = train_tiny_bundle(data_dir, EncoderKind::Gru).expect("tiny bundle trains");
-    let bundle = ModelBundle::load(&outcome.bundle_dir).expect("tiny bundle loads");
+    let manifest = BundleManifest::load(&outcome.bundle_dir).expect("tiny bundle loads");
+    let item_vectors = manifest
+        .read_item_vectors()
+        .expect("tiny item vectors load");
     let dataset = Dataset::load(data_dir, TINY_DATASET).expect("tiny data set loads");
     index_bundle(
         "embedded",
         "items",
         data_dir,
-        &bundle,
+        &manifest,
+        &item_vectors,
         &dataset.items,
         &HashMap::new(),
     )
@@ -37,6 +41,7 @@ pub async fn tiny_retriever(data_dir: &Path) -> (Retriever, Embedder) {
     let index = open_index("embedded", "items", data_dir)
         .await
         .expect("tiny index opens");
+    let bundle = ModelBundle::load(&outcome.bundle_dir).expect("tiny bundle loads");
     let embedder = Embedder::start(bundle, EmbedderConfig::default());
     let store = open_store("embedded", "unused", StoreLimits::default(), data_dir)
         .await

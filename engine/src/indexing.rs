@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use model_server::bundle::ModelBundle;
-use model_server::data::ItemMetadata;
+use dataset::bundle::BundleManifest;
+use dataset::ItemMetadata;
 
 use crate::index::{build_index, IndexError, IndexPoint, Payload};
 
 /// One point per item of the bundle: id = model index, vector = its embedding, payload = metadata
 /// (when the catalogue has it) and the training popularity count.
 pub fn index_points(
-    bundle: &ModelBundle,
+    bundle: &BundleManifest,
+    vectors: &[f32],
     catalogue: &[ItemMetadata],
     popularity: &HashMap<String, f64>,
 ) -> Vec<IndexPoint> {
@@ -20,8 +21,6 @@ pub fn index_points(
         .iter()
         .map(|item| (item.item_id.as_str(), item))
         .collect();
-    let vectors: Vec<f32> = Vec::try_from(bundle.item_vectors.contiguous().view([-1]))
-        .expect("bundle item vectors are float32");
     let dim = bundle.config.embedding_dim as usize;
     bundle
         .id_map
@@ -61,16 +60,14 @@ pub async fn index_bundle(
     url: &str,
     alias: &str,
     data_dir: &Path,
-    bundle: &ModelBundle,
+    bundle: &BundleManifest,
+    item_vectors: &[f32],
     catalogue: &[ItemMetadata],
     popularity: &HashMap<String, f64>,
 ) -> Result<String, IndexError> {
-    let built_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default();
+    let built_at = common::clock::now_seconds();
     let version = format!("{}-{built_at}", bundle.config.model_version);
-    let points = index_points(bundle, catalogue, popularity);
+    let points = index_points(bundle, item_vectors, catalogue, popularity);
     build_index(
         url,
         alias,

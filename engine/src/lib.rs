@@ -1,12 +1,17 @@
-//! What the API and the consumer share: the user-state store, the vector index, popularity, the
-//! retrieve pipeline and configuration.
+//! The core the API and the consumer share: the user-state store, the vector index, the event log,
+//! applying events, popularity, the model behind the pipeline, the retrieve pipeline and
+//! configuration. Each backend is a trait chosen by URL (`embedded` or a service's URL).
+//!
+//! The in-process model is the `in-process-model` feature (on by default): without it the model
+//! is `recsys model-server` over HTTP and nothing here links libtorch.
 
 pub mod config;
+pub mod event_log;
 pub mod events;
+#[cfg(feature = "testsuite")]
 pub mod fixtures;
 pub mod index;
 pub mod indexing;
-pub mod loadgen;
 pub mod model;
 pub mod popularity;
 pub mod retrieve;

@@ -10,15 +10,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::store::UserStore;
+use common::clock::now_ms;
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or_default()
-}
+use crate::store::UserStore;
 
 /// 2026-01-01T00:00:00Z.
 pub const DEFAULT_ANCHOR_MS: i64 = 1_767_225_600_000;

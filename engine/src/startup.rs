@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use model_server::bundle::{current_bundle_dir, ModelBundle};
-use model_server::data::Dataset;
-use model_server::{Embedder, EmbedderConfig};
+use common::clock::now_ms;
+use dataset::bundle::{current_bundle_dir, BundleManifest};
+use dataset::Dataset;
 
 use crate::config::Config;
 use crate::index::open_index;
 use crate::indexing::index_bundle;
-use crate::model::{HttpModel, InProcessModel, QueryModel};
-use crate::popularity::{now_ms, DecayClock, PopularSnapshot};
+use crate::model::{HttpModel, QueryModel};
+use crate::popularity::{DecayClock, PopularSnapshot};
 use crate::retrieve::Retriever;
 use crate::store::{open_store, UserStore};
 
@@ -23,9 +23,11 @@ pub const POPULAR_SNAPSHOT_SIZE: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("model bundle: {0}")]
-    Bundle(#[from] model_server::BundleError),
+    Bundle(#[from] dataset::BundleError),
     #[error("data set: {0}")]
-    Data(#[from] model_server::data::DataError),
+    Data(#[from] dataset::DataError),
+    #[error("model.url is 'embedded', but this build has no in-process model (built without the `in-process-model` feature): set model.url to a `recsys model-server`")]
+    NoInProcessModel,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -54,32 +56,55 @@ pub fn bundle_dir(config: &Config) -> Result<PathBuf, StartupError> {
     }
 }
 
-fn embedder_config(config: &Config) -> EmbedderConfig {
-    EmbedderConfig {
+#[cfg(feature = "in-process-model")]
+fn embedder_config(config: &Config) -> model_server::EmbedderConfig {
+    model_server::EmbedderConfig {
         max_batch_size: config.model.max_batch_size,
         max_wait: Duration::from_micros(config.model.max_wait_micros),
         queue_capacity: config.model.queue_capacity,
         torch_threads: config.model.torch_threads,
+        single_sequence_kernel: config.model.single_sequence_kernel,
     }
+}
+
+/// The model `model.url` names, the version it serves and the longest sequence it reads.
+async fn open_model(config: &Config) -> Result<(Arc<dyn QueryModel>, String, usize), StartupError> {
+    if config.model.url == "embedded" {
+        return open_in_process_model(config);
+    }
+    let budget = Duration::from_millis(config.api.request_budget_ms);
+    let http = HttpModel::new(&config.model.url, budget)?;
+    let version = http.metadata().await?.model_version;
+    Ok((Arc::new(http), version, config.state.max_history))
+}
+
+#[cfg(feature = "in-process-model")]
+fn open_in_process_model(
+    config: &Config,
+) -> Result<(Arc<dyn QueryModel>, String, usize), StartupError> {
+    let bundle = model_server::ModelBundle::load(&bundle_dir(config)?)?;
+    let max_len = bundle.config.max_len as usize;
+    let embedder = model_server::Embedder::start(bundle, embedder_config(config));
+    let version = embedder.model_version().to_owned();
+    Ok((
+        Arc::new(crate::model::InProcessModel::new(embedder)),
+        version,
+        max_len,
+    ))
+}
+
+#[cfg(not(feature = "in-process-model"))]
+fn open_in_process_model(
+    _config: &Config,
+) -> Result<(Arc<dyn QueryModel>, String, usize), StartupError> {
+    Err(StartupError::NoInProcessModel)
 }
 
 /// The serving pipeline on the configured backends, plus the popular-list refresher task.
 pub async fn build_retriever(
     config: &Config,
 ) -> Result<(Arc<Retriever>, tokio::task::JoinHandle<()>), StartupError> {
-    let (model, model_version, max_len): (Arc<dyn QueryModel>, String, usize) =
-        if config.model.url == "embedded" {
-            let bundle = ModelBundle::load(&bundle_dir(config)?)?;
-            let max_len = bundle.config.max_len as usize;
-            let embedder = Embedder::start(bundle, embedder_config(config));
-            let version = embedder.model_version().to_owned();
-            (Arc::new(InProcessModel::new(embedder)), version, max_len)
-        } else {
-            let budget = Duration::from_millis(config.api.request_budget_ms);
-            let http = HttpModel::new(&config.model.url, budget)?;
-            let version = http.metadata().await?.model_version;
-            (Arc::new(http), version, config.state.max_history)
-        };
+    let (model, model_version, max_len) = open_model(config).await?;
     let store = open_state_store(config).await?;
     let index = open_index(
         &config.index.url,
@@ -121,7 +146,8 @@ pub struct IndexOutcome {
 /// Indexes the current bundle with the data set's metadata and training popularity; seeds the
 /// store's live popularity with the training counts when it has none yet.
 pub async fn build_index_from_bundle(config: &Config) -> Result<IndexOutcome, StartupError> {
-    let bundle = ModelBundle::load(&bundle_dir(config)?)?;
+    let bundle = BundleManifest::load(&bundle_dir(config)?)?;
+    let item_vectors = bundle.read_item_vectors()?;
     let dataset = Dataset::load(&config.data_dir, &bundle.config.dataset)?;
     let mut counts: HashMap<String, f64> = HashMap::new();
     for interaction in &dataset.interactions {
@@ -132,6 +158,7 @@ pub async fn build_index_from_bundle(config: &Config) -> Result<IndexOutcome, St
         &config.index.collection,
         &config.data_dir,
         &bundle,
+        &item_vectors,
         &dataset.items,
         &counts,
     )

@@ -1,96 +1,23 @@
-//! The model bundle: one directory holding everything needed to serve a trained model.
-//!
-//! ```text
-//! config.json                  format version, model name and version, encoder spec, scoring
-//! weights.safetensors          native encoders: every variable of the model
-//! module.pt                    TorchScript encoders: the scripted module
-//! id_map.json                  raw item ids in model-index order (index 1 first)
-//! item_embeddings.safetensors  `item_embeddings`: [num_items, embedding_dim] float32
-//! metrics.json                 training report and evaluation numbers (informational)
-//! ```
-//!
-//! Loading validates every file against `config.json` and names the file and the problem when
-//! something is missing, corrupt or inconsistent. Bundles are written to a temporary directory
-//! and renamed into place, and `bundles/CURRENT` names the served one, so a reader never sees a
-//! half-written bundle.
+//! The model bundle loaded for serving: the torch-free manifest (`dataset::bundle`) plus the
+//! item vectors as a tensor and the encoder built from the weights (native) or the scripted module
+//! (TorchScript). Loading validates every file against `config.json` and names the file and the
+//! problem when something is missing, corrupt or inconsistent.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use dataset::bundle::{
+    invalid, write_bundle_dir, write_json, BundleConfig, BundleManifest, EncoderKind, EncoderSpec,
+    ModelConfig, Scoring, BUNDLE_FORMAT_VERSION, CONFIG_FILE, ID_MAP_FILE, ITEM_EMBEDDINGS_FILE,
+    ITEM_EMBEDDINGS_TENSOR, METRICS_FILE, WEIGHTS_FILE,
+};
+use dataset::IdMap;
 use tch::{Kind, Tensor};
 
-use crate::gru_kernel::ServingGru;
-use crate::id_map::IdMap;
-use crate::model::{EncoderKind, ModelConfig, SequenceEncoder, SequenceModel};
+use crate::encoder::SequenceEncoder;
+use crate::model::SequenceModel;
+use crate::serving_gru::ServingGru;
 
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
-const CONFIG_FILE: &str = "config.json";
-const WEIGHTS_FILE: &str = "weights.safetensors";
-const ID_MAP_FILE: &str = "id_map.json";
-const ITEM_EMBEDDINGS_FILE: &str = "item_embeddings.safetensors";
-const ITEM_EMBEDDINGS_TENSOR: &str = "item_embeddings";
-const METRICS_FILE: &str = "metrics.json";
-const CURRENT_FILE: &str = "CURRENT";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scoring {
-    /// Inner product between query and item vectors (vectors are not normalised).
-    Dot,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EncoderSpec {
-    /// Trained here; weights in `weights.safetensors`.
-    Native(ModelConfig),
-    /// Exported from PyTorch: `file` takes `[batch, len]` int64 indices, returns `[batch, dim]`.
-    Torchscript { file: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleConfig {
-    pub format_version: u32,
-    pub model_name: String,
-    pub model_version: String,
-    /// Name of the data set the model was trained on (under `<data_dir>/datasets/`).
-    pub dataset: String,
-    pub scoring: Scoring,
-    pub embedding_dim: i64,
-    pub max_len: i64,
-    pub num_items: i64,
-    pub encoder: EncoderSpec,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    #[error("{path}: missing (is this a model bundle? `recsys train` writes one)")]
-    Missing { path: PathBuf },
-    #[error("{path}: {problem}")]
-    Invalid { path: PathBuf, problem: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("no model bundle in {bundles_dir}: run `recsys train` first")]
-    NoCurrentBundle { bundles_dir: PathBuf },
-}
-
-fn invalid(path: &Path, problem: impl Into<String>) -> BundleError {
-    BundleError::Invalid {
-        path: path.to_owned(),
-        problem: problem.into(),
-    }
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
+pub use dataset::bundle::{current_bundle_dir, set_current_bundle, BundleError};
 
 /// A loaded bundle, ready to embed.
 pub struct ModelBundle {
@@ -114,39 +41,11 @@ impl std::fmt::Debug for ModelBundle {
 
 impl ModelBundle {
     pub fn load(dir: &Path) -> Result<ModelBundle, BundleError> {
-        let config_path = dir.join(CONFIG_FILE);
-        let config: BundleConfig = read_json(&config_path)?;
-        if config.format_version != BUNDLE_FORMAT_VERSION {
-            return Err(invalid(
-                &config_path,
-                format!(
-                    "format_version {} is not supported (this build reads {BUNDLE_FORMAT_VERSION})",
-                    config.format_version
-                ),
-            ));
-        }
-        if config.num_items < 1 || config.embedding_dim < 1 || config.max_len < 1 {
-            return Err(invalid(
-                &config_path,
-                "num_items, embedding_dim and max_len must be positive",
-            ));
-        }
-
-        let id_map_path = dir.join(ID_MAP_FILE);
-        let raw_ids: Vec<String> = read_json(&id_map_path)?;
-        if raw_ids.len() as i64 != config.num_items {
-            return Err(invalid(
-                &id_map_path,
-                format!(
-                    "holds {} item ids but config.json says num_items = {}",
-                    raw_ids.len(),
-                    config.num_items
-                ),
-            ));
-        }
-        let id_map = IdMap::from_raw_ids(raw_ids)
-            .map_err(|error| invalid(&id_map_path, error.to_string()))?;
-
+        let BundleManifest {
+            dir: _,
+            config,
+            id_map,
+        } = BundleManifest::load(dir)?;
         let embeddings_path = dir.join(ITEM_EMBEDDINGS_FILE);
         let item_vectors = read_tensor(&embeddings_path, ITEM_EMBEDDINGS_TENSOR)?;
         expect_shape(
@@ -158,7 +57,6 @@ impl ModelBundle {
 
         let encoder: Box<dyn SequenceEncoder> = match &config.encoder {
             EncoderSpec::Native(model_config) => {
-                check_native_config(&config_path, &config, model_config)?;
                 let model = load_native_weights(&dir.join(WEIGHTS_FILE), model_config)?;
                 let table_rows = model.item_vectors();
                 if !table_rows.allclose(&item_vectors, 1e-6, 1e-6, false) {
@@ -192,50 +90,6 @@ impl ModelBundle {
     pub fn load_current(data_dir: &Path) -> Result<ModelBundle, BundleError> {
         ModelBundle::load(&current_bundle_dir(data_dir)?)
     }
-}
-
-pub fn bundles_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("bundles")
-}
-
-/// The directory `bundles/CURRENT` names.
-pub fn current_bundle_dir(data_dir: &Path) -> Result<PathBuf, BundleError> {
-    let bundles = bundles_dir(data_dir);
-    let current_path = bundles.join(CURRENT_FILE);
-    let version = match std::fs::read_to_string(&current_path) {
-        Ok(text) => text.trim().to_owned(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(BundleError::NoCurrentBundle {
-                bundles_dir: bundles,
-            })
-        }
-        Err(source) => return Err(io_error(&current_path)(source)),
-    };
-    if version.is_empty() || version.contains('/') {
-        return Err(invalid(
-            &current_path,
-            format!("'{version}' is not a bundle name"),
-        ));
-    }
-    Ok(bundles.join(version))
-}
-
-/// Atomically points `bundles/CURRENT` at `version`.
-pub fn set_current_bundle(data_dir: &Path, version: &str) -> Result<(), BundleError> {
-    let current = bundles_dir(data_dir).join(CURRENT_FILE);
-    write_pointer_file(&current, version).map_err(io_error(&current))
-}
-
-/// Replaces `path` with `name` and a newline so that readers see the old name or the new one,
-/// never a partial write: the text goes to a temporary file in the same directory, then renamed.
-pub fn write_pointer_file(path: &Path, name: &str) -> std::io::Result<()> {
-    let file_name = path
-        .file_name()
-        .and_then(|name| name.to_str())
-        .unwrap_or("pointer");
-    let temporary = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
-    std::fs::write(&temporary, format!("{name}\n"))?;
-    std::fs::rename(&temporary, path)
 }
 
 /// What to record next to a trained native model.
@@ -281,46 +135,9 @@ pub fn save_native_bundle(
     })
 }
 
-fn write_bundle_dir(
-    data_dir: &Path,
-    version: &str,
-    write_files: impl FnOnce(&Path) -> Result<(), BundleError>,
-) -> Result<PathBuf, BundleError> {
-    let bundles = bundles_dir(data_dir);
-    std::fs::create_dir_all(&bundles).map_err(io_error(&bundles))?;
-    let staging = bundles.join(format!(".{version}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
-    if let Err(error) = write_files(&staging) {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(error);
-    }
-    let target = bundles.join(version);
-    std::fs::rename(&staging, &target).map_err(io_error(&target))?;
-    Ok(target)
-}
-
 pub fn write_item_embeddings(path: &Path, item_vectors: &Tensor) -> Result<(), BundleError> {
     Tensor::write_safetensors(&[(ITEM_EMBEDDINGS_TENSOR, item_vectors)], path)
         .map_err(|error| invalid(path, error.to_string()))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BundleError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(BundleError::Missing {
-                path: path.to_owned(),
-            })
-        }
-        Err(source) => return Err(io_error(path)(source)),
-    };
-    serde_json::from_slice(&bytes).map_err(|error| invalid(path, format!("invalid JSON: {error}")))
-}
-
-fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), BundleError> {
-    let text = serde_json::to_vec_pretty(value).expect("bundle types serialise");
-    std::fs::write(path, text).map_err(io_error(path))
 }
 
 fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, BundleError> {
@@ -360,32 +177,6 @@ fn expect_shape(
         return Err(invalid(
             path,
             format!("tensor '{name}' is {:?}, expected float32", tensor.kind()),
-        ));
-    }
-    Ok(())
-}
-
-fn check_native_config(
-    config_path: &Path,
-    config: &BundleConfig,
-    model_config: &ModelConfig,
-) -> Result<(), BundleError> {
-    let consistent = model_config.num_items == config.num_items
-        && model_config.embedding_dim == config.embedding_dim
-        && model_config.max_len == config.max_len;
-    if !consistent {
-        return Err(invalid(
-            config_path,
-            "encoder num_items/embedding_dim/max_len disagree with the top-level values",
-        ));
-    }
-    if model_config.num_heads < 1 || model_config.embedding_dim % model_config.num_heads != 0 {
-        return Err(invalid(
-            config_path,
-            format!(
-                "embedding_dim {} is not divisible by num_heads {}",
-                model_config.embedding_dim, model_config.num_heads
-            ),
         ));
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! load, jobs pile up while a forward pass runs, so batches form without adding latency when idle.
 //!
 //! Encoders with a libtorch-free kernel for single sequences (the GRU) skip all that for `embed`:
-//! the kernel (about 0.2 ms for 50 items) runs on the caller's thread. `embed_many` still batches;
+//! the kernel (a fraction of a millisecond for 50 items) runs on the caller's thread. `embed_many` still batches;
 //! `embed_each` (the consumer's pushes) runs the kernel over all its sequences on one blocking thread.
 
 use std::panic::AssertUnwindSafe;
@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::blocking::run_short;
-use crate::bundle::{ModelBundle, Scoring};
-use crate::gru_kernel::GruKernel;
-use crate::id_map::IdMap;
-use crate::model::{left_padded_batch, SequenceEncoder};
+use common::blocking::run_short;
+use dataset::bundle::Scoring;
+use dataset::IdMap;
+
+use crate::bundle::ModelBundle;
+use crate::encoder::{SequenceEncoder, SingleSequenceEncoder};
+use crate::model::left_padded_batch;
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +39,10 @@ pub struct EmbedderConfig {
     /// best for serving: a forward pass of a few sequences is too small to split, and the
     /// request threads need the other cores.
     pub torch_threads: usize,
+    /// Whether single sequences go through the encoder's libtorch-free kernel when it has one
+    /// (the GRU). `false` runs everything through libtorch, the reference the kernel is tested
+    /// against.
+    pub single_sequence_kernel: bool,
 }
 
 impl Default for EmbedderConfig {
@@ -46,6 +52,7 @@ impl Default for EmbedderConfig {
             max_wait: Duration::ZERO,
             queue_capacity: 4096,
             torch_threads: 1,
+            single_sequence_kernel: true,
         }
     }
 }
@@ -68,26 +75,9 @@ mod micros {
     }
 }
 
-/// Appends the candidates that got no score (unknown to the model) to `unknown_items`, once each.
-pub fn add_unknown_candidates(
-    candidates: &[String],
-    scores: &[Option<f32>],
-    unknown_items: &mut Vec<String>,
-) {
-    for (candidate, score) in candidates.iter().zip(scores) {
-        if score.is_none() && !unknown_items.contains(candidate) {
-            unknown_items.push(candidate.clone());
-        }
-    }
-}
-
-/// Appends `items` to `unknown_items`, each once (rows of one request share one list).
-pub fn add_unknown_items(items: Vec<String>, unknown_items: &mut Vec<String>) {
-    for item in items {
-        if !unknown_items.contains(&item) {
-            unknown_items.push(item);
-        }
-    }
+/// Torch intra-op threads of this process (what `EmbedderConfig::torch_threads` set).
+pub fn torch_threads() -> i32 {
+    tch::get_num_threads()
 }
 
 /// A query vector and what was dropped to compute it.
@@ -117,7 +107,7 @@ pub struct Embedder {
     jobs: flume::Sender<EmbedJob>,
     /// The encoder's libtorch-free path for single sequences, if it has one: `embed` runs it on
     /// the caller's thread, skipping the queue and two thread hand-offs.
-    kernel: Option<Arc<GruKernel>>,
+    kernel: Option<Arc<dyn SingleSequenceEncoder>>,
 }
 
 struct SharedModelInfo {
@@ -170,7 +160,11 @@ impl Embedder {
         if config.torch_threads > 0 {
             tch::set_num_threads(config.torch_threads as i32);
         }
-        let kernel = encoder.single_sequence_kernel();
+        let kernel = if config.single_sequence_kernel {
+            encoder.single_sequence_encoder()
+        } else {
+            None
+        };
         let (sender, receiver) = flume::bounded(config.queue_capacity.max(1));
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -323,8 +317,8 @@ impl Embedder {
     }
 
     /// Embeds many sequences the fastest way for this encoder: with the kernel one after another
-    /// on a blocking thread (0.15-0.2 ms per 50-item sequence, against about 0.4 ms each in a
-    /// batched libtorch forward on this machine), otherwise as `embed_many`.
+    /// on a blocking thread (cheaper per sequence than a batched libtorch forward), otherwise as
+    /// `embed_many`.
     pub async fn embed_each(
         &self,
         sequences: &[Vec<String>],

@@ -3,9 +3,10 @@
 
 use tch::{Kind, Tensor};
 
-use crate::model::{left_padded_batch, SequenceEncoder};
-use crate::ranking_metrics::{RankingAccumulator, RankingMetrics};
-use crate::split::UserSplit;
+use crate::encoder::SequenceEncoder;
+use crate::model::left_padded_batch;
+use dataset::ranking_metrics::{RankingAccumulator, RankingMetrics};
+use dataset::split::UserSplit;
 
 /// One held-out prediction: what the model reads, and the model index it should rank high.
 #[derive(Debug, Clone)]

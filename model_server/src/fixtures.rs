@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use crate::data::synthetic::{generate, SyntheticConfig};
-use crate::data::{dataset_dir, write_atomic_files};
 use crate::model::EncoderKind;
 use crate::offline::{train_bundle, OfflineError, TrainOutcome};
 use crate::train::TrainConfig;
+use dataset::data::synthetic::{generate, SyntheticConfig};
+use dataset::data::{dataset_dir, write_atomic_files};
 
 pub const TINY_DATASET: &str = "tiny";
 /// Items of the tiny data set are `i0` .. `i39`.

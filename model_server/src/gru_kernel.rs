@@ -1,18 +1,17 @@
 //! The GRU encoder's forward pass for one sequence, in plain Rust.
 //!
 //! libtorch runs a GRU step as a dozen small operators; at batch size one their dispatch, not the
-//! arithmetic, is most of the cost (about 0.9 ms for 50 steps of 128 dims here). Serving mostly
-//! embeds one sequence at a time, so the embedder runs small batches here and large ones through
-//! libtorch. Both compute the model's canonical input, the sequence left-padded to `max_len`:
+//! arithmetic, is most of the cost. Serving mostly embeds one sequence at a time, so the embedder
+//! runs single sequences here and batches through libtorch (`EmbedderConfig::single_sequence_kernel`
+//! turns this off). Both compute the model's canonical input, the sequence left-padded to `max_len`:
 //! padding steps do not depend on the sequence, so their states are computed once and a sequence
 //! of `n` items costs `n` steps.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use tch::Tensor;
 
-use crate::model::{SequenceEncoder, SequenceModel};
+use crate::encoder::SingleSequenceEncoder;
 
 /// Above this size the per-item input gates are computed per step instead of kept in a table.
 const MAX_INPUT_GATE_TABLE_BYTES: usize = 256 << 20;
@@ -156,6 +155,15 @@ impl GruKernel {
         let item_table = get("item_embedding.weight", None)?;
         if item_table.len() % dim != 0 {
             return Err(format!("item_embedding.weight is not [items, {dim}]"));
+        }
+        // The padded states below are computed once from a zero input; a bundle whose padding row
+        // is not zero would get different queries here than from libtorch.
+        if item_table[..dim].iter().any(|value| *value != 0.0) {
+            return Err(
+                "row 0 of item_embedding.weight (the padding item) is not zero, which the GRU \
+                 kernel assumes"
+                    .to_owned(),
+            );
         }
         let mut kernel = GruKernel {
             dim,
@@ -317,41 +325,17 @@ fn encode<const FUSED: bool>(kernel: &GruKernel, item_indices: &[i64]) -> Vec<f3
     query
 }
 
-/// A native GRU model: libtorch for batches, the kernel for single sequences.
-pub struct ServingGru {
-    model: SequenceModel,
-    kernel: Arc<GruKernel>,
-}
-
-impl ServingGru {
-    pub fn new(model: SequenceModel) -> Result<ServingGru, String> {
-        let config = model.config();
-        let kernel = GruKernel::from_variables(
-            &model.var_store().variables(),
-            config.embedding_dim as usize,
-            config.max_len as usize,
-        )?;
-        Ok(ServingGru {
-            model,
-            kernel: Arc::new(kernel),
-        })
-    }
-}
-
-impl SequenceEncoder for ServingGru {
-    fn encode(&self, item_indices: &Tensor) -> Result<Tensor, tch::TchError> {
-        self.model.encode(item_indices)
-    }
-
-    fn single_sequence_kernel(&self) -> Option<Arc<GruKernel>> {
-        Some(Arc::clone(&self.kernel))
+impl SingleSequenceEncoder for GruKernel {
+    fn encode(&self, item_indices: &[i64]) -> Vec<f32> {
+        GruKernel::encode(self, item_indices)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{left_padded_batch, EncoderKind, ModelConfig};
+    use crate::encoder::SequenceEncoder;
+    use crate::model::{left_padded_batch, EncoderKind, ModelConfig, SequenceModel};
 
     fn model(num_items: i64) -> SequenceModel {
         tch::manual_seed(11);
@@ -416,6 +400,17 @@ mod tests {
         }
         assert!(sigmoid(-1000.0) < 1e-30);
         assert_eq!(sigmoid(1000.0), 1.0);
+    }
+
+    #[test]
+    fn a_padding_row_that_is_not_zero_is_refused() {
+        let model = model(30);
+        let mut variables = model.var_store().variables();
+        let table = variables["item_embedding.weight"].detach().copy();
+        let _ = tch::no_grad(|| table.get(0).fill_(0.5));
+        variables.insert("item_embedding.weight".to_owned(), table);
+        let error = GruKernel::from_variables(&variables, 24, 8).err().unwrap();
+        assert!(error.contains("padding item"), "{error}");
     }
 
     #[test]

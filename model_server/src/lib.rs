@@ -1,23 +1,19 @@
-//! The sequence model: data, training, offline evaluation, the bundle on disk, the micro-batching
-//! embedder shared by the API and the consumer, and the HTTP model server.
+//! Everything that needs libtorch: the encoders, training, offline evaluation, loading a bundle for
+//! serving, the micro-batching embedder and the HTTP model server. The torch-free parts (data sets,
+//! split, id map, metrics, the bundle's manifest) are in the `dataset` crate.
 
-pub mod bench;
-pub mod blocking;
 pub mod bundle;
-pub mod data;
 pub mod embedder;
+pub mod encoder;
 pub mod eval;
+#[cfg(any(test, feature = "testsuite"))]
 pub mod fixtures;
 pub mod gru_kernel;
-pub mod id_map;
 pub mod model;
 pub mod offline;
-pub mod ranking_metrics;
 pub mod server;
-pub mod split;
-pub mod telemetry;
+pub mod serving_gru;
 pub mod train;
 
 pub use bundle::{BundleError, ModelBundle};
 pub use embedder::{EmbedError, Embedder, EmbedderConfig, QueryEmbedding};
-pub use id_map::IdMap;

@@ -6,69 +6,12 @@
 //! Position embeddings count from the end (the most recent item has position 0), which keeps a
 //! sequence's encoding independent of how far its batch was padded.
 
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
-use crate::gru_kernel::GruKernel;
+pub use dataset::bundle::{EncoderKind, ModelConfig};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EncoderKind {
-    /// Causal multi-head self-attention with learned positions (pre-layer-norm blocks).
-    Sasrec,
-    /// A single-layer GRU followed by a linear projection.
-    Gru,
-}
-
-impl std::fmt::Display for EncoderKind {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            EncoderKind::Sasrec => "sasrec",
-            EncoderKind::Gru => "gru",
-        })
-    }
-}
-
-impl std::str::FromStr for EncoderKind {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "sasrec" => Ok(EncoderKind::Sasrec),
-            "gru" => Ok(EncoderKind::Gru),
-            other => Err(format!("unknown encoder '{other}', expected sasrec or gru")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    pub encoder: EncoderKind,
-    /// Real items; the embedding table has one more row for padding.
-    pub num_items: i64,
-    pub embedding_dim: i64,
-    /// Longest sequence the model reads; longer ones keep their most recent items.
-    pub max_len: i64,
-    pub num_layers: i64,
-    pub num_heads: i64,
-    pub dropout: f64,
-}
-
-/// Anything that turns left-padded item index sequences `[batch, len]` (int64) into query vectors
-/// `[batch, dim]` (float): the native model, or a TorchScript module exported from Python.
-pub trait SequenceEncoder: Send {
-    fn encode(&self, item_indices: &Tensor) -> Result<Tensor, tch::TchError>;
-
-    /// A libtorch-free path for single sequences, for encoders that have one; it must equal
-    /// `encode` of the sequence left-padded to `max_len`. Unlike the encoder it can be shared by
-    /// threads, so callers run it where they are instead of queueing for the batching thread.
-    fn single_sequence_kernel(&self) -> Option<Arc<GruKernel>> {
-        None
-    }
-}
+use crate::encoder::SequenceEncoder;
 
 pub struct SequenceModel {
     config: ModelConfig,

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, BundleError, ModelBundle, NativeBundle};
-use crate::data::{DataError, Dataset};
 use crate::eval::{evaluate_encoder, evaluate_popularity, popularity_counts, test_cases};
-use crate::id_map::{IdMap, IdMapError};
-use crate::ranking_metrics::RankingMetrics;
-use crate::split::{leave_one_out, UserSplit};
 use crate::train::{train, TrainConfig, TrainingReport};
+use dataset::data::{DataError, Dataset};
+use dataset::id_map::{IdMap, IdMapError};
+use dataset::ranking_metrics::RankingMetrics;
+use dataset::split::{leave_one_out, UserSplit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {

@@ -16,7 +16,9 @@ use schemas::{
 };
 use tokio::net::TcpListener;
 
-use crate::embedder::{add_unknown_candidates, add_unknown_items, EmbedError, Embedder};
+use dataset::id_map::{add_unknown_candidates, add_unknown_items};
+
+use crate::embedder::{EmbedError, Embedder};
 
 /// Requests carry at most this many bytes; a session is a few hundred ids at most.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -38,38 +40,27 @@ pub fn router(embedder: Embedder, metrics: PrometheusHandle) -> Router {
         .with_state(ServerState { embedder, metrics })
 }
 
-/// A running server; dropping the handle does not stop it.
+/// A running server; dropping the handle does not stop it, its shutdown future does.
 pub struct ModelServerHandle {
     pub local_addr: SocketAddr,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Serves on an already bound listener (tests bind port 0 and read the address back).
-pub fn spawn(listener: TcpListener, embedder: Embedder) -> std::io::Result<ModelServerHandle> {
+/// Serves on an already bound listener (tests bind port 0 and read the address back) until
+/// `shutdown` resolves, then finishes the requests in flight.
+pub fn spawn(
+    listener: TcpListener,
+    embedder: Embedder,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<ModelServerHandle> {
     let local_addr = listener.local_addr()?;
-    let app = router(embedder, crate::telemetry::prometheus_handle());
+    let app = router(embedder, common::telemetry::prometheus_handle());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await
     });
     Ok(ModelServerHandle { local_addr, task })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = terminate.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Every way a model-server request can fail; `IntoResponse` is the one place that picks status.
@@ -195,10 +186,11 @@ async fn render_metrics(State(state): State<ServerState>) -> String {
     state.metrics.render()
 }
 
-/// Binds `address` and serves until SIGINT/SIGTERM.
+/// Binds `address` and serves until SIGINT/SIGTERM, then drains.
 pub async fn run(address: SocketAddr, embedder: Embedder) -> std::io::Result<()> {
+    let shutdown = common::shutdown::signal();
     let listener = TcpListener::bind(address).await?;
-    let handle = spawn(listener, embedder)?;
+    let handle = spawn(listener, embedder, shutdown)?;
     tracing::info!(address = %handle.local_addr, "model server listening");
     handle.task.await.map_err(std::io::Error::other)?
 }

@@ -10,8 +10,8 @@ use tch::{nn, nn::OptimizerConfig, Kind, Reduction, Tensor};
 
 use crate::eval::{evaluate_encoder, validation_cases};
 use crate::model::{left_padded_batch, EncoderKind, ModelConfig, SequenceModel};
-use crate::ranking_metrics::RankingMetrics;
-use crate::split::UserSplit;
+use dataset::ranking_metrics::RankingMetrics;
+use dataset::split::UserSplit;
 
 /// Full softmax over the catalogue is exact and cheap up to tens of thousands of items; beyond
 /// that a sampled softmax keeps an epoch's cost independent of the catalogue size.

@@ -43,6 +43,20 @@ fn reloaded_bundles_give_identical_outputs_for_both_encoders() {
     }
 }
 
+/// Indexing and a torch-free API read the bundle with the `safetensors` crate alone: the same
+/// configuration, ids and vectors as libtorch loads.
+#[test]
+fn the_torch_free_manifest_reads_what_libtorch_reads() {
+    let (_data_dir, outcome) = common::trained_data_dir(EncoderKind::Gru);
+    let loaded = ModelBundle::load(&outcome.bundle_dir).unwrap();
+    let manifest = dataset::BundleManifest::load(&outcome.bundle_dir).unwrap();
+    assert_eq!(manifest.config, loaded.config);
+    assert_eq!(manifest.id_map, loaded.id_map);
+    let from_libtorch: Vec<f32> =
+        Vec::try_from(loaded.item_vectors.contiguous().view([-1])).unwrap();
+    assert_eq!(manifest.read_item_vectors().unwrap(), from_libtorch);
+}
+
 fn load_error(dir: &std::path::Path) -> String {
     ModelBundle::load(dir).unwrap_err().to_string()
 }

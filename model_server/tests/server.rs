@@ -39,10 +39,8 @@ fn app() -> (tempfile::TempDir, axum::Router, Embedder) {
         ModelBundle::load(&outcome.bundle_dir).unwrap(),
         EmbedderConfig::default(),
     );
-    let router = model_server::server::router(
-        embedder.clone(),
-        model_server::telemetry::prometheus_handle(),
-    );
+    let router =
+        model_server::server::router(embedder.clone(), ::common::telemetry::prometheus_handle());
     (data_dir, router, embedder)
 }
 

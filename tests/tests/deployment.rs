@@ -84,11 +84,34 @@ fn the_compose_file_describes_the_whole_stream_deployment() {
         "Redis must keep an append-only file: {redis_command:?}"
     );
 
-    assert!(repo().join("Dockerfile").exists());
-    for name in RECSYS_SERVICES {
+    // The API and the consumer ship without libtorch; training and the model server with it.
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    for stage in ["AS serving", "AS full"] {
+        assert!(
+            dockerfile.contains(stage),
+            "the Dockerfile has no stage `{stage}`"
+        );
+    }
+    assert!(
+        dockerfile.contains("--no-default-features"),
+        "the serving image must be built without the in-process model"
+    );
+    for (name, target) in [
+        ("api", "serving"),
+        ("consumer", "serving"),
+        ("model-server", "full"),
+        ("init", "full"),
+    ] {
         assert_eq!(
-            services[name]["build"], ".",
+            services[name]["build"]["context"], ".",
             "{name} is built from the repo's Dockerfile"
+        );
+        assert_eq!(services[name]["build"]["target"], target, "{name}");
+    }
+    for name in ["api", "consumer"] {
+        assert_eq!(
+            services[name]["environment"]["RECSYS__MODEL__URL"], "http://model-server:3000",
+            "the torch-free {name} asks the model server"
         );
     }
     for (name, expected) in [

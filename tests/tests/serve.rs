@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::AppState;
+use dataset::bundle::EncoderKind;
 use engine::config::Config;
 use engine::model::HttpModel;
 use engine::retrieve::Retriever;
 use model_server::fixtures::train_tiny_bundle;
-use model_server::model::EncoderKind;
 use model_server::{Embedder, EmbedderConfig, ModelBundle};
 use serde_json::{json, Value};
 use testkit::RedisServer;
@@ -34,7 +34,12 @@ async fn serve(
     tasks: &mut Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 ) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = api::spawn(listener, AppState::new(config, retriever).unwrap()).unwrap();
+    let handle = api::spawn(
+        listener,
+        AppState::new(config, retriever).unwrap(),
+        std::future::pending(),
+    )
+    .unwrap();
     tasks.push(handle.task);
     format!("http://{}", handle.local_addr)
 }
@@ -62,6 +67,7 @@ async fn deploy() -> Deployment {
     let model_server = model_server::server::spawn(
         model_listener,
         Embedder::start(bundle, EmbedderConfig::default()),
+        std::future::pending(),
     )
     .unwrap();
     let http_model = HttpModel::new(

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use model_server::bundle::write_pointer_file;
+use common::fs::write_pointer_file;
 use qdrant_edge::{
     Condition, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, HasIdCondition,
     NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted,
@@ -18,7 +18,7 @@ use qdrant_edge::{
     WithVector, DEFAULT_VECTOR_NAME,
 };
 
-use model_server::blocking::run_short;
+use common::blocking::run_short;
 
 use super::{
     indexed_item, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
@@ -211,7 +211,7 @@ fn build_blocking(
     shard.flush();
     drop(shard);
 
-    std::fs::rename(&staging, &target).map_err(io(&target))?;
+    common::fs::rename_durably(&staging, &target).map_err(io(&target))?;
     let current = alias_dir.join(CURRENT_FILE);
     write_pointer_file(&current, version).map_err(io(&current))?;
     Ok(version.to_owned())

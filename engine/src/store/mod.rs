@@ -9,17 +9,17 @@
 
 mod embedded;
 mod record;
-mod redis_store;
+mod redis;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 pub use record::ItemKey;
 pub(crate) use record::UserRecord;
-pub use redis_store::RedisStore;
 
 /// Where an event came from in the log, for idempotent application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +110,12 @@ pub enum StoreError {
     Corrupt { key: String, problem: String },
     #[error("invalid state store URL '{url}': {problem}")]
     InvalidUrl { url: String, problem: String },
+}
+
+impl common::retry::Transience for StoreError {
+    fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// What applying a batch did.

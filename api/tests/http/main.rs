@@ -1,0 +1,90 @@
+//! The API over HTTP semantics (tower `oneshot` on the real router, real embedded backends): the
+//! shared harness here, the cases by subject in the modules.
+
+mod events;
+mod openapi;
+mod recommendations;
+
+use std::sync::Arc;
+
+use api::{router, AppState};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use engine::config::{ApiConfig, Config};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub(crate) struct TestApi {
+    app: axum::Router,
+    retriever: Arc<engine::retrieve::Retriever>,
+    _data_dir: tempfile::TempDir,
+}
+
+pub(crate) async fn test_api() -> TestApi {
+    test_api_with(|_| {}).await
+}
+
+/// The test API with its configuration adjusted by `configure`.
+pub(crate) async fn test_api_with(configure: impl FnOnce(&mut Config)) -> TestApi {
+    let data_dir = tempfile::tempdir().unwrap();
+    let (retriever, _embedder) = engine::fixtures::tiny_retriever(data_dir.path()).await;
+    let retriever = Arc::new(retriever);
+    let mut config = Config {
+        api: ApiConfig {
+            max_body_bytes: 4096,
+            max_session_items: 20,
+            ..ApiConfig::default()
+        },
+        ..Config::default()
+    };
+    configure(&mut config);
+    let app = router(AppState::new(&config, Arc::clone(&retriever)).unwrap());
+    TestApi {
+        app,
+        retriever,
+        _data_dir: data_dir,
+    }
+}
+
+pub(crate) struct Answer {
+    status: StatusCode,
+    request_id: Option<String>,
+    body: Value,
+    text: String,
+}
+
+pub(crate) async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    request_id: Option<&str>,
+) -> Answer {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(request_id) = request_id {
+        builder = builder.header("x-request-id", request_id);
+    }
+    send_request(app, builder.body(Body::from(body.to_owned())).unwrap()).await
+}
+
+/// Sends a built request through the router and reads the whole answer.
+pub(crate) async fn send_request(app: &axum::Router, request: Request<Body>) -> Answer {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer {
+        status,
+        request_id,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}

@@ -1,0 +1,48 @@
+//! Arguments several subcommands share.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Clone)]
+pub struct DataDirArg {
+    /// Where data sets, bundles and embedded stores live.
+    #[arg(long, env = "RECSYS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+pub struct BundleArg {
+    /// A bundle directory; defaults to the one `<data-dir>/bundles/CURRENT` names.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+}
+
+impl BundleArg {
+    pub fn resolve(&self, data: &DataDirArg) -> anyhow::Result<PathBuf> {
+        match &self.bundle {
+            Some(path) => Ok(path.clone()),
+            None => Ok(dataset::bundle::current_bundle_dir(&data.data_dir)?),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct ServingArgs {
+    /// Configuration file (default: ./recsys.toml when it exists); RECSYS__SECTION__KEY overrides.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides `data_dir` of the configuration.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServingArgs {
+    pub fn load(&self) -> anyhow::Result<engine::config::Config> {
+        let mut config = engine::config::load_config(self.config.as_deref())?;
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,13 @@
+//! One module per group of subcommands; each owns its arguments and its `run` functions.
+
+pub mod bench_stream;
+pub mod data;
+pub mod serve;
+pub mod stream;
+
+#[cfg(feature = "in-process-model")]
+mod bench_embedder;
+mod load_bodies;
+#[cfg(feature = "in-process-model")]
+pub mod model;
+mod stream_load;

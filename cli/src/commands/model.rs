@@ -1,0 +1,257 @@
+//! The model commands (they need libtorch): `train`, `eval`, `model-server`, `bench-embedder`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use model_server::model::EncoderKind;
+use model_server::offline::{evaluate_bundle, train_bundle};
+use model_server::train::{LossKind, TrainConfig};
+use model_server::{Embedder, EmbedderConfig, ModelBundle};
+
+use super::bench_embedder::{run_embedder_benchmark, EmbedderBenchConfig};
+use crate::args::{BundleArg, DataDirArg};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    bundle: BundleArg,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ModelServerArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    bundle: BundleArg,
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    batching: BatchingArgs,
+}
+
+#[derive(Args)]
+pub struct BenchEmbedderArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    bundle: BundleArg,
+    /// Seconds of load per batch size.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct BatchingArgs {
+    #[arg(long, default_value_t = 64)]
+    max_batch_size: usize,
+    /// Microseconds the batcher waits for more sequences once it has one.
+    #[arg(long, default_value_t = 0)]
+    max_wait_micros: u64,
+    /// Torch intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    torch_threads: usize,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[arg(long, default_value = "ml-100k")]
+    dataset: String,
+    /// Model architecture; each has its own tuned defaults for the options below.
+    #[arg(long, default_value = "gru")]
+    encoder: EncoderKind,
+    #[arg(long)]
+    embedding_dim: Option<i64>,
+    #[arg(long)]
+    max_len: Option<i64>,
+    #[arg(long)]
+    layers: Option<i64>,
+    #[arg(long)]
+    heads: Option<i64>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<i64>,
+    #[arg(long)]
+    max_epochs: Option<usize>,
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Sampled softmax with this many shared negatives instead of the full softmax.
+    #[arg(long)]
+    sampled_negatives: Option<i64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep bundles/CURRENT where it is.
+    #[arg(long)]
+    no_make_current: bool,
+    /// Print the training report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        let defaults = TrainConfig::for_encoder(self.encoder);
+        TrainConfig {
+            embedding_dim: self.embedding_dim.unwrap_or(defaults.embedding_dim),
+            max_len: self.max_len.unwrap_or(defaults.max_len),
+            num_layers: self.layers.unwrap_or(defaults.num_layers),
+            num_heads: self.heads.unwrap_or(defaults.num_heads),
+            dropout: self.dropout.unwrap_or(defaults.dropout),
+            learning_rate: self.learning_rate.unwrap_or(defaults.learning_rate),
+            weight_decay: self.weight_decay.unwrap_or(defaults.weight_decay),
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            max_epochs: self.max_epochs.unwrap_or(defaults.max_epochs),
+            patience: self.patience.unwrap_or(defaults.patience),
+            loss: self
+                .sampled_negatives
+                .map(|negatives| LossKind::SampledSoftmax { negatives })
+                .or(defaults.loss),
+            seed: self.seed.unwrap_or(defaults.seed),
+            ..defaults
+        }
+    }
+}
+
+pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    let config = args.config();
+    let outcome = train_bundle(
+        &args.data.data_dir,
+        &args.dataset,
+        &config,
+        !args.no_make_current,
+    )
+    .with_context(|| format!("training on {}", args.dataset))?;
+    let report = &outcome.report;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"bundle": outcome.bundle_dir, "training": report, "test": outcome.test})
+        );
+        return Ok(());
+    }
+    println!("bundle: {}", outcome.bundle_dir.display());
+    println!(
+        "best epoch {} of {} ({:.2} s/epoch, {:.1} s to the best epoch, {:.1} s total)",
+        report.best_epoch,
+        report.epochs_run,
+        report.seconds_per_epoch,
+        report.seconds_to_best_epoch,
+        report.total_seconds
+    );
+    println!(
+        "valid ndcg@10 {:.4}; test ndcg@10 {:.4} recall@10 {:.4} (popularity ndcg@10 {:.4})",
+        report.best_valid.ndcg_at_10,
+        outcome.test.model.ndcg_at_10,
+        outcome.test.model.recall_at_10,
+        outcome.test.popularity.ndcg_at_10
+    );
+    Ok(())
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let EvalArgs { data, bundle, json } = args;
+    let bundle_dir = bundle.resolve(&data)?;
+    let report = evaluate_bundle(&data.data_dir, &bundle_dir)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} on {} ({} users)",
+            report.model_version, report.dataset, report.users
+        );
+        println!(
+            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10"
+        );
+        for (name, metrics) in [("model", &report.model), ("popularity", &report.popularity)] {
+            println!(
+                "{name:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                metrics.recall_at_10,
+                metrics.recall_at_20,
+                metrics.ndcg_at_10,
+                metrics.ndcg_at_20,
+                metrics.mrr_at_10
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn model_server(args: ModelServerArgs) -> anyhow::Result<()> {
+    let ModelServerArgs {
+        data,
+        bundle,
+        listen,
+        batching,
+    } = args;
+    let bundle_dir = bundle.resolve(&data)?;
+    let loaded = ModelBundle::load(&bundle_dir)?;
+    tracing::info!(bundle = %bundle_dir.display(), version = %loaded.config.model_version, "bundle loaded");
+    let embedder = Embedder::start(
+        loaded,
+        EmbedderConfig {
+            max_batch_size: batching.max_batch_size,
+            max_wait: Duration::from_micros(batching.max_wait_micros),
+            torch_threads: batching.torch_threads,
+            ..EmbedderConfig::default()
+        },
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(model_server::server::run(listen, embedder))?;
+    Ok(())
+}
+
+pub fn bench_embedder(args: BenchEmbedderArgs) -> anyhow::Result<()> {
+    let BenchEmbedderArgs {
+        data,
+        bundle,
+        seconds,
+        json,
+    } = args;
+    let bundle_dir = bundle.resolve(&data)?;
+    let report = run_embedder_benchmark(
+        &bundle_dir,
+        &EmbedderBenchConfig {
+            throughput_duration: Duration::from_secs_f64(seconds),
+            ..EmbedderBenchConfig::default()
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "embedder {} (sequences of {} items, {} torch threads)",
+            report.model_version, report.sequence_len, report.torch_threads
+        );
+        println!(
+            "single sequence latency: p50 {} us, p99 {} us, max {} us",
+            report.single_p50_micros, report.single_p99_micros, report.single_max_micros
+        );
+        for result in &report.throughput {
+            println!(
+                "batch {:>4}: {:>8.0} sequences/s (mean batch {:.1}, batch p50 {} us, p99 {} us)",
+                result.batch_size,
+                result.sequences_per_second,
+                result.mean_batch_size,
+                result.batch_p50_micros,
+                result.batch_p99_micros
+            );
+        }
+    }
+    Ok(())
+}

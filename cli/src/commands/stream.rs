@@ -1,0 +1,187 @@
+//! The stream-path commands: `consume`, `replay` and `create-topics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use engine::config::Config;
+use engine::event_log::replay::{
+    dataset_events, replay, ReplayOptions, ReplayTarget, ReplayTimestamps,
+};
+use engine::event_log::{event_applier, topics};
+
+use crate::args::ServingArgs;
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    serving: ServingArgs,
+    /// Overrides `consumer.listen` (the consumer's /healthz, /readyz and /metrics).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    serving: ServingArgs,
+    #[arg(long, default_value = "ml-100k")]
+    dataset: String,
+    /// `kafka` (the configured `events.url`) or an API base URL such as http://127.0.0.1:8000.
+    #[arg(long, default_value = "kafka")]
+    to: String,
+    /// Events per second (default: as fast as the target takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Only the first N events.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Keep the data set's event times (by default each event is stamped when sent, so
+    /// live popularity moves).
+    #[arg(long)]
+    original_timestamps: bool,
+}
+
+#[derive(Args)]
+pub struct CreateTopicsArgs {
+    #[command(flatten)]
+    serving: ServingArgs,
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    #[arg(long, default_value_t = 1)]
+    replication: i32,
+}
+
+/// `recsys consume`: the consumer group until SIGINT/SIGTERM, then the batch in flight is
+/// finished and committed and the process exits 0.
+pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    // Installed first, so a SIGTERM during start-up is a clean stop too (not the default death).
+    let stop_requested = common::shutdown::signal();
+    let config = args.serving.load()?;
+    let brokers = config.events.kafka_brokers().with_context(|| {
+        format!(
+            "events.url is '{}': `recsys consume` reads a Kafka topic (set events.url = \"kafka://host:port\" or RECSYS__EVENTS__URL)",
+            config.events.url
+        )
+    })?;
+    let store = engine::startup::open_state_store(&config)
+        .await
+        .context("opening the state store")?;
+    let retriever = if config.consumer.push_recommendations {
+        let (retriever, _refresher) = engine::startup::build_retriever(&config)
+            .await
+            .context("pushing recommendations needs the model and the index")?;
+        Some(retriever)
+    } else {
+        None
+    };
+    let applier = Arc::new(event_applier(&config, store, retriever));
+    let handle = consumer::start_consumer(
+        &config,
+        brokers,
+        applier,
+        args.listen.unwrap_or(config.consumer.listen),
+    )
+    .await?;
+    println!(
+        "consuming '{}' as group '{}' from {brokers}; health and metrics on http://{}",
+        config.events.topic, config.consumer.group_id, handle.listener_addr
+    );
+    let shutdown = handle.shutdown.clone();
+    tokio::spawn(async move {
+        stop_requested.await;
+        tracing::info!("stopping: finishing the batch in flight");
+        shutdown.cancel();
+    });
+    let totals = handle.task.await?;
+    println!(
+        "stopped after {} batches: {} applied, {} duplicates skipped, {} dead letters, {} pushes",
+        totals.batches, totals.applied, totals.duplicates, totals.dead_letters, totals.pushed
+    );
+    match totals.failure {
+        Some(reason) => anyhow::bail!("the consumer stopped: {reason}"),
+        None => Ok(()),
+    }
+}
+
+pub async fn replay_events(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = args.serving.load()?;
+    let dataset = dataset::Dataset::load(&config.data_dir, &args.dataset)?;
+    let mut events = dataset_events(&dataset.name, &dataset.interactions);
+    if let Some(limit) = args.limit {
+        events.truncate(limit);
+    }
+    let target = if args.to == "kafka" {
+        let brokers = config.events.kafka_brokers().with_context(|| {
+            format!(
+                "--to kafka needs events.url = \"kafka://host:port\" (it is '{}')",
+                config.events.url
+            )
+        })?;
+        ReplayTarget::Kafka {
+            brokers: brokers.to_owned(),
+            topic: config.events.topic.clone(),
+        }
+    } else if args.to.starts_with("http://") || args.to.starts_with("https://") {
+        ReplayTarget::Api {
+            base_url: args.to.clone(),
+            api_key: config.events.api_key.clone(),
+        }
+    } else {
+        anyhow::bail!(
+            "--to '{}': expected `kafka` or an API URL such as http://127.0.0.1:8000",
+            args.to
+        );
+    };
+    let options = ReplayOptions {
+        rate: args.rate,
+        timestamps: if args.original_timestamps {
+            ReplayTimestamps::Original
+        } else {
+            ReplayTimestamps::Now
+        },
+        api_batch: 1_000,
+    };
+    let total = events.len();
+    let bar = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos}/{len} events [{elapsed_precise}] {per_sec} eta {eta}",
+        )
+        .expect("a valid template"),
+    );
+    let started = std::time::Instant::now();
+    let sent = replay(events, &target, &options, |done| {
+        bar.set_position(done as u64)
+    })
+    .await?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "replayed {sent} events of {} in {seconds:.1} s ({:.0} events/s) to {}",
+        dataset.name,
+        sent as f64 / seconds.max(1e-9),
+        args.to
+    );
+    Ok(())
+}
+
+pub async fn create_topics(args: CreateTopicsArgs) -> anyhow::Result<()> {
+    let config: Config = args.serving.load()?;
+    let brokers = config.events.kafka_brokers().with_context(|| {
+        format!(
+            "events.url is '{}': topics live on a Kafka broker (kafka://host:port)",
+            config.events.url
+        )
+    })?;
+    let topics = [
+        config.events.topic.as_str(),
+        config.events.dead_letter_topic.as_str(),
+    ];
+    for (topic, outcome) in
+        topics::create_topics(brokers, &topics, args.partitions, args.replication).await?
+    {
+        println!("{topic}: {outcome:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! `recsys serve` stops on SIGTERM the way an orchestrator expects: it stops accepting, answers
+//! the requests already in flight, and exits with status 0.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dataset::bundle::EncoderKind;
+use model_server::fixtures::train_tiny_bundle;
+
+fn recsys(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_recsys"));
+    command
+        .env("RUST_LOG", "warn")
+        .env_remove("RECSYS__EVENTS__URL")
+        .env_remove("RECSYS__STATE__URL")
+        .env_remove("RECSYS__INDEX__URL")
+        .env_remove("RECSYS__MODEL__URL")
+        .current_dir(data_dir);
+    command
+}
+
+/// Starts `recsys serve` on a free port; returns the process and the address it printed.
+fn serve(data_dir: &Path) -> (Child, SocketAddr) {
+    let mut child = recsys(data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start recsys serve");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("recsys API listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    (child, address)
+}
+
+fn wait_for_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within {within:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One response: the head up to the blank line, then `content-length` bytes of body.
+fn read_response(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8(bytes).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|value| value.trim().parse().unwrap())
+        })
+        .expect("a content-length header");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head + &String::from_utf8(body).unwrap()
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_answers_the_requests_in_flight_and_exits_zero() {
+    let data_dir = tempfile::tempdir().unwrap();
+    train_tiny_bundle(data_dir.path(), EncoderKind::Gru).unwrap();
+    let indexed = recsys(data_dir.path())
+        .args(["index", "--data-dir"])
+        .arg(data_dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(indexed.success());
+    let (mut child, address) = serve(data_dir.path());
+
+    let body = br#"{"item_seq_raw": [["i1", "i2", "i3"]]}"#;
+    let request = |connection: &str| {
+        format!(
+            "POST /recs/retrieve?count=3 HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n",
+            body.len()
+        )
+    };
+    // A client that keeps its connection open and idle: it must not hold up the exit.
+    let mut idle = TcpStream::connect(address).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..3 {
+        idle.write_all(request("keep-alive").as_bytes()).unwrap();
+        idle.write_all(body).unwrap();
+        assert!(read_response(&mut idle).starts_with("HTTP/1.1 200"));
+    }
+
+    // One request in flight when the signal comes: headers and half the body sent.
+    let mut in_flight = TcpStream::connect(address).unwrap();
+    in_flight
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    in_flight.write_all(request("close").as_bytes()).unwrap();
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    in_flight.write_all(first_half).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    terminate(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server exited with a request still in flight"
+    );
+    in_flight.write_all(second_half).unwrap();
+    let mut response = String::new();
+    in_flight.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "the request in flight got {response:?}"
+    );
+    assert!(response.contains("\"item_id\""), "{response}");
+
+    let status = wait_for_exit(&mut child, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "SIGTERM must end serve with status 0: {status}"
+    );
+    // New connections are refused once it is gone.
+    assert!(TcpStream::connect(address).is_err());
+}

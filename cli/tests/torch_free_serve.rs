@@ -1,0 +1,131 @@
+//! The torch-free `recsys` (built with `--no-default-features`, as the `serving` image is) serves
+//! personalised recommendations by asking `recsys model-server` for query vectors, and links no
+//! libtorch. `scripts/test.sh` builds that binary and names it in `RECSYS_TORCH_FREE_BIN`.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dataset::bundle::EncoderKind;
+use model_server::fixtures::train_tiny_bundle;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn torch_free_binary() -> Option<PathBuf> {
+    std::env::var_os("RECSYS_TORCH_FREE_BIN").map(PathBuf::from)
+}
+
+fn command(binary: &Path, data_dir: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env("RUST_LOG", "warn")
+        .env_remove("RECSYS__EVENTS__URL")
+        .env_remove("RECSYS__STATE__URL")
+        .env_remove("RECSYS__INDEX__URL")
+        .current_dir(data_dir);
+    command
+}
+
+async fn wait_until_healthy(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(url).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{url} did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_torch_free_api_answers_through_the_model_server() {
+    let Some(torch_free) = torch_free_binary() else {
+        eprintln!("SKIPPED: RECSYS_TORCH_FREE_BIN is not set (scripts/test.sh builds and sets it)");
+        return;
+    };
+    let linked = Command::new("ldd").arg(&torch_free).output().unwrap();
+    let linked = String::from_utf8_lossy(&linked.stdout);
+    assert!(
+        !linked.contains("torch"),
+        "the torch-free binary links libtorch:\n{linked}"
+    );
+
+    let data_dir = tempfile::tempdir().unwrap();
+    let trained = train_tiny_bundle(data_dir.path(), EncoderKind::Gru).unwrap();
+    let full = Path::new(env!("CARGO_BIN_EXE_recsys"));
+    // Indexing reads the bundle's files without libtorch: the torch-free binary does it.
+    let indexed = command(&torch_free, data_dir.path())
+        .args(["index", "--data-dir"])
+        .arg(data_dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(indexed.success());
+
+    let model_port = testkit::free_port();
+    let _model_server = KillOnDrop(
+        command(full, data_dir.path())
+            .args([
+                "model-server",
+                "--listen",
+                &format!("127.0.0.1:{model_port}"),
+            ])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let model_url = format!("http://127.0.0.1:{model_port}");
+    wait_until_healthy(&client, &format!("{model_url}/healthz")).await;
+
+    let mut api = command(&torch_free, data_dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .env("RECSYS__MODEL__URL", &model_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufReader::new(api.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let _api = KillOnDrop(api);
+    let address = first_line
+        .trim()
+        .strip_prefix("recsys API listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
+        .to_owned();
+
+    let answer: serde_json::Value = client
+        .post(format!("http://{address}/recs/retrieve?count=5"))
+        .json(&serde_json::json!({"item_seq_raw": [["i1", "i2", "i3"]]}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["metadata"]["source"], "personalized", "{answer}");
+    let version = trained.bundle_dir.file_name().unwrap().to_str().unwrap();
+    assert_eq!(answer["metadata"]["model_version"], version, "{answer}");
+    let items = answer["recommendations"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    for item in items {
+        let item_id = item["item_id"].as_str().unwrap();
+        assert!(
+            !["i1", "i2", "i3"].contains(&item_id),
+            "a seen item came back: {answer}"
+        );
+    }
+}

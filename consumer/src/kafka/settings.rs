@@ -1,0 +1,83 @@
+//! The group consumer's settings and the librdkafka configuration built from them.
+
+use std::time::Duration;
+
+use common::retry::RetryPolicy;
+use rdkafka::config::ClientConfig;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub group_id: String,
+    pub max_batch_events: usize,
+    pub max_batch_wait: Duration,
+    pub max_event_bytes: usize,
+    /// Retries of the store and of dead-letter delivery.
+    pub retry: RetryPolicy,
+    /// How long the group waits for a silent member (a crashed consumer) before reassigning
+    /// its partitions.
+    pub session_timeout: Duration,
+    /// librdkafka's `fetch.wait.max.ms`.
+    pub fetch_wait_max: Duration,
+}
+
+impl ConsumerSettings {
+    /// The group consumer's librdkafka configuration. The benchmark's consume-only client is
+    /// built from it too, so the two differ only in what they do with the records.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait_max.as_millis().to_string(),
+            )
+            // When more is queued locally than `queued.min.messages`, librdkafka postpones the
+            // partition's next fetch by this long (default 1 s): a consumer slower than the
+            // fetcher then drains its queue and sits idle for the rest of the second.
+            .set("fetch.queue.backoff.ms", "10");
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_passes_its_settings_to_librdkafka() {
+        let settings = ConsumerSettings {
+            brokers: "127.0.0.1:1".into(),
+            topic: "events".into(),
+            dead_letter_topic: "events-dead".into(),
+            group_id: "group-7".into(),
+            max_batch_events: 10,
+            max_batch_wait: Duration::from_millis(5),
+            max_event_bytes: 1024,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+            session_timeout: Duration::from_millis(6_500),
+            fetch_wait_max: Duration::from_millis(7),
+        };
+        let config = settings.client_config();
+        assert_eq!(config.get("group.id"), Some("group-7"));
+        assert_eq!(config.get("session.timeout.ms"), Some("6500"));
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
+    }
+}

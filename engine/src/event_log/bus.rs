@@ -1,0 +1,120 @@
+//! The in-process event bus of the embedded default: `POST /events` hands its events to one
+//! worker task through a bounded queue; the worker coalesces whatever requests are waiting into
+//! one batch, applies it with the same [`EventApplier`] as the Kafka consumer, pushes fresh
+//! recommendations when enabled, then answers each request. A full queue is refused at once
+//! (429), a store failure is reported (503): nothing is accepted without being stored.
+
+use std::sync::Arc;
+
+use common::clock::now_ms;
+use schemas::InteractionEvent;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{EventSink, PublishError};
+use crate::events::EventApplier;
+
+struct BusRequest {
+    events: Vec<InteractionEvent>,
+    /// When `POST /events` accepted them.
+    logged_at_ms: i64,
+    reply: oneshot::Sender<Result<(), PublishError>>,
+}
+
+/// The sending side, cheap to clone.
+#[derive(Clone)]
+pub struct InProcessBus {
+    requests: mpsc::Sender<BusRequest>,
+}
+
+impl InProcessBus {
+    /// Starts the worker. `capacity` bounds the requests waiting; `max_batch_events` bounds how
+    /// many events one store round trip carries (a single larger request is still one batch).
+    pub fn start(
+        applier: Arc<EventApplier>,
+        capacity: usize,
+        max_batch_events: usize,
+    ) -> (InProcessBus, tokio::task::JoinHandle<()>) {
+        let (requests, receiver) = mpsc::channel(capacity);
+        let worker = tokio::spawn(run_worker(applier, receiver, max_batch_events));
+        (InProcessBus { requests }, worker)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventSink for InProcessBus {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn publish(&self, events: Vec<InteractionEvent>) -> Result<(), PublishError> {
+        let (reply, answer) = oneshot::channel();
+        let request = BusRequest {
+            events,
+            logged_at_ms: now_ms(),
+            reply,
+        };
+        match self.requests.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("recsys_bus_requests_refused_total", "reason" => "full")
+                    .increment(1);
+                return Err(PublishError::Overloaded(
+                    "the event bus is full; retry shortly".to_owned(),
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(PublishError::Unavailable(
+                    "the event bus stopped".to_owned(),
+                ))
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(PublishError::Unavailable(
+                "the event bus stopped".to_owned(),
+            ))
+        })
+    }
+}
+
+async fn run_worker(
+    applier: Arc<EventApplier>,
+    mut receiver: mpsc::Receiver<BusRequest>,
+    max_batch_events: usize,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut requests = vec![first];
+        let mut waiting_events = requests[0].events.len();
+        while waiting_events < max_batch_events {
+            match receiver.try_recv() {
+                Ok(next) => {
+                    waiting_events += next.events.len();
+                    requests.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut batch = applier.batch(0, waiting_events);
+        let mut replies = Vec::with_capacity(requests.len());
+        for request in requests {
+            for event in &request.events {
+                batch.push(&event.as_ref(), None, request.logged_at_ms);
+            }
+            replies.push(request.reply);
+        }
+        metrics::histogram!("recsys_consumer_batch_size").record(batch.len() as f64);
+        let answer = match applier.apply(&mut batch).await {
+            Ok(_) => {
+                applier.push_recommendations(&batch).await;
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "event batch not stored");
+                Err(PublishError::Unavailable(error.to_string()))
+            }
+        };
+        for reply in replies {
+            // A client that went away still had its events stored (or not); nothing to undo.
+            let _ = reply.send(answer.clone());
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The retrieve pipeline shared by the API and the consumer: stored history + session → embed →
+//! search with the seen items excluded inside the search → top `count` with item payloads. Any
+//! dependency failure or an exhausted time budget answers with popular items and says why.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::blocking::run_short_section;
+use serde::Serialize;
+
+mod candidates;
+mod pushed;
+
+use crate::index::{IndexError, IndexedItem, Payload, VectorIndex};
+use crate::model::{ModelError, QueryModel};
+use crate::popularity::PopularSnapshot;
+use crate::store::{StoreError, UserState, UserStore};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrieveRequest {
+    pub user_id: Option<String>,
+    /// The client's current session, oldest first.
+    pub session_items: Vec<String>,
+    /// When non-empty, rank exactly these items instead of searching the index.
+    pub candidates: Vec<String>,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Personalized,
+    Popular,
+    Cache,
+}
+
+/// Why an answer is popular items rather than personalised ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// No user history and no session items.
+    NoHistory,
+    /// Every item of history and session is unknown to the model.
+    UnknownItems,
+    StoreUnavailable,
+    ModelUnavailable,
+    IndexUnavailable,
+    /// The personalised path did not finish within the request budget (a dependency that is
+    /// late is reported as unavailable; this is the outer guard).
+    Timeout,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::NoHistory => "no_history",
+            FallbackReason::UnknownItems => "unknown_items",
+            FallbackReason::StoreUnavailable => "store_unavailable",
+            FallbackReason::ModelUnavailable => "model_unavailable",
+            FallbackReason::IndexUnavailable => "index_unavailable",
+            FallbackReason::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Recommendation {
+    pub item_id: String,
+    pub score: f64,
+    /// Item metadata from the index (title, year, genres, popularity, ...).
+    pub payload: Payload,
+}
+
+/// Microseconds spent per stage (only the stages that ran).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_micros: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_micros: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_micros: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_micros: Option<u64>,
+    pub total_micros: u64,
+}
+
+/// Why recommendations could not be recomputed for pushing.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(ModelError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrieveOutcome {
+    pub recommendations: Vec<Recommendation>,
+    pub source: Source,
+    pub fallback_reason: Option<FallbackReason>,
+    pub unknown_items: Vec<String>,
+    /// Version of the model that produced personalised or cached answers.
+    pub model_version: Option<String>,
+    pub timings: StageTimings,
+}
+
+pub struct Retriever {
+    store: Arc<dyn UserStore>,
+    index: Arc<dyn VectorIndex>,
+    model: Arc<dyn QueryModel>,
+    popular: Arc<PopularSnapshot>,
+    /// Longest merged sequence sent to the model.
+    max_sequence_len: usize,
+    budget: Duration,
+    model_version: String,
+    /// Store, model and index all work on the calling thread (the embedded defaults).
+    in_process: bool,
+}
+
+/// Internal result of the personalised path: either an answer or the reason to fall back.
+enum Attempt {
+    Done(RetrieveOutcome),
+    Fallback {
+        reason: FallbackReason,
+        exclude: HashSet<String>,
+        unknown_items: Vec<String>,
+    },
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+/// Runs a dependency call that must answer before `deadline`. A late answer is that dependency's
+/// failure (`unavailable`), so the fallback reason names who was slow, and a dead dependency
+/// costs a request no more than the budget.
+async fn before<T, E>(
+    deadline: tokio::time::Instant,
+    call: impl std::future::Future<Output = Result<T, E>>,
+    unavailable: impl FnOnce(String) -> E,
+) -> Result<T, E> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(unavailable(
+            "no answer within the request budget".to_owned(),
+        )),
+    }
+}
+
+impl Retriever {
+    pub fn new(
+        store: Arc<dyn UserStore>,
+        index: Arc<dyn VectorIndex>,
+        model: Arc<dyn QueryModel>,
+        popular: Arc<PopularSnapshot>,
+        max_sequence_len: usize,
+        budget: Duration,
+        model_version: String,
+    ) -> Retriever {
+        let in_process = store.is_in_process() && model.is_in_process() && index.is_in_process();
+        Retriever {
+            in_process,
+            store,
+            index,
+            model,
+            popular,
+            max_sequence_len,
+            budget,
+            model_version,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn UserStore> {
+        &self.store
+    }
+
+    pub fn index(&self) -> &Arc<dyn VectorIndex> {
+        &self.index
+    }
+
+    pub fn model(&self) -> &Arc<dyn QueryModel> {
+        &self.model
+    }
+
+    pub fn popular(&self) -> &Arc<PopularSnapshot> {
+        &self.popular
+    }
+
+    pub fn model_version(&self) -> &str {
+        &self.model_version
+    }
+
+    pub async fn retrieve(&self, request: &RetrieveRequest) -> RetrieveOutcome {
+        if self.in_process {
+            // One blocking section for the store read, the embedding and the search, instead of
+            // one each: every section moves this worker's other tasks to another thread, and
+            // those moves cost a quarter of a request's CPU.
+            return run_short_section(self.retrieve_with_budget(request)).await;
+        }
+        self.retrieve_with_budget(request).await
+    }
+
+    async fn retrieve_with_budget(&self, request: &RetrieveRequest) -> RetrieveOutcome {
+        let started = Instant::now();
+        let mut timings = StageTimings::default();
+        let deadline = tokio::time::Instant::from_std(started) + self.budget;
+        // The outer guard leaves a little room so that a late stage reports itself first.
+        let attempt = tokio::time::timeout_at(
+            deadline + Duration::from_millis(5),
+            self.personalized(request, &mut timings, deadline),
+        )
+        .await;
+        let (reason, exclude, unknown_items) = match attempt {
+            Ok(Attempt::Done(mut outcome)) => {
+                outcome.timings = StageTimings {
+                    total_micros: micros(started),
+                    ..timings
+                };
+                return outcome;
+            }
+            Ok(Attempt::Fallback {
+                reason,
+                exclude,
+                unknown_items,
+            }) => (reason, exclude, unknown_items),
+            Err(_elapsed) => (
+                FallbackReason::Timeout,
+                request.session_items.iter().cloned().collect(),
+                Vec::new(),
+            ),
+        };
+        metrics::counter!("recsys_retrieve_fallbacks_total", "reason" => reason.as_str())
+            .increment(1);
+        let recommendations = self.popular_items(request.count, &exclude).await;
+        RetrieveOutcome {
+            recommendations,
+            source: Source::Popular,
+            fallback_reason: Some(reason),
+            unknown_items,
+            model_version: None,
+            timings: StageTimings {
+                total_micros: micros(started),
+                ..timings
+            },
+        }
+    }
+
+    /// Popular items not in `exclude`, with payloads when the index can give them.
+    pub async fn popular_items(
+        &self,
+        count: usize,
+        exclude: &HashSet<String>,
+    ) -> Vec<Recommendation> {
+        let snapshot = self.popular.get();
+        let chosen: Vec<(String, f64)> = snapshot
+            .iter()
+            .filter(|item| !exclude.contains(&item.item_id))
+            .take(count)
+            .map(|item| (item.item_id.clone(), item.score))
+            .collect();
+        let ids: Vec<String> = chosen.iter().map(|(item_id, _)| item_id.clone()).collect();
+        // Payloads are a nicety here: an index outage must not fail the fallback itself.
+        let payloads = tokio::time::timeout(self.budget, self.index.items(&ids))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        with_payloads(chosen, payloads)
+    }
+
+    async fn personalized(
+        &self,
+        request: &RetrieveRequest,
+        timings: &mut StageTimings,
+        deadline: tokio::time::Instant,
+    ) -> Attempt {
+        let state = match &request.user_id {
+            None => UserState::default(),
+            Some(user_id) => {
+                let stage = Instant::now();
+                let state = before(
+                    deadline,
+                    self.store.user_state(user_id),
+                    StoreError::Unavailable,
+                )
+                .await;
+                timings.state_micros = Some(micros(stage));
+                match state {
+                    Ok(state) => state,
+                    Err(error) => {
+                        return self.dependency_failure(
+                            FallbackReason::StoreUnavailable,
+                            &error,
+                            owned_set(&request.session_items),
+                        )
+                    }
+                }
+            }
+        };
+        // Borrowed, and duplicates left in: the index turns the list into a set of its own.
+        let exclude: Vec<&str> = request
+            .session_items
+            .iter()
+            .chain(&state.seen_items)
+            .chain(&state.recent_items)
+            .map(String::as_str)
+            .collect();
+
+        if let Some(outcome) = self.cached(request, &state, deadline, timings).await {
+            return Attempt::Done(outcome);
+        }
+        let sequence = merge_history(
+            &state.recent_items,
+            &request.session_items,
+            self.max_sequence_len,
+        );
+        if sequence.is_empty() {
+            return Attempt::Fallback {
+                reason: FallbackReason::NoHistory,
+                exclude: owned_set(&exclude),
+                unknown_items: Vec::new(),
+            };
+        }
+        if !request.candidates.is_empty() {
+            return self
+                .rank_candidates(request, &sequence, timings, deadline)
+                .await;
+        }
+
+        let stage = Instant::now();
+        let query = before(
+            deadline,
+            self.model.query(&sequence),
+            ModelError::Unavailable,
+        )
+        .await;
+        timings.embed_micros = Some(micros(stage));
+        let query = match query {
+            Ok(query) => query,
+            Err(ModelError::EmptySequence { unknown_items }) => {
+                return Attempt::Fallback {
+                    reason: FallbackReason::UnknownItems,
+                    exclude: owned_set(&exclude),
+                    unknown_items,
+                }
+            }
+            Err(error) => {
+                return self.dependency_failure(
+                    FallbackReason::ModelUnavailable,
+                    &error,
+                    owned_set(&exclude),
+                )
+            }
+        };
+        let stage = Instant::now();
+        let hits = before(
+            deadline,
+            self.index.search(&query.vector, request.count, &exclude),
+            IndexError::Unavailable,
+        )
+        .await;
+        timings.search_micros = Some(micros(stage));
+        metrics::histogram!("recsys_index_search_duration_seconds")
+            .record(stage.elapsed().as_secs_f64());
+        let hits = match hits {
+            Ok(hits) => hits,
+            Err(error) => return self.index_failure(error, owned_set(&exclude)),
+        };
+        Attempt::Done(RetrieveOutcome {
+            recommendations: hits
+                .into_iter()
+                .map(|hit| Recommendation {
+                    item_id: hit.item_id,
+                    score: f64::from(hit.score),
+                    payload: hit.payload,
+                })
+                .collect(),
+            source: Source::Personalized,
+            fallback_reason: None,
+            unknown_items: query.unknown_items,
+            model_version: Some(self.model_version.clone()),
+            timings: StageTimings::default(),
+        })
+    }
+
+    fn dependency_failure(
+        &self,
+        reason: FallbackReason,
+        error: &dyn std::fmt::Display,
+        exclude: HashSet<String>,
+    ) -> Attempt {
+        tracing::warn!(%error, reason = reason.as_str(), "dependency failed; answering with popular items");
+        Attempt::Fallback {
+            reason,
+            exclude,
+            unknown_items: Vec::new(),
+        }
+    }
+
+    fn index_failure(&self, error: IndexError, exclude: HashSet<String>) -> Attempt {
+        self.dependency_failure(FallbackReason::IndexUnavailable, &error, exclude)
+    }
+}
+
+/// The items a fallback answer leaves out, owned (the request's borrowed list dies with it).
+fn owned_set<T: AsRef<str>>(items: &[T]) -> HashSet<String> {
+    items.iter().map(|item| item.as_ref().to_owned()).collect()
+}
+
+/// The payload of an item the index did not describe: just its id.
+fn bare_payload(item_id: &str) -> Payload {
+    let mut payload = Payload::new();
+    payload.insert("item_id".into(), item_id.into());
+    payload
+}
+
+/// Ranked `(item, score)` pairs joined with the payloads the index returned for them.
+fn with_payloads(ranked: Vec<(String, f64)>, found: Vec<IndexedItem>) -> Vec<Recommendation> {
+    let mut payload_of: HashMap<String, Payload> = found
+        .into_iter()
+        .map(|item| (item.item_id, item.payload))
+        .collect();
+    ranked
+        .into_iter()
+        .map(|(item_id, score)| Recommendation {
+            payload: payload_of
+                .remove(&item_id)
+                .unwrap_or_else(|| bare_payload(&item_id)),
+            item_id,
+            score,
+        })
+        .collect()
+}
+
+/// Stored history then the session, each item kept only at its most recent position, the last
+/// `max_len` items kept.
+pub fn merge_history(history: &[String], session: &[String], max_len: usize) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut merged: Vec<String> = history
+        .iter()
+        .chain(session)
+        .rev()
+        .filter(|item| seen.insert(item.as_str()))
+        .take(max_len)
+        .cloned()
+        .collect();
+    merged.reverse();
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(raw: &[&str]) -> Vec<String> {
+        raw.iter().map(|id| id.to_string()).collect()
+    }
+
+    #[test]
+    fn merge_keeps_the_most_recent_occurrence_and_the_last_max_len() {
+        let merged = merge_history(&ids(&["a", "b", "c"]), &ids(&["b", "d"]), 10);
+        assert_eq!(merged, ["a", "c", "b", "d"]);
+        let merged = merge_history(&ids(&["a", "b", "c"]), &ids(&["b", "d"]), 3);
+        assert_eq!(merged, ["c", "b", "d"]);
+        assert!(merge_history(&[], &[], 5).is_empty());
+    }
+}

@@ -1,0 +1,154 @@
+//! The Redis store as a [`UserStore`].
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+
+use super::{
+    merge_by_user, unavailable, ChunkResult, RedisStore, CONCURRENT_CHUNKS, USERS_PER_CHUNK,
+};
+use crate::store::{
+    ApplyOutcome, CachedRecommendations, ItemKey, StoreError, UserState, UserStore, UserUpdate,
+};
+use crate::BatchMap;
+
+#[async_trait::async_trait]
+impl UserStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
+        let mut connection = self.connection();
+        let (record, cached): (Option<Vec<u8>>, Option<String>) = redis::pipe()
+            .get(self.record_key(user_id))
+            .get(self.recommendations_key(user_id))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut state = self
+            .decode(user_id, &record.unwrap_or_default())?
+            .into_state();
+        state.cached = match cached {
+            None => None,
+            Some(json) => {
+                Some(
+                    serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
+                        key: self.recommendations_key(user_id),
+                        problem: error.to_string(),
+                    })?,
+                )
+            }
+        };
+        Ok(state)
+    }
+
+    async fn apply_shared(&self, updates: Arc<[UserUpdate]>) -> Result<ApplyOutcome, StoreError> {
+        let updates = merge_by_user(updates);
+        // Chunks of users are independent (a user is in one chunk), so they run as tasks:
+        // their round trips overlap, and their decoding and applying use every core.
+        let mut chunk_tasks = Vec::new();
+        for start in (0..updates.len()).step_by(USERS_PER_CHUNK) {
+            let users = start..updates.len().min(start + USERS_PER_CHUNK);
+            let updates = Arc::clone(&updates);
+            let store = self.clone();
+            chunk_tasks.push(async move {
+                tokio::spawn(async move { store.apply_users(&updates[users]).await })
+                    .await
+                    .unwrap_or_else(|error| ChunkResult {
+                        error: Some(StoreError::Unavailable(format!(
+                            "applying a chunk of users failed: {error}"
+                        ))),
+                        ..ChunkResult::default()
+                    })
+            });
+        }
+        let chunks: Vec<ChunkResult> = futures::stream::iter(chunk_tasks)
+            .buffer_unordered(CONCURRENT_CHUNKS)
+            .collect()
+            .await;
+        let mut outcome = ApplyOutcome::default();
+        let mut increments: BatchMap<ItemKey, f64> = BatchMap::default();
+        let mut first_error = None;
+        for chunk in chunks {
+            outcome.applied += chunk.outcome.applied;
+            outcome.duplicates += chunk.outcome.duplicates;
+            for (item_id, amount) in chunk.popularity_increments {
+                *increments.entry(item_id).or_default() += amount;
+            }
+            first_error = first_error.or(chunk.error);
+        }
+        // Added once per batch (an item's increments merged), right after the records that
+        // earned them, even when some chunk failed: those records are written, so a retry
+        // sees their events as duplicates and would never add them. A failure in between
+        // (a crash, the server gone) loses at most this batch's increments, never counts
+        // one twice.
+        let increments: Vec<(String, f64)> = increments
+            .into_iter()
+            .map(|(item, amount)| (item.to_id(), amount))
+            .collect();
+        self.add_popularity(&increments).await?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(outcome),
+        }
+    }
+
+    async fn put_cached_recommendations(
+        &self,
+        entries: &[(String, CachedRecommendations)],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for (user_id, recommendations) in entries {
+            let json = serde_json::to_string(recommendations).expect("recommendations serialise");
+            pipeline
+                .set(self.recommendations_key(user_id), json)
+                .ignore();
+        }
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn add_popularity(&self, increments: &[(String, f64)]) -> Result<(), StoreError> {
+        if increments.is_empty() {
+            return Ok(());
+        }
+        let key = self.popular_key();
+        let mut pipeline = redis::pipe();
+        for (item_id, amount) in increments {
+            pipeline.zincr(&key, item_id, *amount).ignore();
+        }
+        let mut connection = self.connection();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn top_popular(&self, count: usize) -> Result<Vec<(String, f64)>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection();
+        connection
+            .zrevrange_withscores(self.popular_key(), 0, count as isize - 1)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
