@@ -1,48 +1,13 @@
 //! `recsys serve` stops on SIGTERM the way an orchestrator expects: it stops accepting, answers
 //! the requests already in flight, and exits with status 0.
 
-use std::io::{BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-use dataset::bundle::EncoderKind;
-use model_server::fixtures::train_tiny_bundle;
-
-fn recsys(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_recsys"));
-    command
-        .env("RUST_LOG", "warn")
-        .env_remove("RECSYS__EVENTS__URL")
-        .env_remove("RECSYS__STATE__URL")
-        .env_remove("RECSYS__INDEX__URL")
-        .env_remove("RECSYS__MODEL__URL")
-        .current_dir(data_dir);
-    command
-}
-
-/// Starts `recsys serve` on a free port; returns the process and the address it printed.
-fn serve(data_dir: &Path) -> (Child, SocketAddr) {
-    let mut child = recsys(data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start recsys serve");
-    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("recsys API listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .parse()
-        .unwrap();
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    (child, address)
-}
 
 fn wait_for_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
@@ -90,16 +55,10 @@ fn terminate(child: &Child) {
 
 #[test]
 fn sigterm_answers_the_requests_in_flight_and_exits_zero() {
+    let recsys = Path::new(env!("CARGO_BIN_EXE_recsys"));
     let data_dir = tempfile::tempdir().unwrap();
-    train_tiny_bundle(data_dir.path(), EncoderKind::Gru).unwrap();
-    let indexed = recsys(data_dir.path())
-        .args(["index", "--data-dir"])
-        .arg(data_dir.path())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(indexed.success());
-    let (mut child, address) = serve(data_dir.path());
+    support::tiny_deployment(data_dir.path(), recsys);
+    let (mut child, address) = support::serve(recsys, data_dir.path(), |_| {});
 
     let body = br#"{"item_seq_raw": [["i1", "i2", "i3"]]}"#;
     let request = |connection: &str| {

@@ -2,13 +2,11 @@
 //! personalised recommendations by asking `recsys model-server` for query vectors, and links no
 //! libtorch. `scripts/test.sh` builds that binary and names it in `RECSYS_TORCH_FREE_BIN`.
 
-use std::io::BufRead;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use dataset::bundle::EncoderKind;
-use model_server::fixtures::train_tiny_bundle;
 
 struct KillOnDrop(Child);
 
@@ -21,17 +19,6 @@ impl Drop for KillOnDrop {
 
 fn torch_free_binary() -> Option<PathBuf> {
     std::env::var_os("RECSYS_TORCH_FREE_BIN").map(PathBuf::from)
-}
-
-fn command(binary: &Path, data_dir: &Path) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .env("RUST_LOG", "warn")
-        .env_remove("RECSYS__EVENTS__URL")
-        .env_remove("RECSYS__STATE__URL")
-        .env_remove("RECSYS__INDEX__URL")
-        .current_dir(data_dir);
-    command
 }
 
 async fn wait_until_healthy(client: &reqwest::Client, url: &str) {
@@ -56,20 +43,13 @@ async fn the_torch_free_api_answers_through_the_model_server() {
     );
 
     let data_dir = tempfile::tempdir().unwrap();
-    let trained = train_tiny_bundle(data_dir.path(), EncoderKind::Gru).unwrap();
     let full = Path::new(env!("CARGO_BIN_EXE_recsys"));
     // Indexing reads the bundle's files without libtorch: the torch-free binary does it.
-    let indexed = command(&torch_free, data_dir.path())
-        .args(["index", "--data-dir"])
-        .arg(data_dir.path())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(indexed.success());
+    let trained = support::tiny_deployment(data_dir.path(), &torch_free);
 
     let model_port = testkit::free_port();
     let _model_server = KillOnDrop(
-        command(full, data_dir.path())
+        support::recsys(full, data_dir.path())
             .args([
                 "model-server",
                 "--listen",
@@ -86,24 +66,10 @@ async fn the_torch_free_api_answers_through_the_model_server() {
     let model_url = format!("http://127.0.0.1:{model_port}");
     wait_until_healthy(&client, &format!("{model_url}/healthz")).await;
 
-    let mut api = command(&torch_free, data_dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .env("RECSYS__MODEL__URL", &model_url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first_line = String::new();
-    std::io::BufReader::new(api.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
+    let (api, address) = support::serve(&torch_free, data_dir.path(), |command| {
+        command.env("RECSYS__MODEL__URL", &model_url);
+    });
     let _api = KillOnDrop(api);
-    let address = first_line
-        .trim()
-        .strip_prefix("recsys API listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {first_line:?}"))
-        .to_owned();
 
     let answer: serde_json::Value = client
         .post(format!("http://{address}/recs/retrieve?count=5"))

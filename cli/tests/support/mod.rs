@@ -1,0 +1,66 @@
+//! What the tests that run `recsys` as a process share: a command on embedded backends whatever
+//! the environment says, a tiny trained and indexed deployment, and `recsys serve` on a free port.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use dataset::bundle::EncoderKind;
+use model_server::fixtures::train_tiny_bundle;
+use model_server::offline::TrainOutcome;
+
+/// `binary` run in `data_dir`, quiet, with no backend URL inherited from the environment.
+pub fn recsys(binary: &Path, data_dir: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env("RUST_LOG", "warn")
+        .env_remove("RECSYS__EVENTS__URL")
+        .env_remove("RECSYS__STATE__URL")
+        .env_remove("RECSYS__INDEX__URL")
+        .env_remove("RECSYS__MODEL__URL")
+        .current_dir(data_dir);
+    command
+}
+
+/// Trains the tiny bundle into `data_dir` and has `indexer` (a `recsys` binary) index it.
+pub fn tiny_deployment(data_dir: &Path, indexer: &Path) -> TrainOutcome {
+    let trained = train_tiny_bundle(data_dir, EncoderKind::Gru).unwrap();
+    let indexed = recsys(indexer, data_dir)
+        .args(["index", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(indexed.success());
+    trained
+}
+
+/// Starts `recsys serve` on a free port (after `configure`); returns the process and the address
+/// it printed.
+pub fn serve(
+    binary: &Path,
+    data_dir: &Path,
+    configure: impl FnOnce(&mut Command),
+) -> (Child, SocketAddr) {
+    let mut command = recsys(binary, data_dir);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    configure(&mut command);
+    let mut child = command.spawn().expect("start recsys serve");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("recsys API listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    // Keep reading, so its last words do not meet a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    (child, address)
+}

@@ -1,0 +1,87 @@
+//! Layering, unknown keys and bad URLs, all reported together.
+
+use super::*;
+
+/// An environment layer reading only variables with a prefix unique to one test.
+fn env(test: &str, pairs: &[(&str, &str)]) -> Env {
+    let prefix = format!("RECSYS_TEST_{test}__");
+    for (key, value) in pairs {
+        std::env::set_var(format!("{prefix}{key}"), value);
+    }
+    Env::prefixed(&prefix).split("__")
+}
+
+#[test]
+fn defaults_run_on_embedded_backends() {
+    let config = load_config_from(
+        Some(Path::new("/nonexistent/recsys.toml")),
+        env("DEFAULTS", &[]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        config.problems,
+        ["config file /nonexistent/recsys.toml does not exist"]
+    );
+    let defaults = Config::default();
+    assert_eq!(defaults.state.url, "embedded");
+    assert_eq!(defaults.index.url, "embedded");
+    assert_eq!(defaults.model.url, "embedded");
+}
+
+#[test]
+fn file_then_environment_and_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recsys.toml");
+    std::fs::write(
+        &file,
+        "data_dir = '/srv/recsys'\n[state]\nurl = 'redis://cache:6379'\ncolour = 'blue'\n[index]\nurl = 'ftp://nope'\n[api]\nlisten = '0.0.0.0:9000'\n",
+    )
+    .unwrap();
+    let error = load_config_from(
+        Some(&file),
+        env("LAYERS1", &[("MODEL__URL", "carrier-pigeon")]),
+    )
+    .unwrap_err();
+    assert_eq!(error.problems.len(), 3, "{error}");
+    let message = error.to_string();
+    assert!(message.contains("unknown key 'state.colour'"), "{message}");
+    assert!(message.contains("index.url = 'ftp://nope'"), "{message}");
+    assert!(
+        message.contains("model.url = 'carrier-pigeon'"),
+        "{message}"
+    );
+
+    std::fs::write(
+        &file,
+        "[state]\nurl = 'redis://cache:6379'\n[api]\nlisten = '0.0.0.0:9000'\n",
+    )
+    .unwrap();
+    let environment = env(
+        "LAYERS2",
+        &[
+            ("STATE__URL", "redis://env-wins:6379"),
+            ("MODEL__MAX_BATCH_SIZE", "8"),
+        ],
+    );
+    let config = load_config_from(Some(&file), environment).unwrap();
+    assert_eq!(config.state.url, "redis://env-wins:6379");
+    assert_eq!(config.model.max_batch_size, 8);
+    assert_eq!(config.api.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(config.index.url, "embedded");
+}
+
+#[test]
+fn wrong_types_are_reported_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recsys.toml");
+    std::fs::write(
+        &file,
+        "[api]\nmax_body_bytes = 'lots'\n[model]\nurl = 'grpc://x'\n",
+    )
+    .unwrap();
+    let error = load_config_from(Some(&file), env("TYPES", &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("max_body_bytes"), "{error}");
+    assert!(error.contains("invalid type"), "{error}");
+}
