@@ -12,22 +12,6 @@ pub struct DataDirArg {
 }
 
 #[derive(Args, Clone)]
-pub struct BundleArg {
-    /// A bundle directory; defaults to the one `<data-dir>/bundles/CURRENT` names.
-    #[arg(long)]
-    pub bundle: Option<PathBuf>,
-}
-
-impl BundleArg {
-    pub fn resolve(&self, data: &DataDirArg) -> anyhow::Result<PathBuf> {
-        match &self.bundle {
-            Some(path) => Ok(path.clone()),
-            None => Ok(dataset::bundle::current_bundle_dir(&data.data_dir)?),
-        }
-    }
-}
-
-#[derive(Args, Clone)]
 pub struct ServingArgs {
     /// Configuration file (default: ./recsys.toml when it exists); RECSYS__SECTION__KEY overrides.
     #[arg(long)]

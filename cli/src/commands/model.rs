@@ -1,6 +1,7 @@
 //! The model commands (they need libtorch): `train`, `eval`, `model-server`, `bench-embedder`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,7 +12,23 @@ use model_server::train::{LossKind, TrainConfig};
 use model_server::{Embedder, EmbedderConfig, ModelBundle};
 
 use super::bench_embedder::{run_embedder_benchmark, EmbedderBenchConfig};
-use crate::args::{BundleArg, DataDirArg};
+use crate::args::DataDirArg;
+
+#[derive(Args, Clone)]
+pub struct BundleArg {
+    /// A bundle directory; defaults to the one `<data-dir>/bundles/CURRENT` names.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+}
+
+impl BundleArg {
+    pub fn resolve(&self, data: &DataDirArg) -> anyhow::Result<PathBuf> {
+        match &self.bundle {
+            Some(path) => Ok(path.clone()),
+            None => Ok(dataset::bundle::current_bundle_dir(&data.data_dir)?),
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct EvalArgs {
