@@ -33,6 +33,10 @@ enum Command {
     /// Train a sequence model and write a bundle (made current unless --no-make-current).
     #[cfg(feature = "in-process-model")]
     Train(commands::model::TrainArgs),
+    /// Train one configuration over several seeds and report validation (and with --test, test)
+    /// NDCG@10 and Recall@10 as mean ± sd.
+    #[cfg(feature = "in-process-model")]
+    Experiment(commands::experiment::ExperimentArgs),
     /// Evaluate a bundle on the test split (leave-one-out, full ranking) against popularity.
     #[cfg(feature = "in-process-model")]
     Eval(commands::model::EvalArgs),
@@ -79,6 +83,8 @@ fn main() -> anyhow::Result<()> {
         Command::BenchPrepare(args) => runtime()?.block_on(serve::bench_prepare(args)),
         #[cfg(feature = "in-process-model")]
         Command::Train(args) => commands::model::train(&args),
+        #[cfg(feature = "in-process-model")]
+        Command::Experiment(args) => commands::experiment::experiment(args),
         #[cfg(feature = "in-process-model")]
         Command::Eval(args) => commands::model::eval(args),
         #[cfg(feature = "in-process-model")]

@@ -39,10 +39,11 @@ pub struct EvalReport {
     pub popularity: RankingMetrics,
 }
 
+/// What training produced. Test numbers are not part of it: configurations are chosen on the
+/// validation split, and the test split is read once, by `evaluate_bundle`, for the one chosen.
 pub struct TrainOutcome {
     pub bundle_dir: PathBuf,
     pub report: TrainingReport,
-    pub test: EvalReport,
 }
 
 /// The data set's catalogue in file order becomes the id map: index 1 is the first listed item.
@@ -60,8 +61,8 @@ pub fn catalogue_id_map(dataset: &Dataset) -> Result<IdMap, OfflineError> {
     })
 }
 
-/// Trains on `dataset_name`, writes `bundles/<version>/`, evaluates it on the test split and, if
-/// `make_current`, points `bundles/CURRENT` at it.
+/// Trains on `dataset_name` (the validation split picks the epoch), writes `bundles/<version>/`
+/// and, if `make_current`, points `bundles/CURRENT` at it.
 pub fn train_bundle(
     data_dir: &Path,
     dataset_name: &str,
@@ -89,26 +90,10 @@ pub fn train_bundle(
             metrics: &metrics,
         },
     )?;
-    let loaded = ModelBundle::load(&bundle_dir)?;
-    let test = evaluate_loaded(&loaded, &splits)?;
-    let mut metrics = metrics;
-    metrics["test"] = serde_json::to_value(&test).expect("report serialises");
-    std::fs::write(
-        bundle_dir.join("metrics.json"),
-        serde_json::to_vec_pretty(&metrics).expect("json value serialises"),
-    )
-    .map_err(|source| BundleError::Io {
-        path: bundle_dir.join("metrics.json"),
-        source,
-    })?;
     if make_current {
         bundle::set_current_bundle(data_dir, &model_version)?;
     }
-    Ok(TrainOutcome {
-        bundle_dir,
-        report,
-        test,
-    })
+    Ok(TrainOutcome { bundle_dir, report })
 }
 
 /// Evaluates a bundle on the test split of the data set it was trained on.

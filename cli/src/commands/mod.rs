@@ -7,6 +7,8 @@ pub mod stream;
 
 #[cfg(feature = "in-process-model")]
 mod bench_embedder;
+#[cfg(feature = "in-process-model")]
+pub mod experiment;
 mod load_bodies;
 #[cfg(feature = "in-process-model")]
 pub mod model;

@@ -81,9 +81,22 @@ pub struct BatchingArgs {
 #[derive(Args)]
 pub struct TrainArgs {
     #[command(flatten)]
-    data: DataDirArg,
+    options: TrainOptions,
+    /// Keep bundles/CURRENT where it is.
+    #[arg(long)]
+    no_make_current: bool,
+    /// Print the training report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+/// What to train on and how: the data set, the architecture and the training settings.
+pub struct TrainOptions {
+    #[command(flatten)]
+    pub data: DataDirArg,
     #[arg(long, default_value = "ml-100k")]
-    dataset: String,
+    pub dataset: String,
     /// Model architecture; each has its own tuned defaults for the options below.
     #[arg(long, default_value = "gru")]
     encoder: EncoderKind,
@@ -112,16 +125,10 @@ pub struct TrainArgs {
     sampled_negatives: Option<i64>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Keep bundles/CURRENT where it is.
-    #[arg(long)]
-    no_make_current: bool,
-    /// Print the training report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
-impl TrainArgs {
-    fn config(&self) -> TrainConfig {
+impl TrainOptions {
+    pub fn config(&self) -> TrainConfig {
         let defaults = TrainConfig::for_encoder(self.encoder);
         TrainConfig {
             embedding_dim: self.embedding_dim.unwrap_or(defaults.embedding_dim),
@@ -144,20 +151,23 @@ impl TrainArgs {
     }
 }
 
+/// Trains and reports the validation numbers that chose the epoch; test numbers are read with
+/// `recsys eval`, once, for the configuration chosen.
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    let config = args.config();
+    let options = &args.options;
+    let config = options.config();
     let outcome = train_bundle(
-        &args.data.data_dir,
-        &args.dataset,
+        &options.data.data_dir,
+        &options.dataset,
         &config,
         !args.no_make_current,
     )
-    .with_context(|| format!("training on {}", args.dataset))?;
+    .with_context(|| format!("training on {}", options.dataset))?;
     let report = &outcome.report;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"bundle": outcome.bundle_dir, "training": report, "test": outcome.test})
+            serde_json::json!({"bundle": outcome.bundle_dir, "training": report})
         );
         return Ok(());
     }
@@ -171,11 +181,8 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         report.total_seconds
     );
     println!(
-        "valid ndcg@10 {:.4}; test ndcg@10 {:.4} recall@10 {:.4} (popularity ndcg@10 {:.4})",
-        report.best_valid.ndcg_at_10,
-        outcome.test.model.ndcg_at_10,
-        outcome.test.model.recall_at_10,
-        outcome.test.popularity.ndcg_at_10
+        "validation ndcg@10 {:.4} recall@10 {:.4} (test numbers: `recsys eval`)",
+        report.best_valid.ndcg_at_10, report.best_valid.recall_at_10
     );
     Ok(())
 }
