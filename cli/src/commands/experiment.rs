@@ -112,12 +112,12 @@ pub fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
         runs.push(run);
     }
     let column = |pick: fn(&SeedRun) -> f64| runs.iter().map(pick).collect::<Vec<f64>>();
+    let (seconds, seconds_sd) = mean_and_sd(&column(|run| run.seconds));
     println!(
-        "{} seeds, mean ± sd: validation {}, {}; {} per run",
+        "{} seeds, mean ± sd: validation {}, {}; {seconds:.1} ± {seconds_sd:.1} s per run",
         runs.len(),
         summary("ndcg@10", &column(|run| run.valid_ndcg_at_10)),
         summary("recall@10", &column(|run| run.valid_recall_at_10)),
-        summary("seconds", &column(|run| run.seconds)),
     );
     if args.test {
         println!(
