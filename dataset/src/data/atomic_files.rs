@@ -89,13 +89,15 @@ fn malformed(path: &Path, line: usize, problem: impl Into<String>) -> DataError 
     }
 }
 
-/// A table's header, then `on_row` for each non-empty data line with its 1-based line number and
-/// exactly as many fields as the header has. Fields are tab-separated and never quoted (RecBole
-/// writes titles with quotes as they are); text is decoded lossily.
-fn read_table(
+/// Reads a table: `columns` resolves what the caller needs from the header line, once, then
+/// `on_row` gets each non-empty data line with its 1-based line number and exactly as many fields
+/// as the header has. Fields are tab-separated and never quoted (RecBole writes titles with quotes
+/// as they are); text is decoded lossily.
+fn read_table<Columns>(
     path: &Path,
-    mut on_row: impl FnMut(&Header, usize, &[Cow<'_, str>]) -> Result<(), DataError>,
-) -> Result<Header, DataError> {
+    columns: impl FnOnce(&Header) -> Result<Columns, DataError>,
+    mut on_row: impl FnMut(&Columns, usize, &[Cow<'_, str>]) -> Result<(), DataError>,
+) -> Result<(), DataError> {
     let io_error = |source: std::io::Error| DataError::Io {
         path: path.to_owned(),
         source,
@@ -108,7 +110,8 @@ fn read_table(
         .flexible(true)
         .from_reader(std::io::BufReader::new(file));
     let mut record = csv::ByteRecord::new();
-    let mut header: Option<Header> = None;
+    let mut columns = Some(columns);
+    let mut header: Option<(usize, Columns)> = None;
     loop {
         let more = reader.read_byte_record(&mut record).map_err(|error| {
             let line = error
@@ -129,45 +132,55 @@ fn read_table(
         if fields.iter().all(|field| field.trim().is_empty()) {
             continue;
         }
-        let Some(header) = &header else {
-            header = Some(Header::parse(&fields));
+        let Some((width, resolved)) = &header else {
+            let parsed = Header::parse(&fields);
+            let resolve = columns.take().expect("the header is read once");
+            header = Some((parsed.columns.len(), resolve(&parsed)?));
             continue;
         };
-        if fields.len() != header.columns.len() {
+        if fields.len() != *width {
             return Err(malformed(
                 path,
                 line,
                 format!(
-                    "expected {} tab-separated fields, found {}",
-                    header.columns.len(),
+                    "expected {width} tab-separated fields, found {}",
                     fields.len()
                 ),
             ));
         }
-        on_row(header, line, &fields)?;
+        on_row(resolved, line, &fields)?;
     }
-    header.ok_or_else(|| malformed(path, 1, "file is empty, expected a header line"))
+    match header {
+        Some(_) => Ok(()),
+        None => Err(malformed(path, 1, "file is empty, expected a header line")),
+    }
+}
+
+/// Where the columns of an interaction file are.
+struct InteractionColumns {
+    user: usize,
+    item: usize,
+    timestamp: usize,
+    rating: Option<usize>,
 }
 
 pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>, DataError> {
-    let mut columns: Option<(usize, usize, usize, Option<usize>)> = None;
     let mut interactions = Vec::new();
-    let header = read_table(path, |header, line_number, fields| {
-        let (user_column, item_column, timestamp_column, rating_column) = match columns {
-            Some(columns) => columns,
-            None => *columns.insert((
-                header.position(path, &["user_id"])?,
-                header.position(path, &["item_id"])?,
-                header.position(path, &["timestamp"])?,
-                header.find(&["rating"]),
-            )),
-        };
-        let user_id = fields[user_column].trim();
-        let item_id = fields[item_column].trim();
+    let columns = |header: &Header| {
+        Ok(InteractionColumns {
+            user: header.position(path, &["user_id"])?,
+            item: header.position(path, &["item_id"])?,
+            timestamp: header.position(path, &["timestamp"])?,
+            rating: header.find(&["rating"]),
+        })
+    };
+    read_table(path, columns, |columns, line_number, fields| {
+        let user_id = fields[columns.user].trim();
+        let item_id = fields[columns.item].trim();
         if user_id.is_empty() || item_id.is_empty() {
             return Err(malformed(path, line_number, "empty user_id or item_id"));
         }
-        let timestamp_text = fields[timestamp_column].trim();
+        let timestamp_text = fields[columns.timestamp].trim();
         let timestamp = timestamp_text
             .parse::<f64>()
             .ok()
@@ -179,7 +192,7 @@ pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>, DataError> {
                     format!("timestamp '{timestamp_text}' is not a number"),
                 )
             })? as i64;
-        let rating = match rating_column {
+        let rating = match columns.rating {
             None => None,
             Some(column) => {
                 let rating_text = fields[column].trim();
@@ -200,22 +213,30 @@ pub fn load_interactions(path: &Path) -> Result<Vec<Interaction>, DataError> {
         });
         Ok(())
     })?;
-    // A file with a header and no rows still names its columns.
-    header.position(path, &["user_id"])?;
-    header.position(path, &["item_id"])?;
-    header.position(path, &["timestamp"])?;
     Ok(interactions)
+}
+
+/// Where the columns of an item file are; only the id is required.
+struct ItemColumns {
+    item: usize,
+    title: Option<usize>,
+    year: Option<usize>,
+    genres: Option<usize>,
 }
 
 pub fn load_items(path: &Path) -> Result<Vec<ItemMetadata>, DataError> {
     let mut items = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let header = read_table(path, |header, line_number, fields| {
-        let item_column = header.position(path, &["item_id"])?;
-        let title_column = header.find(&["movie_title", "title"]);
-        let year_column = header.find(&["release_year", "year"]);
-        let genre_column = header.find(&["class", "genre", "genres"]);
-        let item_id = fields[item_column].trim();
+    let columns = |header: &Header| {
+        Ok(ItemColumns {
+            item: header.position(path, &["item_id"])?,
+            title: header.find(&["movie_title", "title"]),
+            year: header.find(&["release_year", "year"]),
+            genres: header.find(&["class", "genre", "genres"]),
+        })
+    };
+    read_table(path, columns, |columns, line_number, fields| {
+        let item_id = fields[columns.item].trim();
         if item_id.is_empty() {
             return Err(malformed(path, line_number, "empty item_id"));
         }
@@ -226,13 +247,17 @@ pub fn load_items(path: &Path) -> Result<Vec<ItemMetadata>, DataError> {
                 format!("item_id '{item_id}' is listed twice"),
             ));
         }
-        let title = title_column
+        let title = columns
+            .title
             .map(|column| fields[column].trim().to_owned())
             .filter(|title| !title.is_empty())
             .unwrap_or_else(|| item_id.to_owned());
         // A missing or unparsable year is common in MovieLens and not an error.
-        let year = year_column.and_then(|column| fields[column].trim().parse::<i32>().ok());
-        let genres = genre_column
+        let year = columns
+            .year
+            .and_then(|column| fields[column].trim().parse::<i32>().ok());
+        let genres = columns
+            .genres
             .map(|column| {
                 fields[column]
                     .split_whitespace()
@@ -248,7 +273,6 @@ pub fn load_items(path: &Path) -> Result<Vec<ItemMetadata>, DataError> {
         });
         Ok(())
     })?;
-    header.position(path, &["item_id"])?;
     Ok(items)
 }
 
