@@ -1,8 +1,6 @@
 //! The one way every long-running command learns it should stop: SIGTERM (an orchestrator,
 //! `docker stop`, `kill`) or SIGINT (Ctrl-C), both meaning "finish what is in flight, then exit 0".
 
-use tokio_util::sync::CancellationToken;
-
 /// Resolves on the first SIGTERM or SIGINT. Installing the handlers is what replaces the default
 /// action (death mid-request, or nothing at all as PID 1 in a container), so call it early: a
 /// signal that arrives before the first poll is still seen once the handlers exist.
@@ -23,17 +21,4 @@ pub fn signal() -> impl std::future::Future<Output = ()> + Send + 'static {
             }
         }
     }
-}
-
-/// A token cancelled on the first SIGTERM or SIGINT, for code that hands one shutdown to several
-/// tasks.
-pub fn cancelled_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let on_signal = signal();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        on_signal.await;
-        cancel.cancel();
-    });
-    token
 }
