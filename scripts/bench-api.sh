@@ -36,13 +36,7 @@ if [[ ! -x "$oha" ]]; then
   CARGO_TARGET_DIR="$RECSYS_CACHE_DIR/tools-target" cargo install --quiet --locked oha --version 1.16.0 --root "$tools"
 fi
 
-if [[ -n "${RECSYS_BIN:-}" ]]; then
-  recsys="$RECSYS_BIN"
-else
-  log "building the release binary"
-  (cd "$REPO_ROOT" && cargo build --quiet --release --locked -p recsys-cli)
-  recsys="$CARGO_TARGET_DIR/release/recsys"
-fi
+recsys="$(release_binary)"
 
 bench_dir="$RECSYS_CACHE_DIR/bench/$dataset"
 mkdir -p "$bench_dir/datasets"

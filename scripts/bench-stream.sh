@@ -14,13 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 log() { echo "[bench-stream] $*" >&2; }
 
 "$REPO_ROOT/scripts/setup.sh" --tests
-if [[ -n "${RECSYS_BIN:-}" ]]; then
-  recsys="$RECSYS_BIN"
-else
-  log "building the release binary"
-  (cd "$REPO_ROOT" && cargo build --quiet --release --locked -p recsys-cli)
-  recsys="$CARGO_TARGET_DIR/release/recsys"
-fi
+recsys="$(release_binary)"
 
 # Freshness pushes real recommendations: it needs the ml-100k bench bundle and index that
 # scripts/bench-api.sh prepares (made here if missing).
