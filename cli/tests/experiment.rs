@@ -51,3 +51,16 @@ fn seeds_are_summarised_and_test_is_read_only_when_asked() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn zero_seeds_is_refused_by_name() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_recsys"))
+        .args(["experiment", "--seeds", "0", "--data-dir"])
+        .arg(data_dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--seeds must be at least 1"), "{stderr}");
+}

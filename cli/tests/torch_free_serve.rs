@@ -47,6 +47,19 @@ async fn the_torch_free_api_answers_through_the_model_server() {
     // Indexing reads the bundle's files without libtorch: the torch-free binary does it.
     let trained = support::tiny_deployment(data_dir.path(), &torch_free);
 
+    // Without a model server to call, the torch-free API says what to configure and exits.
+    let refused = support::recsys(&torch_free, data_dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("this build has no in-process model") && stderr.contains("model.url"),
+        "{stderr}"
+    );
+
     let model_port = testkit::free_port();
     let _model_server = KillOnDrop(
         support::recsys(full, data_dir.path())
