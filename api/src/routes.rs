@@ -160,6 +160,7 @@ fn response(
     ctx: RetrieveContext,
     rec_id: String,
     debug: bool,
+    index_bundle: Option<&str>,
 ) -> RecommendationsResponse {
     let source = match outcome.source {
         Source::Personalized => RecommendationSource::Personalized,
@@ -185,6 +186,7 @@ fn response(
         metadata: RecommendationMetadata {
             rec_id,
             model_version: outcome.model_version,
+            index_bundle: index_bundle.map(str::to_owned),
             source,
             fallback_reason: outcome
                 .fallback_reason
@@ -229,7 +231,13 @@ async fn retrieve(
         count,
     };
     let outcome = state.retriever.retrieve(&request).await;
-    Ok(Json(response(outcome, context, rec_id(&request_id), debug)))
+    Ok(Json(response(
+        outcome,
+        context,
+        rec_id(&request_id),
+        debug,
+        state.retriever.index_bundle(),
+    )))
 }
 
 /// The live popular items (decayed interaction counts), from the in-memory snapshot.
@@ -264,6 +272,7 @@ async fn popular(
         RetrieveContext::default(),
         rec_id(&request_id),
         false,
+        state.retriever.index_bundle(),
     )))
 }
 
@@ -294,13 +303,21 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         dependency_state(retriever.index().ping()),
         dependency_state(async { retriever.model().metadata().await.map(drop) }),
     );
-    let ready = [&store, &index, &model]
+    // The pair, not a dependency: a model and an index that do not belong together give
+    // meaningless scores, so the server is not ready until the index is rebuilt.
+    let pairing = retriever.pairing_problem().unwrap_or("ok").to_owned();
+    let ready = [&store, &index, &model, &pairing]
         .iter()
         .all(|state| state.as_str() == "ok");
-    let dependencies = [("store", store), ("index", index), ("model", model)]
-        .into_iter()
-        .map(|(name, state)| (name.to_owned(), state))
-        .collect();
+    let dependencies = [
+        ("store", store),
+        ("index", index),
+        ("model", model),
+        ("model_index_pairing", pairing),
+    ]
+    .into_iter()
+    .map(|(name, state)| (name.to_owned(), state))
+    .collect();
     let status = if ready {
         StatusCode::OK
     } else {

@@ -5,17 +5,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::KillOnDrop;
 
 fn torch_free_binary() -> Option<PathBuf> {
     std::env::var_os("RECSYS_TORCH_FREE_BIN").map(PathBuf::from)

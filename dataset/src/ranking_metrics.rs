@@ -31,6 +31,11 @@ pub struct RankingAccumulator {
 }
 
 impl RankingAccumulator {
+    /// A user whose target was not ranked at all (for example masked as already seen).
+    pub fn add_miss(&mut self) {
+        self.users += 1;
+    }
+
     pub fn add_rank(&mut self, rank: u64) {
         assert!(rank >= 1, "ranks are 1-based");
         self.users += 1;

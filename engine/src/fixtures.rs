@@ -59,7 +59,7 @@ pub async fn tiny_retriever(data_dir: &Path) -> (Retriever, Embedder) {
         index,
         Arc::new(InProcessModel::new(embedder.clone())),
         popular,
-        embedder.max_len(),
+        StoreLimits::default().max_history,
         Duration::from_secs(5),
         embedder.model_version().to_owned(),
     );

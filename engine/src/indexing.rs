@@ -7,7 +7,7 @@ use std::path::Path;
 use dataset::bundle::BundleManifest;
 use dataset::ItemMetadata;
 
-use crate::index::{build_index, IndexError, IndexPoint, Payload};
+use crate::index::{build_index, index_version, IndexError, IndexPoint, Payload};
 
 /// One point per item of the bundle: id = model index, vector = its embedding, payload = metadata
 /// (when the catalogue has it) and the training popularity count.
@@ -66,7 +66,7 @@ pub async fn index_bundle(
     popularity: &HashMap<String, f64>,
 ) -> Result<String, IndexError> {
     let built_at = common::clock::now_seconds();
-    let version = format!("{}-{built_at}", bundle.config.model_version);
+    let version = index_version(&bundle.config.model_version, built_at);
     let points = index_points(bundle, item_vectors, catalogue, popularity);
     build_index(
         url,

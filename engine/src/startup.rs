@@ -67,36 +67,30 @@ fn embedder_config(config: &Config) -> model_server::EmbedderConfig {
     }
 }
 
-/// The model `model.url` names, the version it serves and the longest sequence it reads.
-async fn open_model(config: &Config) -> Result<(Arc<dyn QueryModel>, String, usize), StartupError> {
+/// The model `model.url` names and the version it serves.
+async fn open_model(config: &Config) -> Result<(Arc<dyn QueryModel>, String), StartupError> {
     if config.model.url == "embedded" {
         return open_in_process_model(config);
     }
     let budget = Duration::from_millis(config.api.request_budget_ms);
     let http = HttpModel::new(&config.model.url, budget)?;
     let version = http.metadata().await?.model_version;
-    Ok((Arc::new(http), version, config.state.max_history))
+    Ok((Arc::new(http), version))
 }
 
 #[cfg(feature = "in-process-model")]
-fn open_in_process_model(
-    config: &Config,
-) -> Result<(Arc<dyn QueryModel>, String, usize), StartupError> {
+fn open_in_process_model(config: &Config) -> Result<(Arc<dyn QueryModel>, String), StartupError> {
     let bundle = model_server::ModelBundle::load(&bundle_dir(config)?)?;
-    let max_len = bundle.config.max_len as usize;
     let embedder = model_server::Embedder::start(bundle, embedder_config(config));
     let version = embedder.model_version().to_owned();
     Ok((
         Arc::new(crate::model::InProcessModel::new(embedder)),
         version,
-        max_len,
     ))
 }
 
 #[cfg(not(feature = "in-process-model"))]
-fn open_in_process_model(
-    _config: &Config,
-) -> Result<(Arc<dyn QueryModel>, String, usize), StartupError> {
+fn open_in_process_model(_config: &Config) -> Result<(Arc<dyn QueryModel>, String), StartupError> {
     Err(StartupError::NoInProcessModel)
 }
 
@@ -104,7 +98,7 @@ fn open_in_process_model(
 pub async fn build_retriever(
     config: &Config,
 ) -> Result<(Arc<Retriever>, tokio::task::JoinHandle<()>), StartupError> {
-    let (model, model_version, max_len) = open_model(config).await?;
+    let (model, model_version) = open_model(config).await?;
     let store = open_state_store(config).await?;
     let index = open_index(
         &config.index.url,
@@ -128,7 +122,7 @@ pub async fn build_retriever(
         index,
         model,
         popular,
-        max_len,
+        config.state.max_history,
         Duration::from_millis(config.api.request_budget_ms),
         model_version,
     );

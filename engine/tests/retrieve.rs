@@ -8,7 +8,7 @@ use std::time::Duration;
 use engine::index::VectorIndex;
 use engine::model::{HttpModel, InProcessModel, QueryModel};
 use engine::popularity::PopularSnapshot;
-use engine::retrieve::{FallbackReason, RetrieveRequest, Retriever, Source};
+use engine::retrieve::{FallbackReason, PushError, RetrieveRequest, Retriever, Source};
 use engine::store::{open_store, StoreLimits, UserStore};
 use model_server::Embedder;
 
@@ -49,7 +49,7 @@ impl Fixture {
             Arc::clone(&self.index),
             model,
             Arc::clone(&self.popular),
-            self.embedder.max_len(),
+            StoreLimits::default().max_history,
             budget,
             self.embedder.model_version().to_owned(),
         )
@@ -154,6 +154,113 @@ async fn history_and_session_are_merged_embedded_and_excluded() {
         .map(|item| item.item_id.as_str())
         .collect();
     assert_eq!(actual, expected);
+}
+
+/// The model reads the most recent `max_len` items it knows, whichever path it is reached by:
+/// items newer than the model at the end of a history must not push known ones out of its window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_model_paths_embed_the_last_max_len_known_items() {
+    let fixture = fixture().await;
+    let max_len = fixture.embedder.max_len();
+    let known: Vec<String> = (1..=max_len + 2).map(|n| format!("i{n}")).collect();
+    let mut history: Vec<&str> = known.iter().map(String::as_str).collect();
+    history.extend(["new-1", "new-2", "new-3"]);
+    fixture.history("u-new-items", &history).await;
+
+    let window = &known[known.len() - max_len..];
+    let query = fixture.embedder.embed(window).await.unwrap();
+    let seen: Vec<&str> = known.iter().map(String::as_str).collect();
+    // Scores to five decimals: the query vector itself has to match, not only the order.
+    let rounded = |score: f64| (score * 1e5).round() as i64;
+    let expected: Vec<(String, i64)> = fixture
+        .index
+        .search(&query.vector, 5, &seen)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|hit| (hit.item_id, rounded(hit.score as f64)))
+        .collect();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server =
+        model_server::server::spawn(listener, fixture.embedder.clone(), std::future::pending())
+            .unwrap();
+    let http = HttpModel::new(
+        &format!("http://{}", server.local_addr),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let in_process: Arc<dyn QueryModel> = Arc::new(InProcessModel::new(fixture.embedder.clone()));
+    for model in [in_process, Arc::new(http)] {
+        let backend = model.backend();
+        let outcome = fixture
+            .retriever_with(Arc::clone(&fixture.store), model, Duration::from_secs(5))
+            .retrieve(&request(Some("u-new-items"), &[], &[], 5))
+            .await;
+        assert_eq!(outcome.source, Source::Personalized, "{backend}");
+        assert_eq!(
+            outcome.unknown_items,
+            ["new-1", "new-2", "new-3"],
+            "{backend}"
+        );
+        let actual: Vec<(String, i64)> = outcome
+            .recommendations
+            .into_iter()
+            .map(|item| (item.item_id, rounded(item.score)))
+            .collect();
+        assert_eq!(actual, expected, "{backend}");
+    }
+}
+
+/// An index holding another bundle's item vectors would give scores without meaning: popular
+/// items with the reason instead, nothing pushed, and the problem names both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_another_bundles_index_answers_popular_items_and_pushes_nothing() {
+    let fixture = fixture().await;
+    fixture.history("u1", &["i0", "i1"]).await;
+    let paired = fixture.retriever();
+    assert_eq!(paired.pairing_problem(), None);
+    assert_eq!(
+        paired.index_bundle(),
+        Some(fixture.embedder.model_version())
+    );
+
+    let mismatched = Retriever::new(
+        Arc::clone(&fixture.store),
+        Arc::clone(&fixture.index),
+        Arc::new(InProcessModel::new(fixture.embedder.clone())),
+        Arc::clone(&fixture.popular),
+        StoreLimits::default().max_history,
+        Duration::from_secs(5),
+        "gru-tiny-retrained".to_owned(),
+    );
+    let problem = mismatched.pairing_problem().unwrap();
+    assert!(
+        problem.contains("gru-tiny-retrained")
+            && problem.contains(fixture.embedder.model_version()),
+        "{problem}"
+    );
+    let outcome = mismatched
+        .retrieve(&request(Some("u1"), &["i2"], &[], 4))
+        .await;
+    assert_eq!(outcome.source, Source::Popular);
+    assert_eq!(
+        outcome.fallback_reason,
+        Some(FallbackReason::ModelIndexMismatch)
+    );
+    let returned: Vec<&str> = outcome
+        .recommendations
+        .iter()
+        .map(|item| item.item_id.as_str())
+        .collect();
+    // The popular list is i0, i1, ...: the seen items stay excluded in the fallback.
+    assert_eq!(returned, ["i3", "i4", "i5", "i6"]);
+    assert!(matches!(
+        mismatched
+            .recommendations_to_push(&["u1".to_owned()], 5)
+            .await,
+        Err(PushError::ModelIndexMismatch(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

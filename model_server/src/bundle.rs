@@ -123,10 +123,7 @@ pub fn save_native_bundle(
         write_json(&staging.join(ID_MAP_FILE), &bundle.id_map.raw_ids())?;
         write_json(&staging.join(METRICS_FILE), bundle.metrics)?;
         let weights_path = staging.join(WEIGHTS_FILE);
-        bundle
-            .model
-            .var_store()
-            .save(&weights_path)
+        Tensor::write_safetensors(&bundle.model.serving_weights(), &weights_path)
             .map_err(|error| invalid(&weights_path, error.to_string()))?;
         write_item_embeddings(
             &staging.join(ITEM_EMBEDDINGS_FILE),

@@ -47,6 +47,16 @@ pub fn test_cases(splits: &[UserSplit]) -> Vec<EvalCase> {
 
 const EVAL_BATCH_SIZE: usize = 256;
 
+/// What happens to the items a user has already interacted with (the case's whole context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenItems {
+    /// Ranked like every other item: the protocol's numbers.
+    Ranked,
+    /// Left out of the ranking, as serving drops them; a target the user had already seen is a
+    /// miss.
+    Masked,
+}
+
 /// Ranks every item by dot product with the encoder's query. `item_vectors` is `[num_items, dim]`,
 /// row `i` holding model index `i + 1`. Rank = 1 + items scored higher + items scored equal with a
 /// lower index: ties break by index, as a stable sort over the catalogue would. (With this rule the
@@ -56,6 +66,7 @@ pub fn evaluate_encoder(
     item_vectors: &Tensor,
     cases: &[EvalCase],
     max_len: usize,
+    seen: SeenItems,
 ) -> Result<RankingMetrics, tch::TchError> {
     let mut accumulator = RankingAccumulator::default();
     for chunk in cases.chunks(EVAL_BATCH_SIZE) {
@@ -63,7 +74,26 @@ pub fn evaluate_encoder(
         let queries = encoder.encode(&left_padded_batch(&contexts, max_len))?;
         let targets: Vec<i64> = chunk.iter().map(|case| case.target - 1).collect();
         let ranks = tch::no_grad(|| {
-            let scores = queries.matmul(&item_vectors.tr());
+            let mut scores = queries.matmul(&item_vectors.tr());
+            if seen == SeenItems::Masked {
+                let (rows, columns): (Vec<i64>, Vec<i64>) = chunk
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(row, case)| {
+                        case.context
+                            .iter()
+                            .map(move |&index| (row as i64, index - 1))
+                    })
+                    .unzip();
+                let _ = scores.index_put_(
+                    &[
+                        Some(Tensor::from_slice(&rows)),
+                        Some(Tensor::from_slice(&columns)),
+                    ],
+                    &Tensor::from(f32::NEG_INFINITY),
+                    false,
+                );
+            }
             let target_columns = Tensor::from_slice(&targets).unsqueeze(1);
             let target_scores = scores.gather(1, &target_columns, false);
             let columns =
@@ -75,8 +105,12 @@ pub fn evaluate_encoder(
             );
             ahead.sum_dim_intlist(1, false, Kind::Int64) + 1
         });
-        for rank in Vec::<i64>::try_from(ranks)? {
-            accumulator.add_rank(rank as u64);
+        for (case, rank) in chunk.iter().zip(Vec::<i64>::try_from(ranks)?) {
+            if seen == SeenItems::Masked && case.context.contains(&case.target) {
+                accumulator.add_miss();
+            } else {
+                accumulator.add_rank(rank as u64);
+            }
         }
     }
     Ok(accumulator.finish())
@@ -132,12 +166,33 @@ mod tests {
         };
         // Ranks: index 1 -> 1; index 3 -> 2 and index 4 -> 3 (a tie, broken by index); index 2 -> 4.
         let cases = [case(1), case(3), case(4), case(2)];
-        let metrics = evaluate_encoder(&encoder, &items, &cases, 50).unwrap();
+        let metrics = evaluate_encoder(&encoder, &items, &cases, 50, SeenItems::Ranked).unwrap();
         assert_eq!(metrics.users, 4);
         let expected_ndcg = (1.0 + 1.0 / 3f64.log2() + 1.0 / 4f64.log2() + 1.0 / 5f64.log2()) / 4.0;
         assert!((metrics.ndcg_at_10 - expected_ndcg).abs() < 1e-9);
         let expected_mrr = (1.0 + 1.0 / 2.0 + 1.0 / 3.0 + 1.0 / 4.0) / 4.0;
         assert!((metrics.mrr_at_10 - expected_mrr).abs() < 1e-9);
+    }
+
+    #[test]
+    fn masking_seen_items_moves_the_others_up_and_makes_a_seen_target_a_miss() {
+        // Scores 3.0, 1.0, 2.0, 2.0 for indices 1..=4, as above; the user has seen items 1 and 3.
+        let items = Tensor::from_slice(&[3.0f32, 0.0, 1.0, 0.0, 2.0, 0.0, 2.0, 0.0]).view([4, 2]);
+        let encoder = FixedQuery(Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]));
+        let case = |target| EvalCase {
+            context: vec![1, 3],
+            target,
+        };
+        let masked =
+            evaluate_encoder(&encoder, &items, &[case(4), case(2)], 50, SeenItems::Masked).unwrap();
+        // Index 4 is first once 1 and 3 are gone, index 2 second.
+        assert!(
+            (masked.mrr_at_10 - (1.0 + 1.0 / 2.0) / 2.0).abs() < 1e-9,
+            "{masked:?}"
+        );
+        let seen_target =
+            evaluate_encoder(&encoder, &items, &[case(1)], 50, SeenItems::Masked).unwrap();
+        assert_eq!(seen_target.recall_at_10, 0.0);
     }
 
     #[test]

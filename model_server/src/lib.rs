@@ -9,6 +9,7 @@ pub mod eval;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod fixtures;
 pub mod gru_kernel;
+pub mod item_features;
 pub mod model;
 pub mod offline;
 pub mod server;

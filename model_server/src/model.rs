@@ -12,13 +12,28 @@ use tch::{Device, Kind, Tensor};
 pub use dataset::bundle::{EncoderKind, ModelConfig};
 
 use crate::encoder::SequenceEncoder;
+use crate::item_features::ItemFeatures;
 
 pub struct SequenceModel {
     config: ModelConfig,
     var_store: nn::VarStore,
     item_embedding: nn::Embedding,
+    /// Training only: attribute embeddings added to each item's own (see `item_features`).
+    attributes: Option<ItemAttributes>,
+    /// The table items are scored against, when it is not the input table.
+    output_embedding: Option<nn::Embedding>,
     encoder: EncoderNetwork,
 }
+
+struct ItemAttributes {
+    /// `[num_items + 1, width]` attribute indices, 0 = none.
+    indices: Tensor,
+    embedding: nn::Embedding,
+}
+
+/// Name of the item table in the weights file; serving weights hold the attributes folded into it.
+const ITEM_TABLE_WEIGHT: &str = "item_embedding.weight";
+const ATTRIBUTES_PATH: &str = "item_attributes";
 
 enum EncoderNetwork {
     SelfAttention(SelfAttentionEncoder),
@@ -28,6 +43,15 @@ enum EncoderNetwork {
 impl SequenceModel {
     /// Builds a freshly initialised model (seed with `tch::manual_seed` first for repeatability).
     pub fn new(config: ModelConfig) -> SequenceModel {
+        SequenceModel::with_item_features(config, None)
+    }
+
+    /// A fresh model whose item representation is the item's embedding plus the embeddings of
+    /// its attributes.
+    pub fn with_item_features(
+        config: ModelConfig,
+        features: Option<&ItemFeatures>,
+    ) -> SequenceModel {
         let var_store = nn::VarStore::new(Device::Cpu);
         let root = var_store.root();
         let embedding_init = nn::Init::Randn {
@@ -48,6 +72,41 @@ impl SequenceModel {
         tch::no_grad(|| {
             let _ = item_embedding.ws.get(0).zero_();
         });
+        let attributes = features.map(|features| {
+            let embedding = nn::embedding(
+                &root / ATTRIBUTES_PATH,
+                features.vocabulary_size + 1,
+                config.embedding_dim,
+                nn::EmbeddingConfig {
+                    padding_idx: 0,
+                    ws_init: embedding_init,
+                    ..Default::default()
+                },
+            );
+            tch::no_grad(|| {
+                let _ = embedding.ws.get(0).zero_();
+            });
+            ItemAttributes {
+                indices: features.indices.shallow_clone(),
+                embedding,
+            }
+        });
+        let output_embedding = config.separate_output_embedding.then(|| {
+            let table = nn::embedding(
+                &root / "output_embedding",
+                config.num_items + 1,
+                config.embedding_dim,
+                nn::EmbeddingConfig {
+                    padding_idx: 0,
+                    ws_init: embedding_init,
+                    ..Default::default()
+                },
+            );
+            tch::no_grad(|| {
+                let _ = table.ws.get(0).zero_();
+            });
+            table
+        });
         let encoder = match config.encoder {
             EncoderKind::Sasrec => {
                 EncoderNetwork::SelfAttention(SelfAttentionEncoder::new(&root / "encoder", &config))
@@ -58,6 +117,8 @@ impl SequenceModel {
             config,
             var_store,
             item_embedding,
+            attributes,
+            output_embedding,
             encoder,
         }
     }
@@ -77,7 +138,10 @@ impl SequenceModel {
     /// Hidden state at every position, `[batch, len, dim]`; position `t` has read items `..=t`.
     pub fn hidden_states(&self, item_indices: &Tensor, train: bool) -> Tensor {
         let not_padding = item_indices.ne(0);
-        let embedded = self.item_embedding.forward(item_indices);
+        let embedded = match &self.attributes {
+            None => self.item_embedding.forward(item_indices),
+            Some(_) => Tensor::embedding(&self.embedding_table(), item_indices, 0, false, false),
+        };
         match &self.encoder {
             EncoderNetwork::SelfAttention(encoder) => {
                 encoder.forward(&embedded, &not_padding, train)
@@ -86,18 +150,59 @@ impl SequenceModel {
         }
     }
 
-    /// The whole embedding table including the padding row, `[num_items + 1, dim]`.
-    pub fn embedding_table(&self) -> &Tensor {
-        &self.item_embedding.ws
+    /// The whole item table including the padding row, `[num_items + 1, dim]`: each item's
+    /// embedding plus, when trained with attributes, the sum of its attributes' embeddings.
+    pub fn embedding_table(&self) -> Tensor {
+        match &self.attributes {
+            None => self.item_embedding.ws.shallow_clone(),
+            Some(attributes) => {
+                &self.item_embedding.ws
+                    + attributes
+                        .embedding
+                        .forward(&attributes.indices)
+                        .sum_dim_intlist(1, false, Kind::Float)
+            }
+        }
     }
 
-    /// Embeddings of the real items, `[num_items, dim]`; row `i` is model index `i + 1`.
+    /// The table queries are scored against, `[num_items + 1, dim]` with the padding row.
+    pub fn output_table(&self) -> Tensor {
+        match &self.output_embedding {
+            Some(output) => output.ws.shallow_clone(),
+            None => self.embedding_table(),
+        }
+    }
+
+    /// Item vectors of the real items, `[num_items, dim]`; row `i` is model index `i + 1`.
     pub fn item_vectors(&self) -> Tensor {
-        self.item_embedding
-            .ws
-            .narrow(0, 1, self.config.num_items)
-            .detach()
-            .copy()
+        tch::no_grad(|| {
+            self.output_table()
+                .narrow(0, 1, self.config.num_items)
+                .detach()
+                .copy()
+        })
+    }
+
+    /// The weights a bundle stores: the attributes folded into the item table, so the served
+    /// model is a plain `SequenceModel` of the same `ModelConfig` that scores exactly as this one.
+    pub fn serving_weights(&self) -> Vec<(String, Tensor)> {
+        let item_table = tch::no_grad(|| self.embedding_table().detach().copy());
+        let mut weights: Vec<(String, Tensor)> = self
+            .var_store
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with(ATTRIBUTES_PATH))
+            .map(|(name, tensor)| {
+                let tensor = if name == ITEM_TABLE_WEIGHT {
+                    item_table.shallow_clone()
+                } else {
+                    tensor.detach()
+                };
+                (name, tensor)
+            })
+            .collect();
+        weights.sort_by(|left, right| left.0.cmp(&right.0));
+        weights
     }
 }
 
@@ -311,6 +416,7 @@ mod tests {
             num_layers: 2,
             num_heads: 2,
             dropout: 0.0,
+            separate_output_embedding: false,
         }
     }
 
@@ -331,6 +437,66 @@ mod tests {
                 // A GRU reads the zero padding vectors; it is only approximately invariant.
                 EncoderKind::Gru => assert!(difference.is_finite()),
             }
+        }
+    }
+
+    #[test]
+    fn serving_weights_fold_attributes_into_the_item_table() {
+        let items: Vec<dataset::data::ItemMetadata> = (1..=20)
+            .map(|item| dataset::data::ItemMetadata {
+                item_id: item.to_string(),
+                title: String::new(),
+                year: Some(1980 + item),
+                genres: vec![format!("g{}", item % 3)],
+            })
+            .collect();
+        let id_map = dataset::id_map::IdMap::from_raw_ids(
+            items.iter().map(|item| item.item_id.clone()).collect(),
+        )
+        .unwrap();
+        let features = ItemFeatures::build(
+            crate::item_features::ItemFeatureSet::GenresYear,
+            &items,
+            &id_map,
+        )
+        .unwrap();
+        for encoder in [EncoderKind::Sasrec, EncoderKind::Gru] {
+            tch::manual_seed(11);
+            let trained = SequenceModel::with_item_features(config(encoder), Some(&features));
+            let served = SequenceModel::new(config(encoder));
+            let weights: std::collections::HashMap<String, Tensor> =
+                trained.serving_weights().into_iter().collect();
+            let variables = served.var_store().variables();
+            assert_eq!(
+                weights.len(),
+                variables.len(),
+                "{encoder}: no attribute tables"
+            );
+            tch::no_grad(|| {
+                for (name, mut variable) in variables {
+                    variable.copy_(&weights[&name]);
+                }
+            });
+            let attribute_part = (trained.item_vectors()
+                - trained.item_embedding.ws.narrow(0, 1, 20))
+            .abs()
+            .max()
+            .double_value(&[]);
+            assert!(
+                attribute_part > 1e-3,
+                "{encoder}: attributes change the vectors"
+            );
+            let sequence = Tensor::from_slice(&[0i64, 0, 4, 9, 2, 17]).view([1, 6]);
+            let difference = (trained.encode(&sequence).unwrap()
+                - served.encode(&sequence).unwrap())
+            .abs()
+            .max()
+            .double_value(&[])
+                + (trained.item_vectors() - served.item_vectors())
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+            assert!(difference < 1e-6, "{encoder}: {difference}");
         }
     }
 

@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, BundleError, ModelBundle, NativeBundle};
-use crate::eval::{evaluate_encoder, evaluate_popularity, popularity_counts, test_cases};
+use crate::eval::{
+    evaluate_encoder, evaluate_popularity, popularity_counts, test_cases, validation_cases,
+    EvalCase, SeenItems,
+};
+use crate::item_features::ItemFeatures;
 use crate::train::{train, TrainConfig, TrainingReport};
 use dataset::data::{DataError, Dataset};
 use dataset::id_map::{IdMap, IdMapError};
@@ -35,7 +39,10 @@ pub struct EvalReport {
     pub model_name: String,
     pub model_version: String,
     pub users: usize,
+    /// The protocol's numbers: every item ranked, seen ones included.
     pub model: RankingMetrics,
+    /// The items the user had already seen left out, as serving does.
+    pub model_seen_masked: RankingMetrics,
     pub popularity: RankingMetrics,
 }
 
@@ -72,7 +79,8 @@ pub fn train_bundle(
     let dataset = Dataset::load(data_dir, dataset_name)?;
     let id_map = catalogue_id_map(&dataset)?;
     let splits = leave_one_out(&dataset.user_sequences(), &id_map);
-    let (model, report) = train(&splits, id_map.len() as i64, config)?;
+    let item_features = ItemFeatures::build(config.item_features, &dataset.items, &id_map);
+    let (model, report) = train(&splits, id_map.len() as i64, item_features.as_ref(), config)?;
 
     let created_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -98,37 +106,63 @@ pub fn train_bundle(
 
 /// Evaluates a bundle on the test split of the data set it was trained on.
 pub fn evaluate_bundle(data_dir: &Path, bundle_dir: &Path) -> Result<EvalReport, OfflineError> {
+    let (loaded, splits) = load_for_evaluation(data_dir, bundle_dir)?;
+    let cases = test_cases(&splits);
+    let model = evaluate_cases(&loaded, &cases, SeenItems::Ranked)?;
+    let model_seen_masked = evaluate_cases(&loaded, &cases, SeenItems::Masked)?;
+    let popularity = evaluate_popularity(
+        &popularity_counts(&splits, loaded.config.num_items as usize),
+        &cases,
+    );
+    Ok(EvalReport {
+        dataset: loaded.config.dataset.clone(),
+        bundle: loaded.dir.clone(),
+        model_name: loaded.config.model_name.clone(),
+        model_version: loaded.config.model_version.clone(),
+        users: cases.len(),
+        model,
+        model_seen_masked,
+        popularity,
+    })
+}
+
+/// A bundle's numbers on the validation split (what chose its epoch), for comparing
+/// configurations with seen items masked as well.
+pub fn evaluate_bundle_on_validation(
+    data_dir: &Path,
+    bundle_dir: &Path,
+    seen: SeenItems,
+) -> Result<RankingMetrics, OfflineError> {
+    let (loaded, splits) = load_for_evaluation(data_dir, bundle_dir)?;
+    evaluate_cases(&loaded, &validation_cases(&splits), seen)
+}
+
+fn load_for_evaluation(
+    data_dir: &Path,
+    bundle_dir: &Path,
+) -> Result<(ModelBundle, Vec<UserSplit>), OfflineError> {
     let loaded = ModelBundle::load(bundle_dir)?;
     let dataset = Dataset::load(data_dir, &loaded.config.dataset)?;
     // Split with the bundle's own id map: indices must mean what they meant during training.
     let splits = leave_one_out(&dataset.user_sequences(), &loaded.id_map);
-    evaluate_loaded(&loaded, &splits)
+    Ok((loaded, splits))
 }
 
-fn evaluate_loaded(bundle: &ModelBundle, splits: &[UserSplit]) -> Result<EvalReport, OfflineError> {
-    let cases = test_cases(splits);
+fn evaluate_cases(
+    bundle: &ModelBundle,
+    cases: &[EvalCase],
+    seen: SeenItems,
+) -> Result<RankingMetrics, OfflineError> {
     if cases.is_empty() {
         return Err(OfflineError::NothingToEvaluate(
             bundle.config.dataset.clone(),
         ));
     }
-    let model = evaluate_encoder(
+    Ok(evaluate_encoder(
         bundle.encoder.as_ref(),
         &bundle.item_vectors,
-        &cases,
+        cases,
         bundle.config.max_len as usize,
-    )?;
-    let popularity = evaluate_popularity(
-        &popularity_counts(splits, bundle.config.num_items as usize),
-        &cases,
-    );
-    Ok(EvalReport {
-        dataset: bundle.config.dataset.clone(),
-        bundle: bundle.dir.clone(),
-        model_name: bundle.config.model_name.clone(),
-        model_version: bundle.config.model_version.clone(),
-        users: cases.len(),
-        model,
-        popularity,
-    })
+        seen,
+    )?)
 }

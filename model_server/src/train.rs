@@ -8,7 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Kind, Reduction, Tensor};
 
-use crate::eval::{evaluate_encoder, validation_cases};
+use crate::eval::{evaluate_encoder, validation_cases, SeenItems};
+use crate::item_features::{ItemFeatureSet, ItemFeatures};
 use crate::model::{left_padded_batch, EncoderKind, ModelConfig, SequenceModel};
 use dataset::ranking_metrics::RankingMetrics;
 use dataset::split::UserSplit;
@@ -41,11 +42,34 @@ pub struct TrainConfig {
     pub max_epochs: usize,
     /// Epochs without a better validation NDCG@10 before training stops.
     pub patience: usize,
+    /// Multiply the learning rate by this after `lr_decay_patience` epochs without a better
+    /// validation NDCG@10 (1.0 = constant learning rate).
+    #[serde(default = "no_decay")]
+    pub lr_decay: f64,
+    #[serde(default = "default_lr_decay_patience")]
+    pub lr_decay_patience: usize,
     /// `None` picks full softmax up to `FULL_SOFTMAX_MAX_ITEMS` items, sampled softmax above.
     pub loss: Option<LossKind>,
+    /// Share of the target's probability mass spread over all classes of the softmax.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Catalogue attributes added to the item representation while training.
+    #[serde(default)]
+    pub item_features: ItemFeatureSet,
+    /// Score against an output table of its own instead of the input embeddings.
+    #[serde(default)]
+    pub separate_output_embedding: bool,
     pub seed: u64,
     pub threads: i32,
     pub show_progress: bool,
+}
+
+fn no_decay() -> f64 {
+    1.0
+}
+
+fn default_lr_decay_patience() -> usize {
+    3
 }
 
 impl Default for TrainConfig {
@@ -70,7 +94,12 @@ impl TrainConfig {
             batch_size: 128,
             max_epochs: 200,
             patience: 10,
+            lr_decay: no_decay(),
+            lr_decay_patience: default_lr_decay_patience(),
             loss: None,
+            label_smoothing: 0.0,
+            item_features: ItemFeatureSet::None,
+            separate_output_embedding: false,
             seed: 42,
             threads: std::thread::available_parallelism()
                 .map(|cores| cores.get() as i32)
@@ -100,6 +129,7 @@ impl TrainConfig {
             num_layers: self.num_layers,
             num_heads: self.num_heads,
             dropout: self.dropout,
+            separate_output_embedding: self.separate_output_embedding,
         }
     }
 
@@ -137,16 +167,21 @@ pub struct TrainingReport {
 }
 
 /// Trains on the training part of `splits` and returns the model with its best validation weights.
+/// `item_features` are the catalogue's attributes for `config.item_features` (ignored when that
+/// is `None`).
 pub fn train(
     splits: &[UserSplit],
     num_items: i64,
+    item_features: Option<&ItemFeatures>,
     config: &TrainConfig,
 ) -> Result<(SequenceModel, TrainingReport), tch::TchError> {
     tch::set_num_threads(config.threads);
     tch::manual_seed(config.seed as i64);
     let started = Instant::now();
     let loss_kind = config.loss_for(num_items);
-    let mut model = SequenceModel::new(config.model_config(num_items));
+    let item_features = item_features.filter(|_| config.item_features != ItemFeatureSet::None);
+    let mut model =
+        SequenceModel::with_item_features(config.model_config(num_items), item_features);
     let windows = TrainingWindows::build(splits, config.max_len as usize);
     let validation = validation_cases(splits);
     let mut optimizer = nn::Adam {
@@ -158,6 +193,8 @@ pub fn train(
     let progress = progress_bar(config);
     let mut best: Option<(usize, RankingMetrics, HashMap<String, Tensor>, f64)> = None;
     let mut history = Vec::new();
+    let mut learning_rate = config.learning_rate;
+    let mut last_decay_epoch = 0;
     for epoch in 1..=config.max_epochs {
         let epoch_started = Instant::now();
         let mut loss_sum = 0.0;
@@ -169,7 +206,7 @@ pub fn train(
             let rows = order.narrow(0, start, size);
             let inputs = windows.inputs.index_select(0, &rows);
             let targets = windows.targets.index_select(0, &rows);
-            let loss = batch_loss(&model, &inputs, &targets, loss_kind);
+            let loss = batch_loss(&model, &inputs, &targets, loss_kind, config.label_smoothing);
             optimizer.backward_step(&loss);
             loss_sum += loss.double_value(&[]);
             batches += 1;
@@ -180,6 +217,7 @@ pub fn train(
             &model.item_vectors(),
             &validation,
             config.max_len as usize,
+            SeenItems::Ranked,
         )?;
         let record = EpochRecord {
             epoch,
@@ -217,6 +255,12 @@ pub fn train(
         history.push(record);
         if epoch - best_epoch >= config.patience {
             break;
+        }
+        let since_change = epoch - (*best_epoch).max(last_decay_epoch);
+        if config.lr_decay != 1.0 && since_change >= config.lr_decay_patience {
+            learning_rate *= config.lr_decay;
+            optimizer.set_lr(learning_rate);
+            last_decay_epoch = epoch;
         }
     }
     progress.finish_and_clear();
@@ -297,7 +341,13 @@ impl TrainingWindows {
     }
 }
 
-fn batch_loss(model: &SequenceModel, inputs: &Tensor, targets: &Tensor, loss: LossKind) -> Tensor {
+fn batch_loss(
+    model: &SequenceModel,
+    inputs: &Tensor,
+    targets: &Tensor,
+    loss: LossKind,
+    label_smoothing: f64,
+) -> Tensor {
     let hidden = model.hidden_states(inputs, true);
     let dim = hidden.size()[2];
     // Only positions with a target contribute; selecting them first saves the padded compute.
@@ -305,12 +355,18 @@ fn batch_loss(model: &SequenceModel, inputs: &Tensor, targets: &Tensor, loss: Lo
     let positions = flat_targets.ne(0).nonzero().squeeze_dim(1);
     let hidden = hidden.view([-1, dim]).index_select(0, &positions);
     let targets = flat_targets.index_select(0, &positions);
-    let table = model.embedding_table();
+    let table = model.output_table();
     let num_items = table.size()[0] - 1;
     match loss {
         LossKind::FullSoftmax => {
             let logits = hidden.matmul(&table.narrow(0, 1, num_items).tr());
-            logits.cross_entropy_loss::<Tensor>(&(targets - 1), None, Reduction::Mean, -100, 0.0)
+            logits.cross_entropy_loss::<Tensor>(
+                &(targets - 1),
+                None,
+                Reduction::Mean,
+                -100,
+                label_smoothing,
+            )
         }
         LossKind::SampledSoftmax { negatives } => {
             let negative_items = Tensor::randint_low(
@@ -327,7 +383,13 @@ fn batch_loss(model: &SequenceModel, inputs: &Tensor, targets: &Tensor, loss: Lo
                 .masked_fill(&accidental_hits, f64::NEG_INFINITY);
             let logits = Tensor::cat(&[positive_logits, negative_logits], 1);
             let labels = Tensor::zeros([logits.size()[0]], (Kind::Int64, tch::Device::Cpu));
-            logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
+            logits.cross_entropy_loss::<Tensor>(
+                &labels,
+                None,
+                Reduction::Mean,
+                -100,
+                label_smoothing,
+            )
         }
     }
 }
@@ -423,7 +485,7 @@ mod tests {
                 threads: 1,
                 ..TrainConfig::default()
             };
-            let (_, report) = train(&splits, 8, &config).unwrap();
+            let (_, report) = train(&splits, 8, None, &config).unwrap();
             assert!(
                 report.best_valid.mrr_at_10 > 0.9,
                 "{encoder} {loss:?}: {:?}",

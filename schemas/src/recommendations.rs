@@ -31,9 +31,13 @@ pub struct RecommendationMetadata {
     /// The model that produced the list; absent for popular items.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_version: Option<String>,
+    /// The bundle whose item vectors the served index holds; equal to the serving model's
+    /// version, or the answer is popular items with `model_index_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_bundle: Option<String>,
     pub source: RecommendationSource,
     /// Why the answer is popular items: `no_history`, `unknown_items`, `store_unavailable`,
-    /// `model_unavailable`, `index_unavailable` or `timeout`.
+    /// `model_unavailable`, `index_unavailable`, `timeout` or `model_index_mismatch`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
     /// Items of the request or the history that the model does not know.

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use model_server::offline::{evaluate_bundle, train_bundle};
+use model_server::eval::SeenItems;
+use model_server::offline::{evaluate_bundle, evaluate_bundle_on_validation, train_bundle};
 
 use super::model::TrainOptions;
 
@@ -31,7 +32,9 @@ struct SeedRun {
     best_epoch: usize,
     valid_ndcg_at_10: f64,
     valid_recall_at_10: f64,
-    test: Option<(f64, f64)>,
+    valid_masked_ndcg_at_10: f64,
+    /// NDCG@10 and recall@10 on test, then NDCG@10 on test with seen items masked.
+    test: Option<(f64, f64, f64)>,
     seconds: f64,
 }
 
@@ -81,16 +84,23 @@ fn run_seed(options: &TrainOptions, seed: u64, read_test: bool) -> anyhow::Resul
     let seconds = started.elapsed().as_secs_f64();
     let test = if read_test {
         let report = evaluate_bundle(&scratch, &outcome.bundle_dir)?;
-        Some((report.model.ndcg_at_10, report.model.recall_at_10))
+        Some((
+            report.model.ndcg_at_10,
+            report.model.recall_at_10,
+            report.model_seen_masked.ndcg_at_10,
+        ))
     } else {
         None
     };
+    let valid_masked =
+        evaluate_bundle_on_validation(&scratch, &outcome.bundle_dir, SeenItems::Masked)?;
     std::fs::remove_dir_all(&scratch)?;
     Ok(SeedRun {
         seed,
         best_epoch: outcome.report.best_epoch,
         valid_ndcg_at_10: outcome.report.best_valid.ndcg_at_10,
         valid_recall_at_10: outcome.report.best_valid.recall_at_10,
+        valid_masked_ndcg_at_10: valid_masked.ndcg_at_10,
         test,
         seconds,
     })
@@ -102,26 +112,34 @@ pub fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for seed in first_seed..first_seed + args.seeds {
         let run = run_seed(&args.options, seed, args.test)?;
-        let test = run.test.map_or(String::new(), |(ndcg, recall)| {
-            format!(", test ndcg@10 {ndcg:.4} recall@10 {recall:.4}")
+        let test = run.test.map_or(String::new(), |(ndcg, recall, masked)| {
+            format!(
+                ", test ndcg@10 {ndcg:.4} recall@10 {recall:.4} seen-masked ndcg@10 {masked:.4}"
+            )
         });
         println!(
-            "seed {}: best epoch {}, validation ndcg@10 {:.4} recall@10 {:.4}{test} ({:.1} s)",
-            run.seed, run.best_epoch, run.valid_ndcg_at_10, run.valid_recall_at_10, run.seconds
+            "seed {}: best epoch {}, validation ndcg@10 {:.4} recall@10 {:.4} seen-masked ndcg@10 {:.4}{test} ({:.1} s)",
+            run.seed,
+            run.best_epoch,
+            run.valid_ndcg_at_10,
+            run.valid_recall_at_10,
+            run.valid_masked_ndcg_at_10,
+            run.seconds
         );
         runs.push(run);
     }
     let column = |pick: fn(&SeedRun) -> f64| runs.iter().map(pick).collect::<Vec<f64>>();
     let (seconds, seconds_sd) = mean_and_sd(&column(|run| run.seconds));
     println!(
-        "{} seeds, mean ± sd: validation {}, {}; {seconds:.1} ± {seconds_sd:.1} s per run",
+        "{} seeds, mean ± sd: validation {}, {}, seen-masked {}; {seconds:.1} ± {seconds_sd:.1} s per run",
         runs.len(),
         summary("ndcg@10", &column(|run| run.valid_ndcg_at_10)),
         summary("recall@10", &column(|run| run.valid_recall_at_10)),
+        summary("ndcg@10", &column(|run| run.valid_masked_ndcg_at_10)),
     );
     if args.test {
         println!(
-            "test (read once, for the configuration chosen): {}, {}",
+            "test (read once, for the configuration chosen): {}, {}, seen-masked {}",
             summary(
                 "ndcg@10",
                 &column(|run| run.test.map_or(f64::NAN, |test| test.0))
@@ -129,6 +147,10 @@ pub fn experiment(args: ExperimentArgs) -> anyhow::Result<()> {
             summary(
                 "recall@10",
                 &column(|run| run.test.map_or(f64::NAN, |test| test.1))
+            ),
+            summary(
+                "ndcg@10",
+                &column(|run| run.test.map_or(f64::NAN, |test| test.2))
             ),
         );
     }

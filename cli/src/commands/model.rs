@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use model_server::item_features::ItemFeatureSet;
 use model_server::model::EncoderKind;
 use model_server::offline::{evaluate_bundle, train_bundle};
 use model_server::train::{LossKind, TrainConfig};
@@ -120,9 +121,25 @@ pub struct TrainOptions {
     max_epochs: Option<usize>,
     #[arg(long)]
     patience: Option<usize>,
+    /// Multiply the learning rate by this when validation has not improved for
+    /// `--lr-decay-patience` epochs (1 = constant).
+    #[arg(long)]
+    lr_decay: Option<f64>,
+    #[arg(long)]
+    lr_decay_patience: Option<usize>,
     /// Sampled softmax with this many shared negatives instead of the full softmax.
     #[arg(long)]
     sampled_negatives: Option<i64>,
+    /// Spread this share of each target's probability over all items (0 = plain cross-entropy).
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Catalogue attributes added to each item's representation while training: none, genres,
+    /// genres-year. Bundles store the sum, so serving is unchanged.
+    #[arg(long)]
+    item_features: Option<ItemFeatureSet>,
+    /// Score items against an output table of their own instead of the input embeddings.
+    #[arg(long)]
+    separate_output_embedding: Option<bool>,
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -141,10 +158,17 @@ impl TrainOptions {
             batch_size: self.batch_size.unwrap_or(defaults.batch_size),
             max_epochs: self.max_epochs.unwrap_or(defaults.max_epochs),
             patience: self.patience.unwrap_or(defaults.patience),
+            lr_decay: self.lr_decay.unwrap_or(defaults.lr_decay),
+            lr_decay_patience: self.lr_decay_patience.unwrap_or(defaults.lr_decay_patience),
             loss: self
                 .sampled_negatives
                 .map(|negatives| LossKind::SampledSoftmax { negatives })
                 .or(defaults.loss),
+            label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
+            item_features: self.item_features.unwrap_or(defaults.item_features),
+            separate_output_embedding: self
+                .separate_output_embedding
+                .unwrap_or(defaults.separate_output_embedding),
             seed: self.seed.unwrap_or(defaults.seed),
             ..defaults
         }
@@ -199,12 +223,16 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
             report.model_version, report.dataset, report.users
         );
         println!(
-            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<19} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "", "recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10"
         );
-        for (name, metrics) in [("model", &report.model), ("popularity", &report.popularity)] {
+        for (name, metrics) in [
+            ("model", &report.model),
+            ("model, seen masked", &report.model_seen_masked),
+            ("popularity", &report.popularity),
+        ] {
             println!(
-                "{name:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                "{name:<19} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
                 metrics.recall_at_10,
                 metrics.recall_at_20,
                 metrics.ndcg_at_10,

@@ -24,7 +24,8 @@ pub struct ServeArgs {
 pub struct IndexArgs {
     #[command(flatten)]
     serving: ServingArgs,
-    /// Do nothing when an index is already served under the alias.
+    /// Do nothing when the index served under the alias was built for the current bundle (an
+    /// index of another bundle is rebuilt: its vectors would not match the model's queries).
     #[arg(long)]
     if_missing: bool,
 }
@@ -87,12 +88,27 @@ pub async fn index(args: IndexArgs) -> anyhow::Result<()> {
         )
         .await;
         if let Ok(index) = existing {
+            let current_bundle = engine::startup::bundle_dir(&config)
+                .ok()
+                .and_then(|dir| dataset::BundleManifest::load(&dir).ok())
+                .map(|bundle| bundle.config.model_version);
+            if index.bundle_version() == current_bundle.as_deref() {
+                println!(
+                    "index '{}' already serves {}, built for the current bundle",
+                    config.index.collection,
+                    index.version()
+                );
+                return Ok(());
+            }
             println!(
-                "index '{}' already serves {}",
+                "index '{}' serves {}, built for {}; rebuilding it for {}",
                 config.index.collection,
-                index.version()
+                index.version(),
+                index.bundle_version().unwrap_or("an unknown bundle"),
+                current_bundle.as_deref().unwrap_or("the current bundle"),
             );
-            return Ok(());
+            // The embedded index is a directory one process may hold open at a time.
+            drop(index);
         }
     }
     let outcome = engine::startup::build_index_from_bundle(&config)

@@ -72,6 +72,14 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         let (retriever, _refresher) = engine::startup::build_retriever(&config)
             .await
             .context("pushing recommendations needs the model and the index")?;
+        // Pushing lists scored against another model's item vectors would fill every user's
+        // cache slot with noise; refuse, as the API answers only popular items then.
+        if let Some(problem) = retriever.pairing_problem() {
+            anyhow::bail!(
+                "pushing recommendations needs an index built for the model: {problem} \
+                 (or set consumer.push_recommendations = false)"
+            );
+        }
         Some(retriever)
     } else {
         None

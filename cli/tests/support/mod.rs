@@ -10,6 +10,20 @@ use dataset::bundle::EncoderKind;
 use model_server::fixtures::train_tiny_bundle;
 use model_server::offline::TrainOutcome;
 
+/// A child process killed (and reaped) when the test ends, passing or not.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `binary` run in `data_dir`, quiet, with no backend URL inherited from the environment.
 pub fn recsys(binary: &Path, data_dir: &Path) -> Command {
     let mut command = Command::new(binary);

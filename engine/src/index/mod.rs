@@ -63,6 +63,10 @@ pub trait VectorIndex: Send + Sync + 'static {
     }
     /// The versioned collection the alias pointed to when this handle was opened.
     fn version(&self) -> &str;
+    /// The bundle (model version) whose item vectors this index holds.
+    fn bundle_version(&self) -> Option<&str> {
+        bundle_of_index_version(self.version())
+    }
     /// The `count` best items by dot product with `query`, skipping `exclude` inside the search.
     async fn search(
         &self,
@@ -73,6 +77,20 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// Payloads of the given items, in request order; unknown ids are left out.
     async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError>;
     async fn ping(&self) -> Result<(), IndexError>;
+}
+
+/// An index version names the bundle it was built for: `<model version>-<unix seconds>`, so a
+/// server can tell whether its model and its index belong together.
+pub fn index_version(model_version: &str, built_at: u64) -> String {
+    format!("{model_version}-{built_at}")
+}
+
+/// The model version an index version was built for; `None` for a name `index_version` did not
+/// make (then no pairing can be checked, and none is assumed).
+pub fn bundle_of_index_version(index_version: &str) -> Option<&str> {
+    let (bundle, built_at) = index_version.rsplit_once('-')?;
+    let is_time = !built_at.is_empty() && built_at.bytes().all(|byte| byte.is_ascii_digit());
+    (is_time && !bundle.is_empty()).then_some(bundle)
 }
 
 /// Opens the index served under `alias`.
@@ -144,4 +162,22 @@ pub(crate) fn indexed_item(payload: Payload) -> Option<IndexedItem> {
         item_id: item_id_of(&payload)?,
         payload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_version_names_its_bundle() {
+        let version = index_version("gru-ml-100k-1764930000", 1764931234);
+        assert_eq!(version, "gru-ml-100k-1764930000-1764931234");
+        assert_eq!(
+            bundle_of_index_version(&version),
+            Some("gru-ml-100k-1764930000")
+        );
+        assert_eq!(bundle_of_index_version("hand-made"), None);
+        assert_eq!(bundle_of_index_version("plain"), None);
+        assert_eq!(bundle_of_index_version("-17"), None);
+    }
 }

@@ -49,6 +49,9 @@ pub enum FallbackReason {
     /// The personalised path did not finish within the request budget (a dependency that is
     /// late is reported as unavailable; this is the outer guard).
     Timeout,
+    /// The index holds the item vectors of another bundle than the model's: its scores would
+    /// be meaningless.
+    ModelIndexMismatch,
 }
 
 impl FallbackReason {
@@ -60,6 +63,7 @@ impl FallbackReason {
             FallbackReason::ModelUnavailable => "model_unavailable",
             FallbackReason::IndexUnavailable => "index_unavailable",
             FallbackReason::Timeout => "timeout",
+            FallbackReason::ModelIndexMismatch => "model_index_mismatch",
         }
     }
 }
@@ -95,6 +99,8 @@ pub enum PushError {
     Model(ModelError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error("{0}")]
+    ModelIndexMismatch(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,12 +119,29 @@ pub struct Retriever {
     index: Arc<dyn VectorIndex>,
     model: Arc<dyn QueryModel>,
     popular: Arc<PopularSnapshot>,
-    /// Longest merged sequence sent to the model.
+    /// How many of the merged history's most recent items go to the model (the store's
+    /// `max_history`). The model, in process or over HTTP, drops the items it does not know and
+    /// keeps the most recent `max_len` of the rest: exactly what the bundle was trained on, also
+    /// when the history ends with items newer than the model.
     max_sequence_len: usize,
     budget: Duration,
     model_version: String,
+    /// Why the model and the index do not belong together, if they do not.
+    pairing_problem: Option<String>,
     /// Store, model and index all work on the calling thread (the embedded defaults).
     in_process: bool,
+}
+
+/// Why `model_version` must not be served with `index`, if it must not.
+fn pairing_problem(model_version: &str, index: &dyn VectorIndex) -> Option<String> {
+    let index_bundle = index.bundle_version()?;
+    (index_bundle != model_version).then(|| {
+        format!(
+            "the model is {model_version} but index '{}' holds the item vectors of \
+             {index_bundle}: run `recsys index` to build the index for this model",
+            index.version()
+        )
+    })
 }
 
 /// Internal result of the personalised path: either an answer or the reason to fall back.
@@ -162,8 +185,13 @@ impl Retriever {
         model_version: String,
     ) -> Retriever {
         let in_process = store.is_in_process() && model.is_in_process() && index.is_in_process();
+        let pairing_problem = pairing_problem(&model_version, index.as_ref());
+        if let Some(problem) = &pairing_problem {
+            tracing::error!(%problem, "answers fall back to popular items");
+        }
         Retriever {
             in_process,
+            pairing_problem,
             store,
             index,
             model,
@@ -192,6 +220,16 @@ impl Retriever {
 
     pub fn model_version(&self) -> &str {
         &self.model_version
+    }
+
+    /// The bundle whose item vectors the index holds.
+    pub fn index_bundle(&self) -> Option<&str> {
+        self.index.bundle_version()
+    }
+
+    /// Why the model and the index do not belong together (then every answer is popular items).
+    pub fn pairing_problem(&self) -> Option<&str> {
+        self.pairing_problem.as_deref()
     }
 
     pub async fn retrieve(&self, request: &RetrieveRequest) -> RetrieveOutcome {
@@ -310,6 +348,13 @@ impl Retriever {
             .map(String::as_str)
             .collect();
 
+        if self.pairing_problem.is_some() {
+            return Attempt::Fallback {
+                reason: FallbackReason::ModelIndexMismatch,
+                exclude: owned_set(&exclude),
+                unknown_items: Vec::new(),
+            };
+        }
         if let Some(outcome) = self.cached(request, &state, deadline, timings).await {
             return Attempt::Done(outcome);
         }

@@ -66,6 +66,9 @@ impl Retriever {
         user_ids: &[String],
         count: usize,
     ) -> Result<Vec<(String, CachedRecommendations)>, PushError> {
+        if let Some(problem) = &self.pairing_problem {
+            return Err(PushError::ModelIndexMismatch(problem.clone()));
+        }
         let started = Instant::now();
         let states = futures::future::try_join_all(
             user_ids
