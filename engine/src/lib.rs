@@ -5,6 +5,7 @@
 //! The in-process model is the `in-process-model` feature (on by default): without it the model
 //! is `recsys model-server` over HTTP and nothing here links libtorch.
 
+pub mod catalogue;
 pub mod config;
 pub mod event_log;
 pub mod events;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalogue::CatalogueStore;
+
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 pub use record::ItemKey;
@@ -126,8 +128,10 @@ pub struct ApplyOutcome {
     pub duplicates: usize,
 }
 
+/// The state store also holds the live catalogue (`crate::catalogue`), so that every process
+/// sharing users shares items too.
 #[async_trait::async_trait]
-pub trait UserStore: Send + Sync + 'static {
+pub trait UserStore: CatalogueStore + Send + Sync + 'static {
     /// A short name for logs and `/readyz`: `redis` or `embedded`.
     fn backend(&self) -> &'static str;
     /// Whether calls do their work on the calling thread (`run_short`), with no network in

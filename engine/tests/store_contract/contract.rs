@@ -2,6 +2,8 @@
 
 use super::*;
 
+pub use super::catalogue::catalogue_upserts_replace_and_the_change_log_names_each_item_once;
+
 pub async fn unknown_user_has_empty_state(store: &dyn UserStore) {
     let state = store.user_state("nobody").await.unwrap();
     assert!(state.recent_items.is_empty() && state.seen_items.is_empty());

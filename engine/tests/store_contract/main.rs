@@ -62,6 +62,7 @@ fn sorted(mut items: Vec<String>) -> Vec<String> {
     items
 }
 
+mod catalogue;
 mod contract;
 
 macro_rules! store_contract {
@@ -74,6 +75,13 @@ macro_rules! store_contract {
                     super::contract::$test(store.as_ref()).await;
                 }
             )*
+
+            /// Takes the shared store itself: the live views hold it.
+            #[tokio::test]
+            async fn replicas_following_one_catalogue_see_each_change() {
+                let (store, _guard) = super::$backend().await;
+                super::catalogue::replicas_following_one_catalogue_see_each_change(store).await;
+            }
         }
     };
 }
@@ -92,6 +100,7 @@ macro_rules! every_backend {
                 popularity_accumulates_and_ranks,
                 only_applied_interactions_add_popularity,
                 concurrent_writers_to_one_user_lose_nothing,
+                catalogue_upserts_replace_and_the_change_log_names_each_item_once,
             );
         )*
     };

@@ -10,6 +10,8 @@
 //! p:popular      zset    item -> popularity score
 //! ```
 //!
+//! and the catalogue under `p:{p:catalogue}:*` (`catalogue.rs`).
+//!
 //! A batch is applied optimistically, in chunks of users whose round trips overlap: one pipeline
 //! reads the chunk's records (except those this process wrote last and remembers), the
 //! transition runs here (the same code as the embedded store), and
@@ -22,6 +24,7 @@
 //! to one server (a standalone Redis or a cluster proxy), and the compare-and-set call, which
 //! names a chunk's users together, is the one command a cluster client would split by slot.
 
+mod catalogue;
 mod script;
 mod user_store;
 mod written_records;

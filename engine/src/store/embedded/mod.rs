@@ -5,6 +5,8 @@
 //!
 //! redb is blocking: every call runs on tokio's blocking pool.
 
+mod catalogue;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -65,6 +67,7 @@ impl EmbeddedStore {
             transaction
                 .open_table(RECOMMENDATIONS)
                 .map_err(unavailable)?;
+            catalogue::create_tables(&transaction)?;
             {
                 let popularity = transaction.open_table(POPULARITY).map_err(unavailable)?;
                 let mut rank = transaction
