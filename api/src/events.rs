@@ -4,11 +4,12 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::Json;
 use common::clock::now_ms;
 use schemas::{ErrorBody, EventLimits, EventsAccepted, InteractionEvent};
 
+use crate::writes::{check_write_key, json_records};
 use crate::{ApiError, AppState};
 
 /// How many bad lines an answer lists (the count is always given).
@@ -34,7 +35,7 @@ pub async fn post_events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<EventsAccepted>, ApiError> {
-    check_api_key(&state, &headers)?;
+    check_write_key(&state, &headers, "POST /events")?;
     let events = decode_events(&state, &headers, &body)?;
     let accepted = events.len();
     state
@@ -52,26 +53,6 @@ pub async fn post_events(
     }))
 }
 
-fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.events_config.api_key.as_deref() else {
-        return Ok(());
-    };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let api_key = headers
-        .get("x-api-key")
-        .and_then(|value| value.to_str().ok());
-    if bearer == Some(expected) || api_key == Some(expected) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(
-            "POST /events needs `authorization: Bearer <key>` or `x-api-key: <key>`".to_owned(),
-        ))
-    }
-}
-
 fn decode_events(
     state: &AppState,
     headers: &HeaderMap,
@@ -81,21 +62,7 @@ fn decode_events(
         max_event_bytes: state.events_config.max_event_bytes,
         now_ms: now_ms(),
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    let lines: Vec<&[u8]> = if content_type.starts_with("application/x-ndjson") {
-        body.split(|byte| *byte == b'\n')
-            .filter(|line| !line.trim_ascii().is_empty())
-            .collect()
-    } else if content_type.starts_with("application/json") {
-        vec![body]
-    } else {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "content-type '{content_type}': expected application/json (one event) or application/x-ndjson (one per line)"
-        )));
-    };
+    let lines = json_records(headers, body, "event")?;
     if lines.is_empty() {
         return Err(ApiError::InvalidEvents(
             "the body holds no event".to_owned(),

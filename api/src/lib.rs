@@ -2,7 +2,9 @@
 
 pub mod error;
 mod events;
+mod items;
 mod routes;
+mod writes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
-use engine::config::{ApiConfig, Config, EventsConfig};
+use engine::config::{ApiConfig, CatalogueConfig, Config, EventsConfig};
 use engine::event_log::{event_applier, open_event_sink, EventSink};
 use engine::retrieve::Retriever;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,6 +34,7 @@ pub struct AppState {
     /// Where `POST /events` sends what it accepts.
     pub events: Arc<dyn EventSink>,
     pub events_config: EventsConfig,
+    pub catalogue_config: CatalogueConfig,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
             limits: config.api.clone(),
             events,
             events_config: config.events.clone(),
+            catalogue_config: config.catalogue.clone(),
         })
     }
 }
@@ -66,6 +70,14 @@ fn events_body_limit(config: &EventsConfig) -> usize {
         .min(64 * 1024 * 1024)
 }
 
+/// Largest `POST /items` body: a full batch of the largest items, within reason.
+fn items_body_limit(config: &CatalogueConfig) -> usize {
+    config
+        .max_items_per_request
+        .saturating_mul(config.max_item_bytes)
+        .min(64 * 1024 * 1024)
+}
+
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.limits.max_body_bytes;
     let events_route = Router::new().route(
@@ -74,9 +86,16 @@ pub fn router(state: AppState) -> Router {
             events_body_limit(&state.events_config),
         )),
     );
+    let items_route = Router::new().route(
+        "/items",
+        axum::routing::post(items::upsert_items).layer(axum::extract::DefaultBodyLimit::max(
+            items_body_limit(&state.catalogue_config),
+        )),
+    );
     routes::routes()
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .merge(events_route)
+        .merge(items_route)
         .layer(axum::middleware::from_fn(record_request_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

@@ -34,6 +34,11 @@ pub fn routes() -> Router<AppState> {
         .route("/vendor/seq_retriever", post(seq_retriever))
         .route("/users/{user_id}/history", get(user_history))
         .route("/items", get(items))
+        .route(
+            "/items/{item_id}",
+            get(crate::items::get_item).delete(crate::items::remove_item),
+        )
+        .route("/items/{item_id}/similar", get(crate::items::similar_items))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
@@ -58,6 +63,10 @@ pub fn routes() -> Router<AppState> {
         seq_retriever,
         user_history,
         items,
+        crate::items::upsert_items,
+        crate::items::get_item,
+        crate::items::remove_item,
+        crate::items::similar_items,
         readyz,
         healthz,
         crate::events::post_events
@@ -87,7 +96,7 @@ struct RecsParams {
     debug: Option<String>,
 }
 
-fn parse_count(raw: Option<&str>) -> Result<usize, ApiError> {
+pub(crate) fn parse_count(raw: Option<&str>) -> Result<usize, ApiError> {
     let Some(raw) = raw else {
         return Ok(DEFAULT_COUNT);
     };
@@ -112,7 +121,7 @@ fn parse_debug(raw: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-fn rec_id(request_id: &RequestId) -> String {
+pub(crate) fn rec_id(request_id: &RequestId) -> String {
     request_id
         .header_value()
         .to_str()
@@ -155,7 +164,7 @@ fn check_context(
     Ok(())
 }
 
-fn response(
+pub(crate) fn response(
     outcome: RetrieveOutcome,
     ctx: RetrieveContext,
     rec_id: String,
@@ -165,6 +174,7 @@ fn response(
     let source = match outcome.source {
         Source::Personalized => RecommendationSource::Personalized,
         Source::Popular => RecommendationSource::Popular,
+        Source::Similar => RecommendationSource::Similar,
         Source::Cache => RecommendationSource::Cache,
     };
     RecommendationsResponse {

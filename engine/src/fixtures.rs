@@ -11,6 +11,7 @@ use dataset::Dataset;
 use model_server::fixtures::{train_tiny_bundle, TINY_DATASET};
 use model_server::{Embedder, EmbedderConfig, ModelBundle};
 
+use crate::catalogue::{CatalogueStore, LiveCatalogue};
 use crate::index::open_index;
 use crate::indexing::index_bundle;
 use crate::model::InProcessModel;
@@ -63,7 +64,10 @@ pub async fn tiny_retriever(data_dir: &Path) -> (Retriever, Embedder) {
         Duration::from_secs(5),
         embedder.model_version().to_owned(),
     );
-    (retriever, embedder)
+    let catalogue = Arc::new(LiveCatalogue::new(
+        Arc::clone(retriever.store()) as Arc<dyn CatalogueStore>
+    ));
+    (retriever.with_catalogue(catalogue), embedder)
 }
 
 /// Stores `items` as the user's history, one millisecond apart from t = 0.

@@ -9,6 +9,7 @@ use common::clock::now_ms;
 use dataset::bundle::{current_bundle_dir, BundleManifest};
 use dataset::Dataset;
 
+use crate::catalogue::{CatalogueStore, LiveCatalogue};
 use crate::config::Config;
 use crate::index::open_index;
 use crate::indexing::index_bundle;
@@ -94,10 +95,11 @@ fn open_in_process_model(_config: &Config) -> Result<(Arc<dyn QueryModel>, Strin
     Err(StartupError::NoInProcessModel)
 }
 
-/// The serving pipeline on the configured backends, plus the popular-list refresher task.
+/// The serving pipeline on the configured backends, plus its background tasks (the popular
+/// list's and the catalogue's refreshers).
 pub async fn build_retriever(
     config: &Config,
-) -> Result<(Arc<Retriever>, tokio::task::JoinHandle<()>), StartupError> {
+) -> Result<(Arc<Retriever>, Vec<tokio::task::JoinHandle<()>>), StartupError> {
     let (model, model_version) = open_model(config).await?;
     let store = open_state_store(config).await?;
     let index = open_index(
@@ -112,11 +114,19 @@ pub async fn build_retriever(
     if let Err(error) = popular.refresh(store.as_ref(), POPULAR_SNAPSHOT_SIZE).await {
         tracing::warn!(%error, "popular items not loaded at start");
     }
-    let refresher = popular.spawn_refresher(
+    let popular_refresher = popular.spawn_refresher(
         Arc::clone(&store),
         POPULAR_SNAPSHOT_SIZE,
         Duration::from_millis(config.popularity.refresh_interval_ms),
     );
+    let catalogue = Arc::new(LiveCatalogue::new(
+        Arc::clone(&store) as Arc<dyn CatalogueStore>
+    ));
+    if let Err(error) = catalogue.refresh().await {
+        tracing::warn!(%error, "catalogue not loaded at start");
+    }
+    let catalogue_refresher =
+        catalogue.spawn_refresher(Duration::from_millis(config.catalogue.refresh_interval_ms));
     let retriever = Retriever::new(
         store,
         index,
@@ -125,8 +135,12 @@ pub async fn build_retriever(
         config.state.max_history,
         Duration::from_millis(config.api.request_budget_ms),
         model_version,
-    );
-    Ok((Arc::new(retriever), refresher))
+    )
+    .with_catalogue(catalogue);
+    Ok((
+        Arc::new(retriever),
+        vec![popular_refresher, catalogue_refresher],
+    ))
 }
 
 /// What `recsys index` did.

@@ -59,9 +59,18 @@ async fn items_come_back_in_request_order_and_unknown_ids_are_left_out(index: &d
     index.ping().await.unwrap();
 }
 
+async fn an_items_vector_is_the_one_indexed(index: &dyn VectorIndex) {
+    assert_eq!(
+        index.item_vector("c").await.unwrap(),
+        Some(vec![0.5, 0.5, 0.0])
+    );
+    assert_eq!(index.item_vector("nope").await.unwrap(), None);
+}
+
 async fn contract(index: Arc<dyn VectorIndex>) {
     search_ranks_by_dot_product_and_excludes_inside_the_search(index.as_ref()).await;
     items_come_back_in_request_order_and_unknown_ids_are_left_out(index.as_ref()).await;
+    an_items_vector_is_the_one_indexed(index.as_ref()).await;
 }
 
 #[tokio::test]

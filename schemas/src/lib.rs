@@ -3,6 +3,7 @@
 //! Field names follow the Python tutorial API this system replaces (`user_ids_raw`,
 //! `item_seq_raw`, `candidate_items_raw`), so existing clients keep working unchanged.
 
+mod catalogue;
 mod error;
 mod event;
 mod model_server;
@@ -10,10 +11,14 @@ mod recommendations;
 mod retrieve;
 mod status;
 
+pub use catalogue::{
+    Attributes, CatalogueItemResponse, ItemUpsert, ItemsUpserted, MAX_TITLE_CHARS,
+};
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::{
-    EventLimits, EventRef, EventRejection, EventType, InteractionEvent, RejectionReason,
-    DEFAULT_MAX_EVENT_BYTES, EARLIEST_EVENT_TIME_MS, MAX_CLOCK_SKEW_MS, MAX_ID_BYTES,
+    id_problem, EventLimits, EventRef, EventRejection, EventType, InteractionEvent,
+    RejectionReason, DEFAULT_MAX_EVENT_BYTES, EARLIEST_EVENT_TIME_MS, MAX_CLOCK_SKEW_MS,
+    MAX_ID_BYTES,
 };
 pub use model_server::{
     ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse,

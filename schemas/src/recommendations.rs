@@ -22,6 +22,8 @@ pub enum RecommendationSource {
     Personalized,
     Popular,
     Cache,
+    /// `GET /items/{item_id}/similar`: nearest items to one item.
+    Similar,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

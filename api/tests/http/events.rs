@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::{send, send_request, test_api, test_api_with, Answer};
 
-async fn post_events(
+pub(crate) async fn post_events(
     app: &axum::Router,
     content_type: &str,
     body: &str,
@@ -22,7 +22,7 @@ async fn post_events(
     send_request(app, builder.body(Body::from(body.to_owned())).unwrap()).await
 }
 
-fn event_line(user: &str, item: &str, offset_ms: i64) -> String {
+pub(crate) fn event_line(user: &str, item: &str, offset_ms: i64) -> String {
     json!({
         "event_id": format!("{user}-{item}"),
         "user_id": user,

@@ -2,6 +2,7 @@
 //! shared harness here, the cases by subject in the modules.
 
 mod events;
+mod items;
 mod openapi;
 mod recommendations;
 

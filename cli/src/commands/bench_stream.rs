@@ -327,7 +327,7 @@ pub async fn bench_stream(args: BenchStreamArgs) -> anyhow::Result<()> {
     freshness_config.events.topic = format!("{}-freshness", config.events.topic);
     freshness_config.consumer.group_id = format!("bench-freshness-{stamp}");
     freshness_config.consumer.push_recommendations = true;
-    let (retriever, _refresher) = engine::startup::build_retriever(&freshness_config)
+    let (retriever, _refreshers) = engine::startup::build_retriever(&freshness_config)
         .await
         .context("freshness needs a bundle and an index in the data dir")?;
     let applier = Arc::new(event_applier(

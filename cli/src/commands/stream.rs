@@ -69,7 +69,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         .await
         .context("opening the state store")?;
     let retriever = if config.consumer.push_recommendations {
-        let (retriever, _refresher) = engine::startup::build_retriever(&config)
+        let (retriever, _refreshers) = engine::startup::build_retriever(&config)
             .await
             .context("pushing recommendations needs the model and the index")?;
         // Pushing lists scored against another model's item vectors would fill every user's

@@ -27,6 +27,7 @@ pub struct Config {
     pub index: IndexConfig,
     pub model: ModelBackendConfig,
     pub popularity: PopularityConfig,
+    pub catalogue: CatalogueConfig,
     pub events: EventsConfig,
     pub consumer: ConsumerConfig,
 }
@@ -40,6 +41,7 @@ impl Default for Config {
             index: IndexConfig::default(),
             model: ModelBackendConfig::default(),
             popularity: PopularityConfig::default(),
+            catalogue: CatalogueConfig::default(),
             events: EventsConfig::default(),
             consumer: ConsumerConfig::default(),
         }
@@ -167,6 +169,29 @@ impl Default for PopularityConfig {
             refresh_interval_ms: 2_000,
             half_life_hours: 24.0,
             weights: EventWeights::default(),
+        }
+    }
+}
+
+/// The live catalogue (`POST /items`), kept in the state store and followed by every process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CatalogueConfig {
+    /// How often a process reads the catalogue's changes: the bound on how long a change made
+    /// through another replica takes to reach this one's answers (its own are at once).
+    pub refresh_interval_ms: u64,
+    /// Most items one `POST /items` may carry.
+    pub max_items_per_request: usize,
+    /// Largest item accepted, in bytes of JSON.
+    pub max_item_bytes: usize,
+}
+
+impl Default for CatalogueConfig {
+    fn default() -> Self {
+        CatalogueConfig {
+            refresh_interval_ms: 500,
+            max_items_per_request: 1_000,
+            max_item_bytes: 16 * 1024,
         }
     }
 }
@@ -353,6 +378,16 @@ fn load_config_from(file: Option<&Path>, environment: Env) -> Result<Config, Con
         }
         if config.state.max_history == 0 {
             problems.push("state.max_history must be at least 1".into());
+        }
+        if config.catalogue.refresh_interval_ms == 0
+            || config.catalogue.max_items_per_request == 0
+            || config.catalogue.max_item_bytes == 0
+        {
+            problems.push(
+                "catalogue.refresh_interval_ms, catalogue.max_items_per_request and \
+                 catalogue.max_item_bytes must be at least 1"
+                    .into(),
+            );
         }
         if config.model.max_batch_size == 0 || config.model.queue_capacity == 0 {
             problems

@@ -14,8 +14,8 @@ use common::fs::write_pointer_file;
 use qdrant_edge::{
     Condition, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, Filter, HasIdCondition,
     NamedQuery, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted,
-    QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, WithPayloadInterface,
-    WithVector, DEFAULT_VECTOR_NAME,
+    QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal,
+    VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
 
 use common::blocking::run_short;
@@ -51,6 +51,18 @@ fn point_number(id: PointId) -> Option<u64> {
     match id {
         PointId::NumId(number) => Some(number),
         PointId::Uuid(_) => None,
+    }
+}
+
+/// The default dense vector of a retrieved point (the only kind `build` writes).
+fn dense_vector(vector: VectorStructInternal) -> Option<Vec<f32>> {
+    match vector {
+        VectorStructInternal::Single(dense) => Some(dense),
+        VectorStructInternal::Named(mut named) => match named.remove(DEFAULT_VECTOR_NAME)? {
+            VectorInternal::Dense(dense) => Some(dense),
+            _ => None,
+        },
+        VectorStructInternal::MultiDense(_) => None,
     }
 }
 
@@ -284,6 +296,26 @@ impl VectorIndex for EmbeddedIndex {
             .filter_map(|number| self.catalog.item_of_point.get(number))
             .cloned()
             .collect())
+    }
+
+    async fn item_vector(&self, item_id: &str) -> Result<Option<Vec<f32>>, IndexError> {
+        let Some(&number) = self.catalog.point_of_item.get(item_id) else {
+            return Ok(None);
+        };
+        self.short(move |shard| {
+            let records = shard
+                .retrieve(
+                    &[PointId::NumId(number)],
+                    Some(WithPayloadInterface::Bool(false)),
+                    Some(WithVector::Bool(true)),
+                )
+                .map_err(unavailable)?;
+            Ok(records
+                .into_iter()
+                .next()
+                .and_then(|record| dense_vector(record.vector?)))
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), IndexError> {

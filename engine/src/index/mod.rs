@@ -76,6 +76,9 @@ pub trait VectorIndex: Send + Sync + 'static {
     ) -> Result<Vec<ScoredItem>, IndexError>;
     /// Payloads of the given items, in request order; unknown ids are left out.
     async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError>;
+    /// The vector stored for an item (`None` for an item the index does not hold), for
+    /// item-to-item similarity.
+    async fn item_vector(&self, item_id: &str) -> Result<Option<Vec<f32>>, IndexError>;
     async fn ping(&self) -> Result<(), IndexError>;
 }
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::vector_output;
 use qdrant_client::qdrant::{
     Condition, CreateAliasBuilder, CreateCollectionBuilder, Distance, Filter, GetPointsBuilder,
     PointId, PointStruct, QueryPointsBuilder, ScrollPointsBuilder, UpsertPointsBuilder,
@@ -205,6 +206,27 @@ impl VectorIndex for RemoteIndex {
             .iter()
             .filter_map(|item_id| by_id.remove(item_id))
             .collect())
+    }
+
+    async fn item_vector(&self, item_id: &str) -> Result<Option<Vec<f32>>, IndexError> {
+        let ids = self.point_ids(&[item_id]);
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let response = self
+            .client
+            .get_points(GetPointsBuilder::new(&self.alias, ids).with_vectors(true))
+            .await
+            .map_err(unavailable)?;
+        Ok(response
+            .result
+            .into_iter()
+            .next()
+            .and_then(|point| point.vectors?.get_vector())
+            .and_then(|vector| match vector {
+                vector_output::Vector::Dense(dense) => Some(dense.data),
+                _ => None,
+            }))
     }
 
     async fn ping(&self) -> Result<(), IndexError> {

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use super::{
-    before, micros, with_payloads, Attempt, FallbackReason, RetrieveOutcome, RetrieveRequest,
-    Retriever, Source, StageTimings,
+    before, micros, Attempt, FallbackReason, RetrieveOutcome, RetrieveRequest, Retriever, Source,
+    StageTimings,
 };
 use crate::index::IndexError;
 use crate::model::ModelError;
@@ -48,9 +48,10 @@ impl Retriever {
         };
         let mut ranked: Vec<(String, f64)> = Vec::new();
         let mut seen_candidates = HashSet::new();
+        let catalogue = self.catalogue.view();
         for (candidate, score) in request.candidates.iter().zip(scores) {
             if let Some(score) = score {
-                if seen_candidates.insert(candidate.clone()) {
+                if catalogue.is_available(candidate) && seen_candidates.insert(candidate.clone()) {
                     ranked.push((candidate.clone(), f64::from(score)));
                 }
             }
@@ -68,7 +69,7 @@ impl Retriever {
         };
         timings.payload_micros = Some(micros(stage));
         Attempt::Done(RetrieveOutcome {
-            recommendations: with_payloads(ranked, payloads),
+            recommendations: self.with_payloads(ranked, payloads),
             source: Source::Personalized,
             fallback_reason: None,
             unknown_items,

@@ -11,7 +11,11 @@ use serde::Serialize;
 
 mod candidates;
 mod pushed;
+mod similar;
 
+pub use similar::SimilarError;
+
+use crate::catalogue::{CatalogueView, LiveCatalogue};
 use crate::index::{IndexError, IndexedItem, Payload, VectorIndex};
 use crate::model::{ModelError, QueryModel};
 use crate::popularity::PopularSnapshot;
@@ -33,6 +37,8 @@ pub enum Source {
     Personalized,
     Popular,
     Cache,
+    /// Item-to-item: the nearest items to one item's vector.
+    Similar,
 }
 
 /// Why an answer is popular items rather than personalised ones.
@@ -128,6 +134,9 @@ pub struct Retriever {
     model_version: String,
     /// Why the model and the index do not belong together, if they do not.
     pairing_problem: Option<String>,
+    /// What the shop says about its items now: unavailable items are in no answer, and titles
+    /// and attributes are taken from it over the index's copy.
+    catalogue: Arc<LiveCatalogue>,
     /// Store, model and index all work on the calling thread (the embedded defaults).
     in_process: bool,
 }
@@ -192,6 +201,7 @@ impl Retriever {
         Retriever {
             in_process,
             pairing_problem,
+            catalogue: Arc::new(LiveCatalogue::empty()),
             store,
             index,
             model,
@@ -200,6 +210,16 @@ impl Retriever {
             budget,
             model_version,
         }
+    }
+
+    /// Follows `catalogue` instead of an empty one.
+    pub fn with_catalogue(mut self, catalogue: Arc<LiveCatalogue>) -> Retriever {
+        self.catalogue = catalogue;
+        self
+    }
+
+    pub fn catalogue(&self) -> &Arc<LiveCatalogue> {
+        &self.catalogue
     }
 
     pub fn store(&self) -> &Arc<dyn UserStore> {
@@ -294,9 +314,12 @@ impl Retriever {
         exclude: &HashSet<String>,
     ) -> Vec<Recommendation> {
         let snapshot = self.popular.get();
+        let catalogue = self.catalogue.view();
         let chosen: Vec<(String, f64)> = snapshot
             .iter()
-            .filter(|item| !exclude.contains(&item.item_id))
+            .filter(|item| {
+                !exclude.contains(&item.item_id) && catalogue.is_available(&item.item_id)
+            })
             .take(count)
             .map(|item| (item.item_id.clone(), item.score))
             .collect();
@@ -307,7 +330,7 @@ impl Retriever {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        with_payloads(chosen, payloads)
+        self.with_payloads(chosen, payloads)
     }
 
     async fn personalized(
@@ -340,11 +363,13 @@ impl Retriever {
             }
         };
         // Borrowed, and duplicates left in: the index turns the list into a set of its own.
+        let catalogue = self.catalogue.view();
         let exclude: Vec<&str> = request
             .session_items
             .iter()
             .chain(&state.seen_items)
             .chain(&state.recent_items)
+            .chain(catalogue.unavailable())
             .map(String::as_str)
             .collect();
 
@@ -418,10 +443,14 @@ impl Retriever {
         Attempt::Done(RetrieveOutcome {
             recommendations: hits
                 .into_iter()
-                .map(|hit| Recommendation {
-                    item_id: hit.item_id,
-                    score: f64::from(hit.score),
-                    payload: hit.payload,
+                .map(|hit| {
+                    let mut recommendation = Recommendation {
+                        item_id: hit.item_id,
+                        score: f64::from(hit.score),
+                        payload: hit.payload,
+                    };
+                    describe(&catalogue, &mut recommendation);
+                    recommendation
                 })
                 .collect(),
             source: Source::Personalized,
@@ -463,22 +492,49 @@ fn bare_payload(item_id: &str) -> Payload {
     payload
 }
 
-/// Ranked `(item, score)` pairs joined with the payloads the index returned for them.
-fn with_payloads(ranked: Vec<(String, f64)>, found: Vec<IndexedItem>) -> Vec<Recommendation> {
-    let mut payload_of: HashMap<String, Payload> = found
-        .into_iter()
-        .map(|item| (item.item_id, item.payload))
-        .collect();
-    ranked
-        .into_iter()
-        .map(|(item_id, score)| Recommendation {
-            payload: payload_of
-                .remove(&item_id)
-                .unwrap_or_else(|| bare_payload(&item_id)),
-            item_id,
-            score,
-        })
-        .collect()
+impl Retriever {
+    /// Ranked `(item, score)` pairs joined with the payloads the index returned for them and
+    /// what the catalogue says about them now.
+    fn with_payloads(
+        &self,
+        ranked: Vec<(String, f64)>,
+        found: Vec<IndexedItem>,
+    ) -> Vec<Recommendation> {
+        let catalogue = self.catalogue.view();
+        let mut payload_of: HashMap<String, Payload> = found
+            .into_iter()
+            .map(|item| (item.item_id, item.payload))
+            .collect();
+        ranked
+            .into_iter()
+            .map(|(item_id, score)| {
+                let mut recommendation = Recommendation {
+                    payload: payload_of
+                        .remove(&item_id)
+                        .unwrap_or_else(|| bare_payload(&item_id)),
+                    item_id,
+                    score,
+                };
+                describe(&catalogue, &mut recommendation);
+                recommendation
+            })
+            .collect()
+    }
+}
+
+/// The catalogue's title and attributes over the index's copy (taken when the index was built).
+fn describe(catalogue: &CatalogueView, recommendation: &mut Recommendation) {
+    let Some(item) = catalogue.item(&recommendation.item_id) else {
+        return;
+    };
+    if let Some(title) = &item.title {
+        recommendation
+            .payload
+            .insert("title".into(), title.clone().into());
+    }
+    for (name, value) in &item.attributes {
+        recommendation.payload.insert(name.clone(), value.clone());
+    }
 }
 
 /// Stored history then the session, each item kept only at its most recent position, the last

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use super::{
-    before, merge_history, micros, with_payloads, PushError, RetrieveOutcome, RetrieveRequest,
-    Retriever, Source, StageTimings,
+    before, merge_history, micros, PushError, RetrieveOutcome, RetrieveRequest, Retriever, Source,
+    StageTimings,
 };
 use crate::index::IndexError;
 use crate::model::ModelError;
@@ -32,9 +32,17 @@ impl Retriever {
         if !current {
             return None;
         }
-        let ranked: Vec<(String, f64)> = cached
+        // Items removed since the list was pushed are left out when it is served; a list left
+        // too short is computed afresh instead.
+        let catalogue = self.catalogue.view();
+        let available = cached
             .items
             .iter()
+            .filter(|item| catalogue.is_available(&item.item_id));
+        if available.clone().count() < request.count {
+            return None;
+        }
+        let ranked: Vec<(String, f64)> = available
             .take(request.count)
             .map(|item| (item.item_id.clone(), f64::from(item.score)))
             .collect();
@@ -48,7 +56,7 @@ impl Retriever {
             });
         timings.payload_micros = Some(micros(stage));
         Some(RetrieveOutcome {
-            recommendations: with_payloads(ranked, payloads),
+            recommendations: self.with_payloads(ranked, payloads),
             source: Source::Cache,
             fallback_reason: None,
             unknown_items: Vec::new(),

@@ -305,24 +305,35 @@ fn explain_rejection(bytes: &[u8]) -> EventRejection {
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), EventRejection> {
+    match id_problem(id) {
+        None => Ok(()),
+        Some(problem) => Err(EventRejection::new(
+            RejectionReason::InvalidId,
+            format!("{field} {problem}"),
+        )),
+    }
+}
+
+/// What is wrong with a user or item id, if anything: empty, longer than [`MAX_ID_BYTES`], or
+/// holding control characters.
+pub fn id_problem(id: &str) -> Option<String> {
     // Nearly every id is short printable ASCII: one byte loop settles it.
     if id.len() <= MAX_ID_BYTES && id.bytes().all(|byte| byte.is_ascii_graphic()) && !id.is_empty()
     {
-        return Ok(());
+        return None;
     }
-    let problem = if id.trim().is_empty() {
-        "is empty".to_owned()
+    if id.trim().is_empty() {
+        Some("is empty".to_owned())
     } else if id.len() > MAX_ID_BYTES {
-        format!("is {} bytes, the limit is {MAX_ID_BYTES}", id.len())
+        Some(format!(
+            "is {} bytes, the limit is {MAX_ID_BYTES}",
+            id.len()
+        ))
     } else if id.chars().any(char::is_control) {
-        "holds control characters".to_owned()
+        Some("holds control characters".to_owned())
     } else {
-        return Ok(());
-    };
-    Err(EventRejection::new(
-        RejectionReason::InvalidId,
-        format!("{field} {problem}"),
-    ))
+        None
+    }
 }
 
 /// Turns serde's message into a reason. serde's messages for these cases are fixed strings of its
