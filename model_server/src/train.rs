@@ -53,6 +53,11 @@ pub struct TrainConfig {
     /// Share of the target's probability mass spread over all classes of the softmax.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Each position learns to predict each of the next this-many items of its window, not only
+    /// the next one (full softmax only): items rated in one sitting come in no telling order, so
+    /// the next few are as good a target as the next one.
+    #[serde(default = "next_item_only")]
+    pub future_targets: usize,
     /// Catalogue attributes added to the item representation while training.
     #[serde(default)]
     pub item_features: ItemFeatureSet,
@@ -62,6 +67,10 @@ pub struct TrainConfig {
     pub seed: u64,
     pub threads: i32,
     pub show_progress: bool,
+}
+
+fn next_item_only() -> usize {
+    1
 }
 
 fn no_decay() -> f64 {
@@ -98,6 +107,7 @@ impl TrainConfig {
             lr_decay_patience: default_lr_decay_patience(),
             loss: None,
             label_smoothing: 0.0,
+            future_targets: next_item_only(),
             item_features: ItemFeatureSet::None,
             separate_output_embedding: false,
             seed: 42,
@@ -206,7 +216,7 @@ pub fn train(
             let rows = order.narrow(0, start, size);
             let inputs = windows.inputs.index_select(0, &rows);
             let targets = windows.targets.index_select(0, &rows);
-            let loss = batch_loss(&model, &inputs, &targets, loss_kind, config.label_smoothing);
+            let loss = batch_loss(&model, &inputs, &targets, loss_kind, config);
             optimizer.backward_step(&loss);
             loss_sum += loss.double_value(&[]);
             batches += 1;
@@ -346,8 +356,10 @@ fn batch_loss(
     inputs: &Tensor,
     targets: &Tensor,
     loss: LossKind,
-    label_smoothing: f64,
+    config: &TrainConfig,
 ) -> Tensor {
+    let label_smoothing = config.label_smoothing;
+    let batch_targets = targets;
     let hidden = model.hidden_states(inputs, true);
     let dim = hidden.size()[2];
     // Only positions with a target contribute; selecting them first saves the padded compute.
@@ -358,6 +370,16 @@ fn batch_loss(
     let table = model.output_table();
     let num_items = table.size()[0] - 1;
     match loss {
+        LossKind::FullSoftmax if config.future_targets > 1 => {
+            let logits = hidden.matmul(&table.narrow(0, 1, num_items).tr());
+            future_targets_loss(
+                &logits,
+                batch_targets,
+                &positions,
+                config.future_targets,
+                label_smoothing,
+            )
+        }
         LossKind::FullSoftmax => {
             let logits = hidden.matmul(&table.narrow(0, 1, num_items).tr());
             logits.cross_entropy_loss::<Tensor>(
@@ -392,6 +414,41 @@ fn batch_loss(
             )
         }
     }
+}
+
+/// Mean cross-entropy of the `[positions, items]` logits against each of the next `horizon`
+/// items of every position (`batch_targets` is `[batch, len]`, the next item at each position;
+/// a position's k-th next item is the target `k - 1` columns to its right, 0 past the window).
+fn future_targets_loss(
+    logits: &Tensor,
+    batch_targets: &Tensor,
+    positions: &Tensor,
+    horizon: usize,
+    label_smoothing: f64,
+) -> Tensor {
+    let log_probs = logits.log_softmax(-1, Kind::Float);
+    let smoothing_term = -log_probs.mean_dim(-1, false, Kind::Float);
+    let (batch, len) = batch_targets.size2().expect("[batch, len] targets");
+    let mut total = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+    let mut count = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+    for ahead in 0..(horizon as i64).min(len) {
+        let shifted = Tensor::cat(
+            &[
+                batch_targets.narrow(1, ahead, len - ahead),
+                Tensor::zeros([batch, ahead], (Kind::Int64, tch::Device::Cpu)),
+            ],
+            1,
+        );
+        let target = shifted.view([-1]).index_select(0, positions);
+        let present = target.ne(0).to_kind(Kind::Float);
+        let picked = log_probs
+            .gather(1, &(target - 1).clamp_min(0).unsqueeze(1), false)
+            .squeeze_dim(1);
+        let per_target = -picked * (1.0 - label_smoothing) + &smoothing_term * label_smoothing;
+        total += (per_target * &present).sum(Kind::Float);
+        count += present.sum(Kind::Float);
+    }
+    total / count
 }
 
 fn snapshot(var_store: &nn::VarStore) -> HashMap<String, Tensor> {
@@ -445,6 +502,37 @@ mod tests {
         let targets: Vec<i64> = Vec::try_from(windows.targets.view([-1])).unwrap();
         assert_eq!(targets, [0, 0, 1, 2]);
         assert_eq!(windows.target_count, 2);
+    }
+
+    #[test]
+    fn the_next_item_alone_is_plain_cross_entropy_and_later_items_add_targets() {
+        tch::manual_seed(3);
+        let logits = Tensor::randn([5, 6], (Kind::Float, tch::Device::Cpu));
+        // Two windows of 3 positions; the first is left-padded by one.
+        let batch_targets = Tensor::from_slice(&[0i64, 2, 5, 1, 3, 4]).view([2, 3]);
+        let positions = batch_targets.view([-1]).ne(0).nonzero().squeeze_dim(1);
+        let next = batch_targets.view([-1]).index_select(0, &positions);
+        for smoothing in [0.0, 0.1] {
+            let expected = logits.cross_entropy_loss::<Tensor>(
+                &(&next - 1),
+                None,
+                Reduction::Mean,
+                -100,
+                smoothing,
+            );
+            let actual = future_targets_loss(&logits, &batch_targets, &positions, 1, smoothing);
+            let difference = (expected - actual).abs().double_value(&[]);
+            assert!(difference < 1e-6, "smoothing {smoothing}: {difference}");
+        }
+        // Two ahead: five next-item targets, and the item after next where the window has one
+        // (rows 0, 2 and 3; the last position of each window has none).
+        let log_probs = logits.log_softmax(-1, Kind::Float);
+        let nll = |row: i64, item: i64| -log_probs.double_value(&[row, item - 1]);
+        let next_items = nll(0, 2) + nll(1, 5) + nll(2, 1) + nll(3, 3) + nll(4, 4);
+        let after_next = nll(0, 5) + nll(2, 3) + nll(3, 4);
+        let expected = (next_items + after_next) / 8.0;
+        let two_ahead = future_targets_loss(&logits, &batch_targets, &positions, 2, 0.0);
+        assert!((two_ahead.double_value(&[]) - expected).abs() < 1e-5);
     }
 
     #[test]
