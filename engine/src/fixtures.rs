@@ -67,7 +67,7 @@ pub async fn tiny_retriever(data_dir: &Path) -> (Retriever, Embedder) {
     let catalogue = Arc::new(LiveCatalogue::new(
         Arc::clone(retriever.store()) as Arc<dyn CatalogueStore>
     ));
-    (retriever.with_catalogue(catalogue), embedder)
+    (retriever.with_catalogue(catalogue, 1), embedder)
 }
 
 /// Stores `items` as the user's history, one millisecond apart from t = 0.

@@ -136,7 +136,7 @@ pub async fn build_retriever(
         Duration::from_millis(config.api.request_budget_ms),
         model_version,
     )
-    .with_catalogue(catalogue);
+    .with_catalogue(catalogue, config.catalogue.fresh_slots);
     Ok((
         Arc::new(retriever),
         vec![popular_refresher, catalogue_refresher],

@@ -242,3 +242,65 @@ async fn pushed_recommendations_leave_out_an_item_removed_after_the_push() {
         "the rest of the pushed list, in order"
     );
 }
+
+/// The cold-start rule: an item added after training reaches popular lists once it collects
+/// interactions, and the last place of personalized lists for users who have not seen it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_newer_than_the_model_is_blended_in_once_it_is_popular() {
+    let api = test_api().await;
+    let new_item = json!({"item_id": "sku-fresh", "title": "Just in"});
+    post_items(&api.app, "application/json", &new_item.to_string()).await;
+    let body = json!({"item_seq_raw": [["i5", "i6"]]}).to_string();
+    let before = send(&api.app, "POST", "/recs/retrieve?count=5", &body, None).await;
+    assert!(
+        !ids(&before).contains(&"sku-fresh".to_owned()),
+        "no interactions yet"
+    );
+
+    let events = [
+        crate::events::event_line("fan-1", "sku-fresh", 0),
+        crate::events::event_line("fan-2", "sku-fresh", 1),
+    ]
+    .join("\n");
+    let posted = crate::events::post_events(&api.app, "application/x-ndjson", &events, None).await;
+    assert_eq!(posted.status, StatusCode::OK, "{}", posted.text);
+    // What the popular list's background refresher does every `popularity.refresh_interval_ms`.
+    let retriever = &api.retriever;
+    retriever
+        .popular()
+        .refresh(retriever.store().as_ref(), 1000)
+        .await
+        .unwrap();
+
+    let popular = send(&api.app, "GET", "/recs/popular?count=3", "", None).await;
+    assert!(
+        ids(&popular).contains(&"sku-fresh".to_owned()),
+        "{}",
+        popular.text
+    );
+    let after = send(&api.app, "POST", "/recs/retrieve?count=5", &body, None).await;
+    assert_eq!(
+        after.body["metadata"]["source"], "personalized",
+        "{}",
+        after.text
+    );
+    assert_eq!(ids(&after).len(), 5);
+    assert_eq!(ids(&after)[4], "sku-fresh", "{}", after.text);
+    let blended = &after.body["recommendations"][4];
+    assert_eq!(blended["fresh"], true);
+    assert_eq!(blended["title"], "Just in");
+    assert_eq!(
+        ids(&after)[..4],
+        ids(&before)[..4],
+        "the model's own ranking is kept"
+    );
+
+    // Not for a user who has it already.
+    let seen = json!({"item_seq_raw": [["i5", "sku-fresh"]]}).to_string();
+    let answer = send(&api.app, "POST", "/recs/retrieve?count=5", &seen, None).await;
+    assert!(
+        !ids(&answer).contains(&"sku-fresh".to_owned()),
+        "{}",
+        answer.text
+    );
+}

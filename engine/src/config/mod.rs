@@ -184,6 +184,9 @@ pub struct CatalogueConfig {
     pub max_items_per_request: usize,
     /// Largest item accepted, in bytes of JSON.
     pub max_item_bytes: usize,
+    /// Places at the end of each personalized list for the most popular items the model does not
+    /// know yet (added after training), so they are seen before a retrained model learns them.
+    pub fresh_slots: usize,
 }
 
 impl Default for CatalogueConfig {
@@ -192,6 +195,7 @@ impl Default for CatalogueConfig {
             refresh_interval_ms: 500,
             max_items_per_request: 1_000,
             max_item_bytes: 16 * 1024,
+            fresh_slots: 1,
         }
     }
 }

@@ -10,6 +10,7 @@ use common::blocking::run_short_section;
 use serde::Serialize;
 
 mod candidates;
+mod fresh;
 mod pushed;
 mod similar;
 
@@ -137,6 +138,9 @@ pub struct Retriever {
     /// What the shop says about its items now: unavailable items are in no answer, and titles
     /// and attributes are taken from it over the index's copy.
     catalogue: Arc<LiveCatalogue>,
+    /// Places at the end of a personalized list for items newer than the model (`fresh.rs`).
+    fresh_slots: usize,
+    unindexed: fresh::UnindexedItems,
     /// Store, model and index all work on the calling thread (the embedded defaults).
     in_process: bool,
 }
@@ -202,6 +206,8 @@ impl Retriever {
             in_process,
             pairing_problem,
             catalogue: Arc::new(LiveCatalogue::empty()),
+            fresh_slots: 0,
+            unindexed: Default::default(),
             store,
             index,
             model,
@@ -212,9 +218,15 @@ impl Retriever {
         }
     }
 
-    /// Follows `catalogue` instead of an empty one.
-    pub fn with_catalogue(mut self, catalogue: Arc<LiveCatalogue>) -> Retriever {
+    /// Follows `catalogue` instead of an empty one, and keeps `fresh_slots` places of each
+    /// personalized list for its items that the model does not know yet.
+    pub fn with_catalogue(
+        mut self,
+        catalogue: Arc<LiveCatalogue>,
+        fresh_slots: usize,
+    ) -> Retriever {
         self.catalogue = catalogue;
+        self.fresh_slots = fresh_slots;
         self
     }
 
@@ -440,19 +452,22 @@ impl Retriever {
             Ok(hits) => hits,
             Err(error) => return self.index_failure(error, owned_set(&exclude)),
         };
+        let mut recommendations: Vec<Recommendation> = hits
+            .into_iter()
+            .map(|hit| {
+                let mut recommendation = Recommendation {
+                    item_id: hit.item_id,
+                    score: f64::from(hit.score),
+                    payload: hit.payload,
+                };
+                describe(&catalogue, &mut recommendation);
+                recommendation
+            })
+            .collect();
+        self.blend_in_fresh_items(&mut recommendations, &exclude, request.count)
+            .await;
         Attempt::Done(RetrieveOutcome {
-            recommendations: hits
-                .into_iter()
-                .map(|hit| {
-                    let mut recommendation = Recommendation {
-                        item_id: hit.item_id,
-                        score: f64::from(hit.score),
-                        payload: hit.payload,
-                    };
-                    describe(&catalogue, &mut recommendation);
-                    recommendation
-                })
-                .collect(),
+            recommendations,
             source: Source::Personalized,
             fallback_reason: None,
             unknown_items: query.unknown_items,

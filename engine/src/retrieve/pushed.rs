@@ -55,8 +55,17 @@ impl Retriever {
                 Vec::new()
             });
         timings.payload_micros = Some(micros(stage));
+        let mut recommendations = self.with_payloads(ranked, payloads);
+        let seen: Vec<&str> = state
+            .seen_items
+            .iter()
+            .chain(&state.recent_items)
+            .map(String::as_str)
+            .collect();
+        self.blend_in_fresh_items(&mut recommendations, &seen, request.count)
+            .await;
         Some(RetrieveOutcome {
-            recommendations: self.with_payloads(ranked, payloads),
+            recommendations,
             source: Source::Cache,
             fallback_reason: None,
             unknown_items: Vec::new(),
