@@ -85,9 +85,16 @@ pub async fn replicas_following_one_catalogue_see_each_change(store: Arc<dyn Use
         assert_eq!(view.unavailable(), ["a"]);
         assert_eq!(view.item("b").unwrap().title.as_deref(), Some("B"));
     }
-    // Back on sale.
+    // Back on sale, seen by a replica that only follows in the background.
+    let follower = Arc::new(LiveCatalogue::new(store.clone() as Arc<dyn CatalogueStore>));
+    let refresher = follower.spawn_refresher(std::time::Duration::from_millis(20));
     store.upsert_items(&[item("a", "A", true)]).await.unwrap();
-    replica.refresh().await.unwrap();
-    assert!(replica.view().is_available("a"));
-    assert!(replica.view().unavailable().is_empty());
+    let mut waited = 0;
+    while !follower.view().is_available("a") || follower.view().len() != 2 {
+        assert!(waited < 250, "the background refresher never caught up");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    refresher.abort();
+    assert!(follower.view().unavailable().is_empty());
 }
