@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 mod args;
 mod commands;
 
-use commands::{bench_stream, data, serve, stream};
+use commands::{bench_cold_start, bench_stream, data, serve, stream};
 
 // The stream path allocates a few small strings per event and frees whole batches at once;
 // glibc's allocator returns pages to the kernel only to fault them in again for the next batch.
@@ -60,6 +60,9 @@ enum Command {
     /// Stream benchmarks against `events.url` (Kafka) and `state.url` (Redis):
     /// `scripts/bench-stream.sh` starts both and runs this.
     BenchStream(bench_stream::BenchStreamArgs),
+    /// How soon and how often items added after training reach personalized answers of a
+    /// running API.
+    BenchColdStart(bench_cold_start::BenchColdStartArgs),
     /// Print a wire type's JSON Schema (`event`: the interaction event).
     Schema(data::SchemaArgs),
     /// Generate a synthetic data set into `<data-dir>/datasets/<name>/`.
@@ -95,6 +98,9 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(args) => runtime()?.block_on(stream::replay_events(args)),
         Command::CreateTopics(args) => runtime()?.block_on(stream::create_topics(args)),
         Command::BenchStream(args) => runtime()?.block_on(bench_stream::bench_stream(args)),
+        Command::BenchColdStart(args) => {
+            runtime()?.block_on(bench_cold_start::bench_cold_start(args))
+        }
         Command::Schema(args) => data::schema(args),
         Command::Synth(args) => data::synth(args),
     }

@@ -1,5 +1,6 @@
 //! One module per group of subcommands; each owns its arguments and its `run` functions.
 
+pub mod bench_cold_start;
 pub mod bench_stream;
 pub mod data;
 pub mod serve;
