@@ -13,10 +13,9 @@ use dataset::id_map::add_unknown_items;
 use engine::model::ModelError;
 use engine::retrieve::{RetrieveOutcome, RetrieveRequest, Source};
 use schemas::{
-    ErrorBody, ItemsResponse, PredictResponse, QueryEmbeddingsResponse, ReadinessResponse,
-    RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
-    RetrieveContext, SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse,
-    UserHistoryResponse,
+    ErrorBody, PredictResponse, QueryEmbeddingsResponse, ReadinessResponse, RecommendationMetadata,
+    RecommendationSource, RecommendationsResponse, RecommendedItem, RetrieveContext,
+    SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse, UserHistoryResponse,
 };
 use serde::Deserialize;
 use tower_http::request_id::RequestId;
@@ -33,7 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/recs/popular", get(popular))
         .route("/vendor/seq_retriever", post(seq_retriever))
         .route("/users/{user_id}/history", get(user_history))
-        .route("/items", get(items))
+        .route("/items", get(crate::items::items_by_id))
         .route(
             "/items/{item_id}",
             get(crate::items::get_item).delete(crate::items::remove_item),
@@ -62,7 +61,7 @@ pub fn routes() -> Router<AppState> {
         popular,
         seq_retriever,
         user_history,
-        items,
+        crate::items::items_by_id,
         crate::items::upsert_items,
         crate::items::get_item,
         crate::items::remove_item,
@@ -367,76 +366,6 @@ async fn user_history(
         recent_items: user_state.recent_items,
         seen_items: user_state.seen_items.len(),
         newest_event_time_ms: user_state.newest_event_time_ms,
-    }))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct ItemsParams {
-    /// Comma-separated item ids, at most 1000, e.g. `50,181`.
-    ids: Option<String>,
-}
-
-/// Item metadata by ids (`?ids=a,b`), in request order; unknown ids are listed apart.
-#[utoipa::path(
-    get,
-    path = "/items",
-    params(ItemsParams),
-    responses(
-        (status = 200, body = ItemsResponse),
-        (status = 422, body = ErrorBody, description = "No ids, or more than 1000"),
-        (status = 503, body = ErrorBody, description = "The index is unavailable"),
-    )
-)]
-async fn items(
-    State(state): State<AppState>,
-    params: Result<Query<ItemsParams>, QueryRejection>,
-) -> Result<Json<ItemsResponse>, ApiError> {
-    let Query(params) = params?;
-    let ids: Vec<String> = params
-        .ids
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return Err(ApiError::field(
-            "ids",
-            "give at least one item id, e.g. ?ids=50,181",
-        ));
-    }
-    if ids.len() > MAX_COUNT {
-        return Err(ApiError::field(
-            "ids",
-            format!("{} ids, at most {MAX_COUNT}", ids.len()),
-        ));
-    }
-    let found = state
-        .retriever
-        .index()
-        .items(&ids)
-        .await
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
-    let known: HashSet<&str> = found.iter().map(|item| item.item_id.as_str()).collect();
-    let unknown_items = ids
-        .iter()
-        .filter(|id| !known.contains(id.as_str()))
-        .cloned()
-        .collect();
-    let items = found
-        .into_iter()
-        .map(|item| {
-            let mut payload = item.payload;
-            payload.insert("item_id".into(), item.item_id.into());
-            payload
-        })
-        .collect();
-    Ok(Json(ItemsResponse {
-        items,
-        unknown_items,
     }))
 }
 

@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use super::{describe, Recommendation, Retriever};
+use super::{bare_payload, describe, Recommendation, Retriever};
 use crate::catalogue::CatalogueView;
 
 /// Catalogue items without a vector in the index, as of one catalogue version.
@@ -91,7 +91,7 @@ impl Retriever {
         recommendations.truncate(count.saturating_sub(picks.len()));
         let score = recommendations.last().map_or(0.0, |last| last.score);
         for item_id in picks {
-            let mut payload = super::bare_payload(&item_id);
+            let mut payload = bare_payload(&item_id);
             payload.insert("fresh".into(), true.into());
             let mut recommendation = Recommendation {
                 item_id,
