@@ -80,10 +80,6 @@ pub struct ModelConfig {
     pub num_layers: i64,
     pub num_heads: i64,
     pub dropout: f64,
-    /// Items are scored against an output table of their own (`output_embedding.weight`, which
-    /// is then the bundle's item vectors) instead of the input embeddings.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub separate_output_embedding: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

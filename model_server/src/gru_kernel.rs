@@ -347,7 +347,6 @@ mod tests {
             num_layers: 1,
             num_heads: 1,
             dropout: 0.0,
-            separate_output_embedding: false,
         })
     }
 

@@ -121,12 +121,6 @@ pub struct TrainOptions {
     max_epochs: Option<usize>,
     #[arg(long)]
     patience: Option<usize>,
-    /// Multiply the learning rate by this when validation has not improved for
-    /// `--lr-decay-patience` epochs (1 = constant).
-    #[arg(long)]
-    lr_decay: Option<f64>,
-    #[arg(long)]
-    lr_decay_patience: Option<usize>,
     /// Sampled softmax with this many shared negatives instead of the full softmax.
     #[arg(long)]
     sampled_negatives: Option<i64>,
@@ -140,9 +134,6 @@ pub struct TrainOptions {
     /// genres-year. Bundles store the sum, so serving is unchanged.
     #[arg(long)]
     item_features: Option<ItemFeatureSet>,
-    /// Score items against an output table of their own instead of the input embeddings.
-    #[arg(long)]
-    separate_output_embedding: Option<bool>,
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -161,8 +152,6 @@ impl TrainOptions {
             batch_size: self.batch_size.unwrap_or(defaults.batch_size),
             max_epochs: self.max_epochs.unwrap_or(defaults.max_epochs),
             patience: self.patience.unwrap_or(defaults.patience),
-            lr_decay: self.lr_decay.unwrap_or(defaults.lr_decay),
-            lr_decay_patience: self.lr_decay_patience.unwrap_or(defaults.lr_decay_patience),
             loss: self
                 .sampled_negatives
                 .map(|negatives| LossKind::SampledSoftmax { negatives })
@@ -170,9 +159,6 @@ impl TrainOptions {
             label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
             future_targets: self.future_targets.unwrap_or(defaults.future_targets),
             item_features: self.item_features.unwrap_or(defaults.item_features),
-            separate_output_embedding: self
-                .separate_output_embedding
-                .unwrap_or(defaults.separate_output_embedding),
             seed: self.seed.unwrap_or(defaults.seed),
             ..defaults
         }

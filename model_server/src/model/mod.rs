@@ -25,8 +25,6 @@ pub struct SequenceModel {
     item_embedding: nn::Embedding,
     /// Training only: attribute embeddings added to each item's own (see `item_features`).
     attributes: Option<ItemAttributes>,
-    /// The table items are scored against, when it is not the input table.
-    output_embedding: Option<nn::Embedding>,
     encoder: EncoderNetwork,
 }
 
@@ -96,22 +94,6 @@ impl SequenceModel {
                 embedding,
             }
         });
-        let output_embedding = config.separate_output_embedding.then(|| {
-            let table = nn::embedding(
-                &root / "output_embedding",
-                config.num_items + 1,
-                config.embedding_dim,
-                nn::EmbeddingConfig {
-                    padding_idx: 0,
-                    ws_init: embedding_init,
-                    ..Default::default()
-                },
-            );
-            tch::no_grad(|| {
-                let _ = table.ws.get(0).zero_();
-            });
-            table
-        });
         let encoder = match config.encoder {
             EncoderKind::Sasrec => {
                 EncoderNetwork::SelfAttention(SelfAttentionEncoder::new(&root / "encoder", &config))
@@ -123,7 +105,6 @@ impl SequenceModel {
             var_store,
             item_embedding,
             attributes,
-            output_embedding,
             encoder,
         }
     }
@@ -170,18 +151,10 @@ impl SequenceModel {
         }
     }
 
-    /// The table queries are scored against, `[num_items + 1, dim]` with the padding row.
-    pub fn output_table(&self) -> Tensor {
-        match &self.output_embedding {
-            Some(output) => output.ws.shallow_clone(),
-            None => self.embedding_table(),
-        }
-    }
-
     /// Item vectors of the real items, `[num_items, dim]`; row `i` is model index `i + 1`.
     pub fn item_vectors(&self) -> Tensor {
         tch::no_grad(|| {
-            self.output_table()
+            self.embedding_table()
                 .narrow(0, 1, self.config.num_items)
                 .detach()
                 .copy()

@@ -11,7 +11,6 @@ fn config(encoder: EncoderKind) -> ModelConfig {
         num_layers: 2,
         num_heads: 2,
         dropout: 0.0,
-        separate_output_embedding: false,
     }
 }
 

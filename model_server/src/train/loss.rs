@@ -22,7 +22,7 @@ pub(super) fn batch_loss(
     let positions = flat_targets.ne(0).nonzero().squeeze_dim(1);
     let hidden = hidden.view([-1, dim]).index_select(0, &positions);
     let targets = flat_targets.index_select(0, &positions);
-    let table = model.output_table();
+    let table = model.embedding_table();
     let num_items = table.size()[0] - 1;
     match loss {
         LossKind::FullSoftmax if config.future_targets > 1 => {

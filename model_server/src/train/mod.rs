@@ -45,12 +45,6 @@ pub struct TrainConfig {
     pub max_epochs: usize,
     /// Epochs without a better validation NDCG@10 before training stops.
     pub patience: usize,
-    /// Multiply the learning rate by this after `lr_decay_patience` epochs without a better
-    /// validation NDCG@10 (1.0 = constant learning rate).
-    #[serde(default = "no_decay")]
-    pub lr_decay: f64,
-    #[serde(default = "default_lr_decay_patience")]
-    pub lr_decay_patience: usize,
     /// `None` picks full softmax up to `FULL_SOFTMAX_MAX_ITEMS` items, sampled softmax above.
     pub loss: Option<LossKind>,
     /// Share of the target's probability mass spread over all classes of the softmax.
@@ -64,9 +58,6 @@ pub struct TrainConfig {
     /// Catalogue attributes added to the item representation while training.
     #[serde(default)]
     pub item_features: ItemFeatureSet,
-    /// Score against an output table of its own instead of the input embeddings.
-    #[serde(default)]
-    pub separate_output_embedding: bool,
     pub seed: u64,
     pub threads: i32,
     pub show_progress: bool,
@@ -74,14 +65,6 @@ pub struct TrainConfig {
 
 fn next_item_only() -> usize {
     1
-}
-
-fn no_decay() -> f64 {
-    1.0
-}
-
-fn default_lr_decay_patience() -> usize {
-    3
 }
 
 impl Default for TrainConfig {
@@ -106,13 +89,10 @@ impl TrainConfig {
             batch_size: 128,
             max_epochs: 200,
             patience: 10,
-            lr_decay: no_decay(),
-            lr_decay_patience: default_lr_decay_patience(),
             loss: None,
             label_smoothing: 0.0,
             future_targets: next_item_only(),
             item_features: ItemFeatureSet::None,
-            separate_output_embedding: false,
             seed: 42,
             threads: std::thread::available_parallelism()
                 .map(|cores| cores.get() as i32)
@@ -142,7 +122,6 @@ impl TrainConfig {
             num_layers: self.num_layers,
             num_heads: self.num_heads,
             dropout: self.dropout,
-            separate_output_embedding: self.separate_output_embedding,
         }
     }
 
@@ -206,8 +185,6 @@ pub fn train(
     let progress = progress_bar(config);
     let mut best: Option<(usize, RankingMetrics, HashMap<String, Tensor>, f64)> = None;
     let mut history = Vec::new();
-    let mut learning_rate = config.learning_rate;
-    let mut last_decay_epoch = 0;
     for epoch in 1..=config.max_epochs {
         let epoch_started = Instant::now();
         let mut loss_sum = 0.0;
@@ -268,12 +245,6 @@ pub fn train(
         history.push(record);
         if epoch - best_epoch >= config.patience {
             break;
-        }
-        let since_change = epoch - (*best_epoch).max(last_decay_epoch);
-        if config.lr_decay != 1.0 && since_change >= config.lr_decay_patience {
-            learning_rate *= config.lr_decay;
-            optimizer.set_lr(learning_rate);
-            last_decay_epoch = epoch;
         }
     }
     progress.finish_and_clear();
