@@ -127,9 +127,6 @@ pub struct TrainOptions {
     /// Spread this share of each target's probability over all items (0 = plain cross-entropy).
     #[arg(long)]
     label_smoothing: Option<f64>,
-    /// Each position learns the next this-many items, not only the next one (full softmax).
-    #[arg(long)]
-    future_targets: Option<usize>,
     /// Catalogue attributes added to each item's representation while training: none, genres,
     /// genres-year. Bundles store the sum, so serving is unchanged.
     #[arg(long)]
@@ -157,7 +154,6 @@ impl TrainOptions {
                 .map(|negatives| LossKind::SampledSoftmax { negatives })
                 .or(defaults.loss),
             label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
-            future_targets: self.future_targets.unwrap_or(defaults.future_targets),
             item_features: self.item_features.unwrap_or(defaults.item_features),
             seed: self.seed.unwrap_or(defaults.seed),
             ..defaults

@@ -50,21 +50,12 @@ pub struct TrainConfig {
     /// Share of the target's probability mass spread over all classes of the softmax.
     #[serde(default)]
     pub label_smoothing: f64,
-    /// Each position learns to predict each of the next this-many items of its window, not only
-    /// the next one (full softmax only): items rated in one sitting come in no telling order, so
-    /// the next few are as good a target as the next one.
-    #[serde(default = "next_item_only")]
-    pub future_targets: usize,
     /// Catalogue attributes added to the item representation while training.
     #[serde(default)]
     pub item_features: ItemFeatureSet,
     pub seed: u64,
     pub threads: i32,
     pub show_progress: bool,
-}
-
-fn next_item_only() -> usize {
-    1
 }
 
 impl Default for TrainConfig {
@@ -91,7 +82,6 @@ impl TrainConfig {
             patience: 10,
             loss: None,
             label_smoothing: 0.0,
-            future_targets: next_item_only(),
             item_features: ItemFeatureSet::None,
             seed: 42,
             threads: std::thread::available_parallelism()
