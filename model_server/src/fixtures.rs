@@ -37,6 +37,7 @@ pub fn tiny_train_config(encoder: EncoderKind) -> TrainConfig {
         num_layers: 1,
         num_heads: 2,
         dropout: 0.1,
+        label_smoothing: 0.0,
         batch_size: 32,
         max_epochs: 2,
         patience: 2,

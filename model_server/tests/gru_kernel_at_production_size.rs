@@ -1,4 +1,4 @@
-//! The GRU kernel against plain libtorch on a bundle of production size: the default GRU (128
+//! The GRU kernel against plain libtorch on a bundle of production size: the default GRU (256
 //! dims, 50 steps) trained on MovieLens-100k. Query vectors must agree within 1e-5 and retrieve the
 //! same top 10 apart from near-ties.
 //!
@@ -15,7 +15,7 @@ use model_server::train::TrainConfig;
 use model_server::{Embedder, EmbedderConfig, ModelBundle};
 
 /// Bump when the training recipe below changes, so a stale cached bundle is not reused.
-const FIXTURE_NAME: &str = "gru-ml-100k-128x50-v1";
+const FIXTURE_NAME: &str = "gru-ml-100k-256x50-v1";
 const LARGEST_QUERY_DIFFERENCE: f32 = 1e-5;
 /// Two items whose scores differ by less than this may swap places between the two paths.
 const NEAR_TIE: f32 = 1e-4;
@@ -65,7 +65,7 @@ fn production_size_bundle() -> PathBuf {
         show_progress: false,
         ..TrainConfig::for_encoder(EncoderKind::Gru)
     };
-    assert_eq!((config.embedding_dim, config.max_len), (128, 50));
+    assert_eq!((config.embedding_dim, config.max_len), (256, 50));
     let outcome = train_bundle(scratch.path(), "ml-100k", &config, false).unwrap();
     std::fs::create_dir_all(fixture_cache_dir()).unwrap();
     let _ = std::fs::remove_dir_all(&cached);
@@ -117,7 +117,7 @@ async fn the_kernel_equals_libtorch_on_a_trained_ml100k_bundle() {
     let libtorch = embedder(&bundle_dir, false);
     assert!(kernel.embeds_on_caller(), "the GRU bundle has a kernel");
     assert!(!libtorch.embeds_on_caller(), "the switch turns it off");
-    assert_eq!((kernel.dim(), kernel.max_len()), (128, 50));
+    assert_eq!((kernel.dim(), kernel.max_len()), (256, 50));
 
     // Real histories of every length, from one item to longer than the model reads.
     let dataset = Dataset::load(&movielens_data_dir(), "ml-100k").unwrap();

@@ -70,7 +70,7 @@ impl TrainConfig {
     pub fn for_encoder(encoder: EncoderKind) -> TrainConfig {
         let shared = TrainConfig {
             encoder,
-            embedding_dim: 128,
+            embedding_dim: 256,
             max_len: 50,
             num_layers: 1,
             num_heads: 1,
@@ -81,7 +81,7 @@ impl TrainConfig {
             max_epochs: 200,
             patience: 10,
             loss: None,
-            label_smoothing: 0.0,
+            label_smoothing: 0.2,
             item_features: ItemFeatureSet::None,
             seed: 42,
             threads: std::thread::available_parallelism()
@@ -93,6 +93,7 @@ impl TrainConfig {
             EncoderKind::Gru => shared,
             EncoderKind::Sasrec => TrainConfig {
                 embedding_dim: 64,
+                label_smoothing: 0.0,
                 num_layers: 2,
                 num_heads: 2,
                 dropout: 0.2,
