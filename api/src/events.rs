@@ -9,11 +9,8 @@ use axum::Json;
 use common::clock::now_ms;
 use schemas::{ErrorBody, EventLimits, EventsAccepted, InteractionEvent};
 
-use crate::writes::{check_write_key, json_records};
+use crate::writes::{check_write_key, json_records, refusal};
 use crate::{ApiError, AppState};
-
-/// How many bad lines an answer lists (the count is always given).
-const MAX_PROBLEMS_LISTED: usize = 20;
 
 /// Accepts interaction events: `application/json` (one event) or `application/x-ndjson` (one
 /// event per line). Every event is checked before any is published.
@@ -90,11 +87,10 @@ fn decode_events(
     if problems.is_empty() {
         return Ok(events);
     }
-    let count = problems.len();
-    problems.truncate(MAX_PROBLEMS_LISTED);
-    Err(ApiError::InvalidEvents(format!(
-        "{count} of {} events invalid, none published: {}",
+    Err(ApiError::InvalidEvents(refusal(
+        problems,
         lines.len(),
-        problems.join("; ")
+        "events",
+        "none published",
     )))
 }

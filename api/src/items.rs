@@ -14,6 +14,7 @@ use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use common::clock::now_ms;
 use engine::catalogue::CatalogueItem;
+use engine::index::IndexedItem;
 use engine::retrieve::{RetrieveOutcome, SimilarError, Source};
 use schemas::{
     CatalogueItemResponse, ErrorBody, ItemUpsert, ItemsResponse, ItemsUpserted,
@@ -24,11 +25,8 @@ use tower_http::request_id::RequestId;
 use utoipa::IntoParams;
 
 use crate::routes::{parse_count, rec_id, response, MAX_COUNT};
-use crate::writes::{check_write_key, json_records};
+use crate::writes::{check_write_key, json_records, refusal};
 use crate::{ApiError, AppState};
-
-/// How many bad lines an answer lists (the count is always given).
-const MAX_PROBLEMS_LISTED: usize = 20;
 
 /// Adds or changes items: `application/json` (one item) or `application/x-ndjson` (one per
 /// line). Every item is checked before any is stored.
@@ -107,14 +105,8 @@ fn decode_items(
     if problems.is_empty() {
         return Ok(items);
     }
-    let count = problems.len();
-    problems.truncate(MAX_PROBLEMS_LISTED);
     Err(ApiError::InvalidField {
-        message: format!(
-            "{count} of {} items invalid, none stored: {}",
-            lines.len(),
-            problems.join("; ")
-        ),
+        message: refusal(problems, lines.len(), "items", "none stored"),
     })
 }
 
@@ -152,7 +144,8 @@ pub async fn remove_item(
     Path(item_id): Path<String>,
 ) -> Result<Json<CatalogueItemResponse>, ApiError> {
     check_write_key(&state, &headers, "DELETE /items/{item_id}")?;
-    let (described, in_index) = look_up(&state, &item_id).await?;
+    let (described, indexed) = look_up(&state, &item_id).await?;
+    let in_index = indexed.is_some();
     if described.is_none() && !in_index {
         return Err(ApiError::NotFound(format!("item '{item_id}'")));
     }
@@ -188,19 +181,9 @@ pub async fn get_item(
     Path(item_id): Path<String>,
 ) -> Result<Json<CatalogueItemResponse>, ApiError> {
     match look_up(&state, &item_id).await? {
-        (Some(item), in_index) => Ok(Json(item_response(item, in_index))),
-        (None, true) => {
-            let indexed = state
-                .retriever
-                .index()
-                .items(std::slice::from_ref(&item_id))
-                .await
-                .map_err(|error| ApiError::Unavailable(error.to_string()))?;
-            let mut attributes = indexed
-                .into_iter()
-                .next()
-                .map(|item| item.payload)
-                .unwrap_or_default();
+        (Some(item), indexed) => Ok(Json(item_response(item, indexed.is_some()))),
+        (None, Some(indexed)) => {
+            let mut attributes = indexed.payload;
             attributes.remove("item_id");
             let title = attributes
                 .remove("title")
@@ -214,31 +197,26 @@ pub async fn get_item(
                 in_index: true,
             }))
         }
-        (None, false) => Err(ApiError::NotFound(format!("item '{item_id}'"))),
+        (None, None) => Err(ApiError::NotFound(format!("item '{item_id}'"))),
     }
 }
 
 /// The item's catalogue record (from the store, not this replica's view, so a read follows a
-/// write anywhere) and whether the index has it.
+/// write anywhere) and the index's entry for it, read together.
 async fn look_up(
     state: &AppState,
     item_id: &str,
-) -> Result<(Option<CatalogueItem>, bool), ApiError> {
+) -> Result<(Option<CatalogueItem>, Option<IndexedItem>), ApiError> {
     let retriever = &state.retriever;
-    let described = retriever
-        .store()
-        .catalogue_items(&[item_id.to_owned()])
-        .await
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?
-        .into_iter()
-        .next();
-    let in_index = !retriever
-        .index()
-        .items(&[item_id.to_owned()])
-        .await
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?
-        .is_empty();
-    Ok((described, in_index))
+    let ids = [item_id.to_owned()];
+    let (described, indexed) = tokio::join!(
+        retriever.store().catalogue_items(&ids),
+        retriever.index().items(&ids)
+    );
+    let unavailable = |error: &dyn std::fmt::Display| ApiError::Unavailable(error.to_string());
+    let described = described.map_err(|error| unavailable(&error))?;
+    let indexed = indexed.map_err(|error| unavailable(&error))?;
+    Ok((described.into_iter().next(), indexed.into_iter().next()))
 }
 
 fn item_response(item: CatalogueItem, in_index: bool) -> CatalogueItemResponse {

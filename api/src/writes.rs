@@ -53,3 +53,16 @@ pub fn json_records<'a>(
         )))
     }
 }
+
+/// How many bad records a refusal lists (the count is always given).
+const MAX_PROBLEMS_LISTED: usize = 20;
+
+/// The message refusing a whole body: "3 of 10 events invalid, none published: line 2: ...".
+pub fn refusal(mut problems: Vec<String>, total: usize, what: &str, outcome: &str) -> String {
+    let count = problems.len();
+    problems.truncate(MAX_PROBLEMS_LISTED);
+    format!(
+        "{count} of {total} {what} invalid, {outcome}: {}",
+        problems.join("; ")
+    )
+}

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{Recommendation, Retriever};
 use crate::catalogue::CatalogueView;
-use crate::index::{IndexedItem, Payload};
+use crate::index::{IndexedItem, Payload, ScoredItem};
 
 /// The payload of an item the index did not describe: just its id.
 pub(super) fn bare_payload(item_id: &str) -> Payload {
@@ -68,6 +68,24 @@ impl Retriever {
             })
             .collect()
     }
+}
+
+/// Search hits as recommendations, described by the catalogue.
+pub(super) fn described_hits(
+    hits: Vec<ScoredItem>,
+    catalogue: &CatalogueView,
+) -> Vec<Recommendation> {
+    hits.into_iter()
+        .map(|hit| {
+            let mut recommendation = Recommendation {
+                item_id: hit.item_id,
+                score: f64::from(hit.score),
+                payload: hit.payload,
+            };
+            describe(catalogue, &mut recommendation);
+            recommendation
+        })
+        .collect()
 }
 
 /// The catalogue's title and attributes over the index's copy (taken when the index was built).

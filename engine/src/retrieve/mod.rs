@@ -16,7 +16,7 @@ mod pushed;
 mod similar;
 
 pub use answers::merge_history;
-use answers::{bare_payload, describe};
+use answers::{bare_payload, describe, described_hits};
 pub use similar::SimilarError;
 
 use crate::catalogue::LiveCatalogue;
@@ -429,18 +429,7 @@ impl Retriever {
             Ok(hits) => hits,
             Err(error) => return self.index_failure(error, owned_set(&exclude)),
         };
-        let mut recommendations: Vec<Recommendation> = hits
-            .into_iter()
-            .map(|hit| {
-                let mut recommendation = Recommendation {
-                    item_id: hit.item_id,
-                    score: f64::from(hit.score),
-                    payload: hit.payload,
-                };
-                describe(&catalogue, &mut recommendation);
-                recommendation
-            })
-            .collect();
+        let mut recommendations = described_hits(hits, &catalogue);
         self.blend_in_fresh_items(&mut recommendations, &exclude, request.count)
             .await;
         Attempt::Done(RetrieveOutcome {

@@ -1,6 +1,6 @@
 //! Item-to-item answers ("more like this"): the index's nearest items to one item's vector.
 
-use super::{describe, Recommendation, Retriever};
+use super::{before, described_hits, Recommendation, Retriever};
 use crate::index::IndexError;
 use crate::store::{StoreError, UserState};
 
@@ -23,13 +23,23 @@ impl Retriever {
         count: usize,
         user_id: Option<&str>,
     ) -> Result<Vec<Recommendation>, SimilarError> {
-        let vector = tokio::time::timeout(self.budget, self.index.item_vector(item_id))
-            .await
-            .map_err(|_| IndexError::Unavailable("no answer within the request budget".into()))??
-            .ok_or_else(|| SimilarError::UnknownItem(item_id.to_owned()))?;
+        let deadline = tokio::time::Instant::now() + self.budget;
+        let vector = before(
+            deadline,
+            self.index.item_vector(item_id),
+            IndexError::Unavailable,
+        )
+        .await?
+        .ok_or_else(|| SimilarError::UnknownItem(item_id.to_owned()))?;
         let state = match user_id {
             None => UserState::default(),
-            Some(user_id) => self.seen_by(user_id).await.unwrap_or_else(|error| {
+            Some(user_id) => before(
+                deadline,
+                self.store.user_state(user_id),
+                StoreError::Unavailable,
+            )
+            .await
+            .unwrap_or_else(|error| {
                 tracing::warn!(%error, "similar items answered without the user's seen items");
                 UserState::default()
             }),
@@ -40,26 +50,12 @@ impl Retriever {
             .chain(state.recent_items.iter().map(String::as_str))
             .chain(catalogue.unavailable().iter().map(String::as_str))
             .collect();
-        let hits = tokio::time::timeout(self.budget, self.index.search(&vector, count, &exclude))
-            .await
-            .map_err(|_| IndexError::Unavailable("no answer within the request budget".into()))??;
-        Ok(hits
-            .into_iter()
-            .map(|hit| {
-                let mut recommendation = Recommendation {
-                    item_id: hit.item_id,
-                    score: f64::from(hit.score),
-                    payload: hit.payload,
-                };
-                describe(&catalogue, &mut recommendation);
-                recommendation
-            })
-            .collect())
-    }
-
-    async fn seen_by(&self, user_id: &str) -> Result<UserState, StoreError> {
-        tokio::time::timeout(self.budget, self.store.user_state(user_id))
-            .await
-            .map_err(|_| StoreError::Unavailable("no answer within the request budget".into()))?
+        let hits = before(
+            deadline,
+            self.index.search(&vector, count, &exclude),
+            IndexError::Unavailable,
+        )
+        .await?;
+        Ok(described_hits(hits, &catalogue))
     }
 }

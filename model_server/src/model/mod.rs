@@ -43,6 +43,25 @@ enum EncoderNetwork {
     Gru(GruEncoder),
 }
 
+/// An embedding table whose row 0 is padding: no gradient, and exactly zero (`padding_idx` only
+/// stops the gradient).
+fn padded_embedding(path: nn::Path, rows: i64, dim: i64, init: nn::Init) -> nn::Embedding {
+    let embedding = nn::embedding(
+        path,
+        rows,
+        dim,
+        nn::EmbeddingConfig {
+            padding_idx: 0,
+            ws_init: init,
+            ..Default::default()
+        },
+    );
+    tch::no_grad(|| {
+        let _ = embedding.ws.get(0).zero_();
+    });
+    embedding
+}
+
 impl SequenceModel {
     /// Builds a freshly initialised model (seed with `tch::manual_seed` first for repeatability).
     pub fn new(config: ModelConfig) -> SequenceModel {
@@ -61,34 +80,19 @@ impl SequenceModel {
             mean: 0.0,
             stdev: 1.0 / (config.embedding_dim as f64).sqrt(),
         };
-        let item_embedding = nn::embedding(
+        let item_embedding = padded_embedding(
             &root / "item_embedding",
             config.num_items + 1,
             config.embedding_dim,
-            nn::EmbeddingConfig {
-                padding_idx: 0,
-                ws_init: embedding_init,
-                ..Default::default()
-            },
+            embedding_init,
         );
-        // `padding_idx` only stops gradients; make the padding row exactly zero as well.
-        tch::no_grad(|| {
-            let _ = item_embedding.ws.get(0).zero_();
-        });
         let attributes = features.map(|features| {
-            let embedding = nn::embedding(
+            let embedding = padded_embedding(
                 &root / ATTRIBUTES_PATH,
                 features.vocabulary_size + 1,
                 config.embedding_dim,
-                nn::EmbeddingConfig {
-                    padding_idx: 0,
-                    ws_init: embedding_init,
-                    ..Default::default()
-                },
+                embedding_init,
             );
-            tch::no_grad(|| {
-                let _ = embedding.ws.get(0).zero_();
-            });
             ItemAttributes {
                 indices: features.indices.shallow_clone(),
                 embedding,
