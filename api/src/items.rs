@@ -145,8 +145,7 @@ pub async fn remove_item(
 ) -> Result<Json<CatalogueItemResponse>, ApiError> {
     check_write_key(&state, &headers, "DELETE /items/{item_id}")?;
     let (described, indexed) = look_up(&state, &item_id).await?;
-    let in_index = indexed.is_some();
-    if described.is_none() && !in_index {
+    if described.is_none() && indexed.is_none() {
         return Err(ApiError::NotFound(format!("item '{item_id}'")));
     }
     let removed = CatalogueItem {
@@ -162,7 +161,7 @@ pub async fn remove_item(
     };
     store_and_refresh(&state, std::slice::from_ref(&removed)).await?;
     metrics::counter!("recsys_api_items_removed_total").increment(1);
-    Ok(Json(item_response(removed, in_index)))
+    Ok(Json(item_response(&item_id, Some(removed), indexed)))
 }
 
 /// What the shop said about an item, and whether the index holds a vector for it.
@@ -181,23 +180,8 @@ pub async fn get_item(
     Path(item_id): Path<String>,
 ) -> Result<Json<CatalogueItemResponse>, ApiError> {
     match look_up(&state, &item_id).await? {
-        (Some(item), indexed) => Ok(Json(item_response(item, indexed.is_some()))),
-        (None, Some(indexed)) => {
-            let mut attributes = indexed.payload;
-            attributes.remove("item_id");
-            let title = attributes
-                .remove("title")
-                .and_then(|title| title.as_str().map(str::to_owned));
-            Ok(Json(CatalogueItemResponse {
-                item_id,
-                title,
-                attributes,
-                available: true,
-                updated_at_ms: None,
-                in_index: true,
-            }))
-        }
         (None, None) => Err(ApiError::NotFound(format!("item '{item_id}'"))),
+        (described, indexed) => Ok(Json(item_response(&item_id, described, indexed))),
     }
 }
 
@@ -219,14 +203,39 @@ async fn look_up(
     Ok((described.into_iter().next(), indexed.into_iter().next()))
 }
 
-fn item_response(item: CatalogueItem, in_index: bool) -> CatalogueItemResponse {
-    CatalogueItemResponse {
-        item_id: item.item_id,
-        title: item.title,
-        attributes: item.attributes,
-        available: item.available,
-        updated_at_ms: Some(item.updated_at_ms),
-        in_index,
+/// What answers say about the item: the catalogue's record over the index's payload (the data
+/// set's title and attributes), as recommendations describe it.
+fn item_response(
+    item_id: &str,
+    described: Option<CatalogueItem>,
+    indexed: Option<IndexedItem>,
+) -> CatalogueItemResponse {
+    let in_index = indexed.is_some();
+    let mut attributes = indexed.map(|indexed| indexed.payload).unwrap_or_default();
+    attributes.remove("item_id");
+    let indexed_title = attributes
+        .remove("title")
+        .and_then(|title| title.as_str().map(str::to_owned));
+    match described {
+        Some(item) => {
+            attributes.extend(item.attributes);
+            CatalogueItemResponse {
+                item_id: item.item_id,
+                title: item.title.or(indexed_title),
+                attributes,
+                available: item.available,
+                updated_at_ms: Some(item.updated_at_ms),
+                in_index,
+            }
+        }
+        None => CatalogueItemResponse {
+            item_id: item_id.to_owned(),
+            title: indexed_title,
+            attributes,
+            available: true,
+            updated_at_ms: None,
+            in_index,
+        },
     }
 }
 

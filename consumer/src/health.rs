@@ -53,14 +53,16 @@ impl Health {
 
 #[derive(Clone)]
 struct ListenerState {
-    health: Arc<Health>,
+    /// One per consumer of the process; ready when all are.
+    health: Vec<Arc<Health>>,
     metrics: PrometheusHandle,
 }
 
-/// Serves the listener until the task is aborted; returns the bound address.
+/// Serves the listener until the task is aborted; returns the bound address. `/readyz` is ready
+/// when every one of `health` is, and gives every reason it is not.
 pub async fn spawn_listener(
     address: SocketAddr,
-    health: Arc<Health>,
+    health: Vec<Arc<Health>>,
     metrics: PrometheusHandle,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(address).await?;
@@ -82,7 +84,15 @@ pub async fn spawn_listener(
 }
 
 async fn readyz(State(state): State<ListenerState>) -> (StatusCode, Json<ReadinessReport>) {
-    let report = state.health.report();
+    let reasons: Vec<String> = state
+        .health
+        .iter()
+        .filter_map(|health| health.report().reason)
+        .collect();
+    let report = ReadinessReport {
+        ready: reasons.is_empty(),
+        reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+    };
     let status = if report.ready {
         StatusCode::OK
     } else {

@@ -1,7 +1,9 @@
 //! `recsys consume`: the Kafka consumer group of the stream path. Interaction events from the
 //! topic are applied to user state through the engine's `EventApplier` (the same one the API's
 //! in-process bus uses), what cannot be applied goes to the dead-letter topic, and offsets are
-//! committed only after both. Live popularity and pushed recommendations ride along.
+//! committed only after both. Live popularity and pushed recommendations ride along. The items
+//! topic, when configured, is applied to the live catalogue by a consumer of its own
+//! (`kafka::CatalogueConsumer`).
 
 pub mod health;
 pub mod kafka;
@@ -11,12 +13,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::catalogue::CatalogueStore;
 use engine::config::Config;
 use engine::events::EventApplier;
 use tokio_util::sync::CancellationToken;
 
 pub use health::Health;
-pub use kafka::{ConsumerProgress, ConsumerSettings, EventConsumer, RunTotals};
+pub use kafka::{
+    CatalogueConsumer, CatalogueTotals, ConsumerProgress, ConsumerSettings, EventConsumer,
+    RunTotals,
+};
 
 pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
     ConsumerSettings {
@@ -33,16 +39,31 @@ pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
     }
 }
 
-/// A running consumer: its listener's address and the task that ends after `shutdown` fired and
+/// The items topic's consumer settings: its own group (`<consumer.group_id>.catalogue`), so
+/// each item record is applied by one member however many processes consume.
+pub fn catalogue_consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
+    ConsumerSettings {
+        topic: config.catalogue.topic.clone(),
+        dead_letter_topic: config.catalogue.dead_letter_topic.clone(),
+        group_id: format!("{}.catalogue", config.consumer.group_id),
+        max_event_bytes: config.catalogue.max_item_bytes,
+        ..consumer_settings(config, brokers)
+    }
+}
+
+/// A running consumer: its listener's address and the tasks that end after `shutdown` fired and
 /// the batch in flight was committed.
 pub struct ConsumerHandle {
     pub listener_addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub progress: Arc<ConsumerProgress>,
     pub task: tokio::task::JoinHandle<RunTotals>,
+    /// The items topic's consumer, when `catalogue.topic` is set.
+    pub catalogue_task: Option<tokio::task::JoinHandle<CatalogueTotals>>,
 }
 
-/// Starts the consumer group and its HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+/// Starts the consumer group of the events topic, the one of the items topic (when
+/// `catalogue.topic` is set) and their HTTP listener (`/healthz`, `/readyz`, `/metrics`).
 pub async fn start_consumer(
     config: &Config,
     brokers: &str,
@@ -51,12 +72,22 @@ pub async fn start_consumer(
 ) -> anyhow::Result<ConsumerHandle> {
     let health = Health::starting();
     let shutdown = CancellationToken::new();
-    let (listener_addr, listener) = health::spawn_listener(
-        listen,
-        Arc::clone(&health),
-        common::telemetry::prometheus_handle(),
-    )
-    .await?;
+    let catalogue_consumer = if config.catalogue.topic.is_empty() {
+        None
+    } else {
+        let store: Arc<dyn CatalogueStore> = applier.store().clone();
+        Some(CatalogueConsumer::new(
+            catalogue_consumer_settings(config, brokers),
+            config.catalogue.max_item_bytes,
+            store,
+            Health::starting(),
+            shutdown.clone(),
+        )?)
+    };
+    let mut healths = vec![Arc::clone(&health)];
+    healths.extend(catalogue_consumer.as_ref().map(CatalogueConsumer::health));
+    let (listener_addr, listener) =
+        health::spawn_listener(listen, healths, common::telemetry::prometheus_handle()).await?;
     let consumer = EventConsumer::new(
         consumer_settings(config, brokers),
         applier,
@@ -69,10 +100,13 @@ pub async fn start_consumer(
         listener.abort();
         totals
     });
+    let catalogue_task =
+        catalogue_consumer.map(|consumer| tokio::spawn(async move { consumer.run().await }));
     Ok(ConsumerHandle {
         listener_addr,
         shutdown,
         progress,
         task,
+        catalogue_task,
     })
 }

@@ -96,6 +96,12 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         "consuming '{}' as group '{}' from {brokers}; health and metrics on http://{}",
         config.events.topic, config.consumer.group_id, handle.listener_addr
     );
+    if handle.catalogue_task.is_some() {
+        println!(
+            "and the items topic '{}' into the catalogue",
+            config.catalogue.topic
+        );
+    }
     let shutdown = handle.shutdown.clone();
     tokio::spawn(async move {
         stop_requested.await;
@@ -103,13 +109,27 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     let totals = handle.task.await?;
+    // One consumer failing stops the other too: the process exits and is restarted whole.
+    handle.shutdown.cancel();
     println!(
         "stopped after {} batches: {} applied, {} duplicates skipped, {} dead letters, {} pushes",
         totals.batches, totals.applied, totals.duplicates, totals.dead_letters, totals.pushed
     );
-    match totals.failure {
-        Some(reason) => anyhow::bail!("the consumer stopped: {reason}"),
-        None => Ok(()),
+    let catalogue_failure = match handle.catalogue_task {
+        Some(task) => {
+            let items = task.await?;
+            println!(
+                "items topic: {} items stored, {} older records skipped, {} dead letters",
+                items.upserted, items.stale, items.dead_letters
+            );
+            items.failure
+        }
+        None => None,
+    };
+    match (totals.failure, catalogue_failure) {
+        (Some(reason), _) => anyhow::bail!("the consumer stopped: {reason}"),
+        (None, Some(reason)) => anyhow::bail!("the items consumer stopped: {reason}"),
+        (None, None) => Ok(()),
     }
 }
 
@@ -182,10 +202,16 @@ pub async fn create_topics(args: CreateTopicsArgs) -> anyhow::Result<()> {
             config.events.url
         )
     })?;
-    let topics = [
+    let mut topics = vec![
         config.events.topic.as_str(),
         config.events.dead_letter_topic.as_str(),
     ];
+    if !config.catalogue.topic.is_empty() {
+        topics.extend([
+            config.catalogue.topic.as_str(),
+            config.catalogue.dead_letter_topic.as_str(),
+        ]);
+    }
     for (topic, outcome) in
         topics::create_topics(brokers, &topics, args.partitions, args.replication).await?
     {

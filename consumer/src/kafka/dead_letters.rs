@@ -52,16 +52,19 @@ impl DeadLetterWriter {
         })?;
         for dead_letter in dead_letters {
             tracing::info!(
+                topic = self.source_topic,
                 reason = dead_letter.reason,
                 partition = dead_letter.record.partition,
                 offset = dead_letter.record.offset,
                 message = %dead_letter.message,
-                "event dead-lettered"
+                "record dead-lettered"
             );
-            metrics::counter!("recsys_consumer_dead_letters_total", "reason" => dead_letter.reason)
-                .increment(1);
-            metrics::counter!("recsys_consumer_events_total", "outcome" => "dead_letter")
-                .increment(1);
+            metrics::counter!(
+                "recsys_consumer_dead_letters_total",
+                "topic" => self.source_topic.clone(),
+                "reason" => dead_letter.reason
+            )
+            .increment(1);
         }
         Ok(())
     }

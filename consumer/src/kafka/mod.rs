@@ -32,6 +32,7 @@
 //! A consumer stalled longer than `max.poll.interval.ms` leaves the group and rejoins when the
 //! store is back; its uncommitted records are redelivered and skipped where already applied.
 
+mod catalogue;
 mod dead_letters;
 mod decode;
 mod outcome;
@@ -52,6 +53,7 @@ use crate::health::Health;
 use dead_letters::DeadLetterWriter;
 use rebalance::commit;
 
+pub use catalogue::{CatalogueConsumer, CatalogueTotals};
 pub use decode::{DeadLetter, NextOffsets, RawRecord, ReceivedBatch};
 pub use outcome::{ConsumerProgress, RunTotals, Stopped};
 pub use rebalance::{ConsumerCallbacks, REWIND_RECORDS};
@@ -181,6 +183,8 @@ impl EventConsumer {
                 &self.health,
             )
             .await?;
+        metrics::counter!("recsys_consumer_events_total", "outcome" => "dead_letter")
+            .increment(batch.dead_letters.len() as u64);
 
         let outcome = self
             .applier

@@ -52,8 +52,12 @@ impl ClientContext for ConsumerCallbacks {
             if *partition < 0 || stats.consumer_lag < 0 {
                 continue;
             }
-            metrics::gauge!("recsys_consumer_lag_messages", "partition" => partition.to_string())
-                .set(stats.consumer_lag as f64);
+            metrics::gauge!(
+                "recsys_consumer_lag_messages",
+                "topic" => self.topic.clone(),
+                "partition" => partition.to_string()
+            )
+            .set(stats.consumer_lag as f64);
         }
     }
 

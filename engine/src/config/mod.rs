@@ -187,6 +187,11 @@ pub struct CatalogueConfig {
     /// Places at the end of each personalized list for the most popular items the model does not
     /// know yet (added after training), so they are seen before a retrained model learns them.
     pub fresh_slots: usize,
+    /// The items topic `recsys consume` applies to the catalogue when `events.url` is Kafka (one
+    /// record per item, as a line of `POST /items`); empty: no items topic.
+    pub topic: String,
+    /// Where item records that cannot be applied go, with the reason.
+    pub dead_letter_topic: String,
 }
 
 impl Default for CatalogueConfig {
@@ -196,6 +201,8 @@ impl Default for CatalogueConfig {
             max_items_per_request: 1_000,
             max_item_bytes: 16 * 1024,
             fresh_slots: 1,
+            topic: "items".into(),
+            dead_letter_topic: "items.dead-letters".into(),
         }
     }
 }
@@ -369,6 +376,9 @@ fn load_config_from(file: Option<&Path>, environment: Env) -> Result<Config, Con
         );
         if config.events.topic.is_empty() || config.events.dead_letter_topic.is_empty() {
             problems.push("events.topic and events.dead_letter_topic must be set".into());
+        }
+        if !config.catalogue.topic.is_empty() && config.catalogue.dead_letter_topic.is_empty() {
+            problems.push("catalogue.dead_letter_topic must be set with catalogue.topic".into());
         }
         if config.events.bus_capacity == 0 || config.events.max_events_per_request == 0 {
             problems.push(

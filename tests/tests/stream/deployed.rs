@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 use crate::{deploy, event, stop, traffic, USERS};
@@ -272,33 +270,24 @@ async fn malformed_events_go_to_the_dead_letter_topic_with_reasons_and_the_rest_
     );
 
     // Every bad record is in the dead-letter topic, as it was sent, with why and where from.
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", deployment.broker.bootstrap())
-        .set("group.id", "dead-letter-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader
-        .subscribe(&[&deployment.config.events.dead_letter_topic])
-        .unwrap();
-    let mut dead_letters = Vec::new();
-    while dead_letters.len() < 6 {
-        let message = tokio::time::timeout(Duration::from_secs(30), reader.recv())
-            .await
-            .expect("dead letters arrive")
-            .unwrap();
-        let header = |name: &str| -> String {
-            let headers = message.headers().unwrap();
-            let found = headers.iter().find(|header| header.key == name).unwrap();
-            String::from_utf8(found.value.unwrap().to_vec()).unwrap()
-        };
-        assert_eq!(header("source_topic"), deployment.config.events.topic);
-        dead_letters.push((
-            header("reason"),
-            header("error"),
-            message.payload().unwrap_or_default().to_vec(),
-        ));
-    }
+    let dead_letters: Vec<(String, String, Vec<u8>)> = deployment
+        .read_records(&deployment.config.events.dead_letter_topic, 6)
+        .await
+        .iter()
+        .map(|message| {
+            let header = |name: &str| -> String {
+                let headers = message.headers().unwrap();
+                let found = headers.iter().find(|header| header.key == name).unwrap();
+                String::from_utf8(found.value.unwrap().to_vec()).unwrap()
+            };
+            assert_eq!(header("source_topic"), deployment.config.events.topic);
+            (
+                header("reason"),
+                header("error"),
+                message.payload().unwrap_or_default().to_vec(),
+            )
+        })
+        .collect();
     for (_, payload, reason) in corpus.iter().filter(|(_, _, reason)| reason.is_some()) {
         let found = dead_letters
             .iter()

@@ -5,6 +5,7 @@
 
 mod batching;
 mod deployed;
+mod items;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +19,10 @@ use engine::event_log::kafka_producer;
 use engine::retrieve::Retriever;
 use engine::store::{UserState, UserStore};
 use model_server::fixtures::train_tiny_bundle;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
+use rdkafka::Offset;
 use rdkafka::{ClientConfig, TopicPartitionList};
 use schemas::{EventType, InteractionEvent};
 use serde_json::Value;
@@ -56,8 +59,13 @@ pub(crate) async fn deploy(push_recommendations: bool) -> StreamDeployment {
     config.consumer.group_id = format!("{prefix}-group");
     config.consumer.push_recommendations = push_recommendations;
     config.consumer.retry_max_ms = 200;
+    config.catalogue.topic = format!("{prefix}-items");
+    config.catalogue.dead_letter_topic = format!("{prefix}-items-dead-letters");
     broker.create_topic(&config.events.topic, PARTITIONS);
     broker.create_topic(&config.events.dead_letter_topic, 1);
+    // One partition: the items test relies on records being applied in the order produced.
+    broker.create_topic(&config.catalogue.topic, 1);
+    broker.create_topic(&config.catalogue.dead_letter_topic, 1);
     engine::startup::build_index_from_bundle(&config)
         .await
         .unwrap();
@@ -106,12 +114,30 @@ impl StreamDeployment {
 
     /// Produces records as they are (bytes and key), in order.
     async fn produce_raw(&self, records: &[(Option<&str>, Vec<u8>)]) {
+        let records: Vec<RawRecord<'_>> = records
+            .iter()
+            .map(|(key, payload)| RawRecord {
+                key: *key,
+                payload: Some(payload.as_slice()),
+                timestamp_ms: None,
+            })
+            .collect();
+        self.produce_to(&self.config.events.topic, &records).await;
+    }
+
+    /// Produces records to `topic`, in order.
+    async fn produce_to(&self, topic: &str, records: &[RawRecord<'_>]) {
         let producer = kafka_producer(&self.broker.bootstrap()).unwrap();
-        for (key, payload) in records {
-            let mut record: FutureRecord<'_, str, [u8]> =
-                FutureRecord::to(&self.config.events.topic).payload(payload.as_slice());
-            if let Some(key) = key {
-                record = record.key(*key);
+        for raw in records {
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic);
+            if let Some(payload) = raw.payload {
+                record = record.payload(payload);
+            }
+            if let Some(key) = raw.key {
+                record = record.key(key);
+            }
+            if let Some(timestamp_ms) = raw.timestamp_ms {
+                record = record.timestamp(timestamp_ms);
             }
             producer
                 .send_result(record)
@@ -182,6 +208,32 @@ impl StreamDeployment {
         }
     }
 
+    /// The first `count` records of partition 0 of `topic`, read without joining a group (a
+    /// group member's close waits out the broker's session timeout).
+    async fn read_records(&self, topic: &str, count: usize) -> Vec<OwnedMessage> {
+        let reader: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            // Required by librdkafka, though assigning never joins the group.
+            .set("group.id", "record-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut partitions = TopicPartitionList::new();
+        partitions
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .unwrap();
+        reader.assign(&partitions).unwrap();
+        let mut records = Vec::with_capacity(count);
+        while records.len() < count {
+            let message = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{count} records in {topic}"))
+                .unwrap();
+            records.push(message.detach());
+        }
+        records
+    }
+
     async fn get_json(&self, path: &str) -> Value {
         let response = self.client.get(format!("{}{path}", self.api_url)).send();
         response.await.unwrap().json().await.unwrap()
@@ -211,12 +263,34 @@ impl StreamDeployment {
     }
 }
 
+/// A record as produced: no payload is a tombstone; no timestamp is the producer's clock.
+pub(crate) struct RawRecord<'a> {
+    key: Option<&'a str>,
+    payload: Option<&'a [u8]>,
+    timestamp_ms: Option<i64>,
+}
+
 pub(crate) async fn stop(consumer: ConsumerHandle) -> consumer::RunTotals {
+    stop_both(consumer).await.0
+}
+
+/// Stops the events and the items consumer; returns what each did.
+pub(crate) async fn stop_both(
+    consumer: ConsumerHandle,
+) -> (consumer::RunTotals, consumer::CatalogueTotals) {
     consumer.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), consumer.task)
+    let events = tokio::time::timeout(Duration::from_secs(30), consumer.task)
         .await
         .expect("the consumer stops after its batch in flight")
-        .unwrap()
+        .unwrap();
+    let items = consumer
+        .catalogue_task
+        .expect("the items topic is consumed");
+    let items = tokio::time::timeout(Duration::from_secs(30), items)
+        .await
+        .expect("the items consumer stops after its batch in flight")
+        .unwrap();
+    (events, items)
 }
 
 pub(crate) fn event(user: &str, item: &str, time_ms: i64) -> InteractionEvent {
