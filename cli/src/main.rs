@@ -54,9 +54,12 @@ enum Command {
     Consume(stream::ConsumeArgs),
     /// Send a data set's interactions, in time order, as events to Kafka or to an API.
     Replay(stream::ReplayArgs),
-    /// Create the events topic and its dead-letter topic on the configured broker (existing
-    /// topics are kept).
+    /// Create the events and items topics and their dead-letter topics on the configured broker
+    /// (existing topics are kept).
     CreateTopics(stream::CreateTopicsArgs),
+    /// Send catalogue items (NDJSON, one `POST /items` line each) to the items topic; every line
+    /// is checked before any is sent.
+    PublishItems(stream::PublishItemsArgs),
     /// Stream benchmarks against `events.url` (Kafka) and `state.url` (Redis):
     /// `scripts/bench-stream.sh` starts both and runs this.
     BenchStream(bench_stream::BenchStreamArgs),
@@ -97,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Command::Consume(args) => runtime()?.block_on(stream::consume(args)),
         Command::Replay(args) => runtime()?.block_on(stream::replay_events(args)),
         Command::CreateTopics(args) => runtime()?.block_on(stream::create_topics(args)),
+        Command::PublishItems(args) => runtime()?.block_on(stream::publish_items(args)),
         Command::BenchStream(args) => runtime()?.block_on(bench_stream::bench_stream(args)),
         Command::BenchColdStart(args) => {
             runtime()?.block_on(bench_cold_start::bench_cold_start(args))

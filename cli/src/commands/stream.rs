@@ -1,4 +1,4 @@
-//! The stream-path commands: `consume`, `replay` and `create-topics`.
+//! The stream-path commands: `consume`, `replay`, `create-topics` and `publish-items`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +41,15 @@ pub struct ReplayArgs {
     /// live popularity moves).
     #[arg(long)]
     original_timestamps: bool,
+}
+
+#[derive(Args)]
+pub struct PublishItemsArgs {
+    #[command(flatten)]
+    serving: ServingArgs,
+    /// NDJSON file of items (default: standard input).
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -217,5 +226,57 @@ pub async fn create_topics(args: CreateTopicsArgs) -> anyhow::Result<()> {
     {
         println!("{topic}: {outcome:?}");
     }
+    Ok(())
+}
+
+pub async fn publish_items(args: PublishItemsArgs) -> anyhow::Result<()> {
+    let config: Config = args.serving.load()?;
+    let brokers = config.events.kafka_brokers().with_context(|| {
+        format!(
+            "events.url is '{}': the items topic lives on a Kafka broker (kafka://host:port); without one, POST /items",
+            config.events.url
+        )
+    })?;
+    anyhow::ensure!(
+        !config.catalogue.topic.is_empty(),
+        "catalogue.topic is empty: no items topic is configured"
+    );
+    let text = match &args.file {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => std::io::read_to_string(std::io::stdin()).context("reading standard input")?,
+    };
+    let mut items = Vec::new();
+    let mut problems = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > config.catalogue.max_item_bytes {
+            problems.push(format!(
+                "line {}: {} bytes, the limit is {} (catalogue.max_item_bytes)",
+                index + 1,
+                line.len(),
+                config.catalogue.max_item_bytes
+            ));
+            continue;
+        }
+        match schemas::ItemUpsert::decode(line.as_bytes()) {
+            Ok(item) => items.push(item),
+            Err(problem) => problems.push(format!("line {}: {problem}", index + 1)),
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} of {} items are invalid, none sent:\n{}",
+            problems.len(),
+            items.len() + problems.len(),
+            problems.join("\n")
+        );
+    }
+    let sent =
+        engine::event_log::items::publish_items(brokers, &config.catalogue.topic, &items).await?;
+    println!("{sent} items sent to '{}'", config.catalogue.topic);
     Ok(())
 }

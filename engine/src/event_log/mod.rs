@@ -8,6 +8,7 @@
 //! the log.
 
 mod bus;
+pub mod items;
 mod kafka;
 pub mod replay;
 pub mod topics;

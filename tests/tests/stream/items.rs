@@ -77,12 +77,16 @@ async fn item_records_change_the_catalogue_and_every_answer() {
         ),
         ("sku-2", b"not json", "invalid_item"),
     ];
+    // As `recsys publish-items` sends them.
+    let published = engine::event_log::items::publish_items(
+        &deployment.broker.bootstrap(),
+        &items_topic,
+        &[schemas::ItemUpsert::decode(new_item).unwrap()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(published, 1);
     let mut records = vec![
-        RawRecord {
-            key: Some("sku-1"),
-            payload: Some(new_item),
-            timestamp_ms: None,
-        },
         RawRecord {
             key: Some("i5"),
             payload: Some(renamed),
