@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use health::Health;
 pub use kafka::{
-    CatalogueConsumer, CatalogueTotals, ConsumerProgress, ConsumerSettings, EventConsumer,
-    RunTotals,
+    ArchiverSettings, ArchiverTotals, CatalogueConsumer, CatalogueTotals, ConsumerProgress,
+    ConsumerSettings, EventArchiver, EventConsumer, RunTotals,
 };
 
 pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
@@ -51,6 +51,29 @@ pub fn catalogue_consumer_settings(config: &Config, brokers: &str) -> ConsumerSe
     }
 }
 
+/// The archiver's settings: a group of its own (`<consumer.group_id>.archive`), reading the
+/// events topic at its own pace.
+pub fn archiver_settings(config: &Config, brokers: &str) -> ConsumerSettings {
+    ConsumerSettings {
+        group_id: format!("{}.archive", config.consumer.group_id),
+        ..consumer_settings(config, brokers)
+    }
+}
+
+/// The archive `recsys consume` writes: `archive.dir`, files named after this host and group.
+pub fn event_archive(config: &Config) -> archive::EventArchive {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    archive::EventArchive::new(
+        config.archive_dir(),
+        &format!("{host}-{}", config.consumer.group_id),
+    )
+}
+
 /// A running consumer: its listener's address and the tasks that end after `shutdown` fired and
 /// the batch in flight was committed.
 pub struct ConsumerHandle {
@@ -60,10 +83,12 @@ pub struct ConsumerHandle {
     pub task: tokio::task::JoinHandle<RunTotals>,
     /// The items topic's consumer, when `catalogue.topic` is set.
     pub catalogue_task: Option<tokio::task::JoinHandle<CatalogueTotals>>,
+    /// The archiver, when `archive.enabled`.
+    pub archiver_task: Option<tokio::task::JoinHandle<ArchiverTotals>>,
 }
 
 /// Starts the consumer group of the events topic, the one of the items topic (when
-/// `catalogue.topic` is set) and their HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+/// `catalogue.topic` is set), the archiver (when `archive.enabled`) and their HTTP listener (`/healthz`, `/readyz`, `/metrics`).
 pub async fn start_consumer(
     config: &Config,
     brokers: &str,
@@ -84,8 +109,24 @@ pub async fn start_consumer(
             shutdown.clone(),
         )?)
     };
+    let archiver = if config.archive.enabled {
+        Some(EventArchiver::new(
+            archiver_settings(config, brokers),
+            ArchiverSettings {
+                flush_interval: Duration::from_millis(config.archive.flush_interval_ms),
+                max_buffered_events: config.archive.max_buffered_events,
+                retention_days: config.archive.retention_days,
+            },
+            Arc::new(event_archive(config)),
+            Health::starting(),
+            shutdown.clone(),
+        )?)
+    } else {
+        None
+    };
     let mut healths = vec![Arc::clone(&health)];
     healths.extend(catalogue_consumer.as_ref().map(CatalogueConsumer::health));
+    healths.extend(archiver.as_ref().map(EventArchiver::health));
     let (listener_addr, listener) =
         health::spawn_listener(listen, healths, common::telemetry::prometheus_handle()).await?;
     let consumer = EventConsumer::new(
@@ -102,11 +143,13 @@ pub async fn start_consumer(
     });
     let catalogue_task =
         catalogue_consumer.map(|consumer| tokio::spawn(async move { consumer.run().await }));
+    let archiver_task = archiver.map(|archiver| tokio::spawn(async move { archiver.run().await }));
     Ok(ConsumerHandle {
         listener_addr,
         shutdown,
         progress,
         task,
         catalogue_task,
+        archiver_task,
     })
 }

@@ -105,6 +105,12 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         "consuming '{}' as group '{}' from {brokers}; health and metrics on http://{}",
         config.events.topic, config.consumer.group_id, handle.listener_addr
     );
+    if handle.archiver_task.is_some() {
+        println!(
+            "and archiving the events into {}",
+            config.archive_dir().display()
+        );
+    }
     if handle.catalogue_task.is_some() {
         println!(
             "and the items topic '{}' into the catalogue",
@@ -135,6 +141,13 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let Some(task) = handle.archiver_task {
+        let archived = task.await?;
+        println!(
+            "event archive: {} events in {} files",
+            archived.archived, archived.files
+        );
+    }
     match (totals.failure, catalogue_failure) {
         (Some(reason), _) => anyhow::bail!("the consumer stopped: {reason}"),
         (None, Some(reason)) => anyhow::bail!("the items consumer stopped: {reason}"),

@@ -32,6 +32,7 @@
 //! A consumer stalled longer than `max.poll.interval.ms` leaves the group and rejoins when the
 //! store is back; its uncommitted records are redelivered and skipped where already applied.
 
+mod archiver;
 mod catalogue;
 mod dead_letters;
 mod decode;
@@ -53,6 +54,7 @@ use crate::health::Health;
 use dead_letters::DeadLetterWriter;
 use rebalance::commit;
 
+pub use archiver::{ArchiverSettings, ArchiverTotals, EventArchiver};
 pub use catalogue::{CatalogueConsumer, CatalogueTotals};
 pub use decode::{DeadLetter, NextOffsets, RawRecord, ReceivedBatch};
 pub use outcome::{ConsumerProgress, RunTotals, Stopped};

@@ -17,6 +17,10 @@ use common::retry::RetryPolicy;
 use crate::events::EventWeights;
 use crate::store::StoreLimits;
 
+mod archive;
+
+pub use archive::ArchiveConfig;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -30,6 +34,17 @@ pub struct Config {
     pub catalogue: CatalogueConfig,
     pub events: EventsConfig,
     pub consumer: ConsumerConfig,
+    pub archive: ArchiveConfig,
+}
+
+impl Config {
+    /// Where the event archive lives.
+    pub fn archive_dir(&self) -> PathBuf {
+        self.archive
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("archive"))
+    }
 }
 
 impl Default for Config {
@@ -44,6 +59,7 @@ impl Default for Config {
             catalogue: CatalogueConfig::default(),
             events: EventsConfig::default(),
             consumer: ConsumerConfig::default(),
+            archive: ArchiveConfig::default(),
         }
     }
 }

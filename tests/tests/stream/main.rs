@@ -3,6 +3,7 @@
 //! The deployment harness is here; the cases are in `deployed` (the whole path) and `batching`
 //! (the consumer's client on its own).
 
+mod archive;
 mod batching;
 mod deployed;
 mod items;
@@ -59,6 +60,7 @@ pub(crate) async fn deploy(push_recommendations: bool) -> StreamDeployment {
     config.consumer.group_id = format!("{prefix}-group");
     config.consumer.push_recommendations = push_recommendations;
     config.consumer.retry_max_ms = 200;
+    config.archive.flush_interval_ms = 200;
     config.catalogue.topic = format!("{prefix}-items");
     config.catalogue.dead_letter_topic = format!("{prefix}-items-dead-letters");
     broker.create_topic(&config.events.topic, PARTITIONS);
