@@ -1,5 +1,5 @@
 //! `recsys serve` stops on SIGTERM the way an orchestrator expects: it stops accepting, answers
-//! the requests already in flight, and exits with status 0.
+//! the requests already in flight, writes the event archive, and exits with status 0.
 
 mod support;
 
@@ -77,6 +77,28 @@ fn sigterm_answers_the_requests_in_flight_and_exits_zero() {
         assert!(read_response(&mut idle).starts_with("HTTP/1.1 200"));
     }
 
+    // Events accepted before the signal: the archive is written at shutdown (its interval is
+    // a minute), so finding them there shows the drain.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let events = format!(
+        "{{\"event_id\": \"e1\", \"user_id\": \"u1\", \"item_id\": \"i1\", \"event_type\": \"click\", \"event_time_ms\": {now_ms}}}\n\
+         {{\"event_id\": \"e2\", \"user_id\": \"u1\", \"item_id\": \"i2\", \"event_type\": \"click\", \"event_time_ms\": {}}}\n",
+        now_ms + 1
+    );
+    idle.write_all(
+        format!(
+            "POST /events HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n{events}",
+            events.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let accepted = read_response(&mut idle);
+    assert!(accepted.contains("\"accepted\":2"), "{accepted}");
+
     // One request in flight when the signal comes: headers and half the body sent.
     let mut in_flight = TcpStream::connect(address).unwrap();
     in_flight
@@ -109,4 +131,16 @@ fn sigterm_answers_the_requests_in_flight_and_exits_zero() {
     );
     // New connections are refused once it is gone.
     assert!(TcpStream::connect(address).is_err());
+    let archived = archive::EventArchive::new(data_dir.path().join("archive"), "test")
+        .read(None, None)
+        .unwrap();
+    let ids: Vec<&str> = archived
+        .iter()
+        .map(|event| event.event_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["e1", "e2"],
+        "the accepted events are archived at shutdown"
+    );
 }

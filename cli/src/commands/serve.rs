@@ -64,6 +64,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "the event log is not ready after 10 s; starting anyway"
         );
     }
+    let events = std::sync::Arc::clone(&state.events);
     let handle = api::spawn(listener, state, stop_requested)?;
     let address = handle.local_addr;
     tracing::info!(%address, "recommendation API listening");
@@ -74,6 +75,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // Ends after the signal, once every request in flight has its answer.
     handle.task.await??;
+    // Events accepted before the signal are applied, and the embedded archive written.
+    events.close().await;
     tracing::info!("recommendation API stopped");
     Ok(())
 }

@@ -10,6 +10,9 @@ use common::clock::now_ms;
 use schemas::InteractionEvent;
 use tokio::sync::{mpsc, oneshot};
 
+use tokio_util::sync::CancellationToken;
+
+use super::archiving::ArchiveWriter;
 use super::{EventSink, PublishError};
 use crate::events::EventApplier;
 
@@ -24,19 +27,34 @@ struct BusRequest {
 #[derive(Clone)]
 pub struct InProcessBus {
     requests: mpsc::Sender<BusRequest>,
+    closing: CancellationToken,
+    worker: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl InProcessBus {
     /// Starts the worker. `capacity` bounds the requests waiting; `max_batch_events` bounds how
     /// many events one store round trip carries (a single larger request is still one batch).
+    /// Applied batches go on to `archive` when given.
     pub fn start(
         applier: Arc<EventApplier>,
         capacity: usize,
         max_batch_events: usize,
-    ) -> (InProcessBus, tokio::task::JoinHandle<()>) {
+        archive: Option<(ArchiveWriter, tokio::task::JoinHandle<()>)>,
+    ) -> InProcessBus {
         let (requests, receiver) = mpsc::channel(capacity);
-        let worker = tokio::spawn(run_worker(applier, receiver, max_batch_events));
-        (InProcessBus { requests }, worker)
+        let closing = CancellationToken::new();
+        let worker = tokio::spawn(run_worker(
+            applier,
+            receiver,
+            max_batch_events,
+            closing.clone(),
+            archive,
+        ));
+        InProcessBus {
+            requests,
+            closing,
+            worker: Arc::new(tokio::sync::Mutex::new(Some(worker))),
+        }
     }
 }
 
@@ -44,6 +62,17 @@ impl InProcessBus {
 impl EventSink for InProcessBus {
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+
+    /// Applies what is queued, refuses what comes later, and waits for the archive's last
+    /// write.
+    async fn close(&self) {
+        self.closing.cancel();
+        if let Some(worker) = self.worker.lock().await.take() {
+            if let Err(error) = worker.await {
+                tracing::error!(%error, "the event bus worker failed");
+            }
+        }
     }
 
     async fn publish(&self, events: Vec<InteractionEvent>) -> Result<(), PublishError> {
@@ -80,8 +109,20 @@ async fn run_worker(
     applier: Arc<EventApplier>,
     mut receiver: mpsc::Receiver<BusRequest>,
     max_batch_events: usize,
+    closing: CancellationToken,
+    archive: Option<(ArchiveWriter, tokio::task::JoinHandle<()>)>,
 ) {
-    while let Some(first) = receiver.recv().await {
+    let (archive, archive_task) = archive.unzip();
+    loop {
+        let first = tokio::select! {
+            request = receiver.recv() => request,
+            // Refuse new requests; those already queued are still applied below.
+            () = closing.cancelled(), if !receiver.is_closed() => {
+                receiver.close();
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         let mut requests = vec![first];
         let mut waiting_events = requests[0].events.len();
         while waiting_events < max_batch_events {
@@ -95,16 +136,21 @@ async fn run_worker(
         }
         let mut batch = applier.batch(0, waiting_events);
         let mut replies = Vec::with_capacity(requests.len());
+        let mut applied = Vec::with_capacity(waiting_events);
         for request in requests {
             for event in &request.events {
                 batch.push(&event.as_ref(), None, request.logged_at_ms);
             }
+            applied.extend(request.events);
             replies.push(request.reply);
         }
         metrics::histogram!("recsys_consumer_batch_size").record(batch.len() as f64);
         let answer = match applier.apply(&mut batch).await {
             Ok(_) => {
                 applier.push_recommendations(&batch).await;
+                if let Some(archive) = &archive {
+                    archive.offer(applied);
+                }
                 Ok(())
             }
             Err(error) => {
@@ -115,6 +161,13 @@ async fn run_worker(
         for reply in replies {
             // A client that went away still had its events stored (or not); nothing to undo.
             let _ = reply.send(answer.clone());
+        }
+    }
+    // The writer's last write happens once every sender is gone.
+    drop(archive);
+    if let Some(task) = archive_task {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "the event archive writer failed");
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Also here: topic creation and replaying a data set as live events, the two other writers of
 //! the log.
 
+mod archiving;
 mod bus;
 pub mod items;
 mod kafka;
@@ -24,6 +25,7 @@ use crate::popularity::DecayClock;
 use crate::retrieve::Retriever;
 use crate::store::UserStore;
 
+pub use archiving::ArchiveWriter;
 pub use bus::InProcessBus;
 pub use kafka::{kafka_producer, EventProducer, KafkaSink};
 
@@ -52,6 +54,10 @@ pub trait EventSink: Send + Sync + 'static {
     async fn wait_until_ready(&self, _timeout: Duration) -> bool {
         true
     }
+
+    /// At shutdown, after the last request: finishes what was accepted (the embedded bus applies
+    /// its queue and writes the event archive once more).
+    async fn close(&self) {}
 }
 
 /// The applier both paths share (the in-process bus and `recsys consume`), configured from
@@ -85,12 +91,16 @@ pub fn open_event_sink(
     match config.events.kafka_brokers() {
         Some(brokers) => Ok(Arc::new(KafkaSink::new(brokers, &config.events.topic)?)),
         None => {
-            let (bus, _worker) = InProcessBus::start(
+            let archive = config.archive.enabled.then(|| {
+                let archive = archive::EventArchive::new(config.archive_dir(), "api");
+                ArchiveWriter::start(Arc::new(archive), &config.archive)
+            });
+            Ok(Arc::new(InProcessBus::start(
                 applier,
                 config.events.bus_capacity,
                 config.consumer.max_batch_events,
-            );
-            Ok(Arc::new(bus))
+                archive,
+            )))
         }
     }
 }
