@@ -14,6 +14,7 @@
 //! Retention: [`EventArchive::expire`] deletes whole days older than the configured number of days.
 
 mod columns;
+mod training;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use schemas::InteractionEvent;
 
 pub use columns::ArchivedEvent;
+pub use training::{training_dataset, DataWindow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

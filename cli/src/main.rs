@@ -66,6 +66,8 @@ enum Command {
     /// How soon and how often items added after training reach personalized answers of a
     /// running API.
     BenchColdStart(bench_cold_start::BenchColdStartArgs),
+    /// Write the event archive (or its last days) as a data set to train on.
+    ExportEvents(data::ExportEventsArgs),
     /// Print a wire type's JSON Schema (`event`: the interaction event).
     Schema(data::SchemaArgs),
     /// Generate a synthetic data set into `<data-dir>/datasets/<name>/`.
@@ -105,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Command::BenchColdStart(args) => {
             runtime()?.block_on(bench_cold_start::bench_cold_start(args))
         }
+        Command::ExportEvents(args) => data::export_events(args),
         Command::Schema(args) => data::schema(args),
         Command::Synth(args) => data::synth(args),
     }

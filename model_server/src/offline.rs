@@ -87,7 +87,17 @@ pub fn train_bundle(
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or_default();
     let model_version = format!("{}-{dataset_name}-{created_at}", config.encoder);
-    let metrics = serde_json::json!({ "training": report, "train_config": config });
+    // A data set exported from the event archive says which events it holds.
+    let data_window = std::fs::read_to_string(
+        dataset::data::dataset_dir(data_dir, dataset_name).join(dataset::data::WINDOW_FILE),
+    )
+    .ok()
+    .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let metrics = serde_json::json!({
+        "training": report,
+        "train_config": config,
+        "data_window": data_window,
+    });
     let bundle_dir = bundle::save_native_bundle(
         data_dir,
         &NativeBundle {

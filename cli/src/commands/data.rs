@@ -1,4 +1,5 @@
-//! Data commands: `schema` (a wire type's JSON Schema) and `synth` (a synthetic data set).
+//! Data commands: `schema` (a wire type's JSON Schema), `synth` (a synthetic data set) and
+//! `export-events` (the event archive as a data set).
 
 use clap::Args;
 use dataset::data::synthetic::{generate, SyntheticConfig};
@@ -61,4 +62,70 @@ pub fn synth(args: SynthArgs) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportEventsArgs {
+    #[command(flatten)]
+    serving: crate::args::ServingArgs,
+    /// The data set written: `<data_dir>/datasets/<name>/`, trained on with
+    /// `recsys train --dataset <name>`.
+    #[arg(long, default_value = "events")]
+    name: String,
+    /// Only the events of the last N days (default: the whole archive).
+    #[arg(long)]
+    days: Option<u32>,
+    /// Titles, years and genres of items this data set describes (for example ml-100k).
+    #[arg(long)]
+    items_from: Option<String>,
+}
+
+/// The event archive as a training data set, with the span of events it holds in `window.json`.
+pub fn export_events(args: ExportEventsArgs) -> anyhow::Result<()> {
+    let config = args.serving.load()?;
+    let since_ms = args
+        .days
+        .map(|days| common::clock::now_ms() - i64::from(days) * 86_400_000);
+    let archive = archive::EventArchive::new(config.archive_dir(), "export");
+    let events = archive.read(since_ms, None)?;
+    let known_items = match &args.items_from {
+        Some(name) => dataset::Dataset::load(&config.data_dir, name)?.items,
+        None => Vec::new(),
+    };
+    let (data, window) = archive::training_dataset(
+        &args.name,
+        &events,
+        &config.archive.train_event_types,
+        &known_items,
+    );
+    let Some(window) = window else {
+        anyhow::bail!(
+            "the event archive in {} holds no events of the kinds training uses ({:?})",
+            archive.dir().display(),
+            config.archive.train_event_types
+        );
+    };
+    let dir = dataset_dir(&config.data_dir, &args.name);
+    write_atomic_files(&dir, &data)?;
+    common::fs::write_atomically(
+        &dir.join(dataset::data::WINDOW_FILE),
+        serde_json::to_string_pretty(&window)?.as_bytes(),
+    )?;
+    println!(
+        "{}: {} events of {} users on {} items, {} to {} (train with `recsys train --dataset {}`)",
+        dir.display(),
+        window.events,
+        window.users,
+        window.items,
+        format_ms(window.first_event_ms),
+        format_ms(window.last_event_ms),
+        args.name
+    );
+    Ok(())
+}
+
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|time| time.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
 }

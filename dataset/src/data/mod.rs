@@ -81,6 +81,10 @@ impl Dataset {
     }
 }
 
+/// Written next to a data set made from the event archive: the span of events it holds
+/// (`archive::DataWindow`), copied into the `metrics.json` of bundles trained on it.
+pub const WINDOW_FILE: &str = "window.json";
+
 pub fn dataset_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("datasets").join(name)
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use schemas::EventType;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +23,8 @@ pub struct ArchiveConfig {
     pub max_buffered_events: usize,
     /// Days of events kept; older days are deleted whole.
     pub retention_days: u32,
+    /// The kinds of events training learns from (`recsys export-events`).
+    pub train_event_types: Vec<EventType>,
 }
 
 impl Default for ArchiveConfig {
@@ -32,6 +35,7 @@ impl Default for ArchiveConfig {
             flush_interval_ms: 60_000,
             max_buffered_events: 100_000,
             retention_days: 90,
+            train_event_types: EventType::ALL.to_vec(),
         }
     }
 }
