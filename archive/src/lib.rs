@@ -12,11 +12,15 @@
 //! training data.
 //!
 //! Retention: [`EventArchive::expire`] deletes whole days older than the configured number of days.
+//!
+//! Erasure: [`EventArchive::erase_user`] records the request in `erasures.ndjson` and rewrites the
+//! files holding the user's events; from then on their events up to that time are dropped when
+//! written and when read.
 
 mod columns;
 mod training;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -76,8 +80,9 @@ impl EventArchive {
     /// Writes the events, one file per day they fall on; returns the files written. Blocking
     /// (file system); call it off the async runtime.
     pub fn append(&self, events: &[ArchivedEvent]) -> Result<Vec<PathBuf>, ArchiveError> {
+        let erased = self.erasures()?;
         let mut by_day: BTreeMap<i64, Vec<&ArchivedEvent>> = BTreeMap::new();
-        for event in events {
+        for event in events.iter().filter(|event| !is_erased(&erased, event)) {
             by_day
                 .entry(event.event.event_time_ms.div_euclid(MS_PER_DAY))
                 .or_default()
@@ -114,6 +119,7 @@ impl EventArchive {
     ) -> Result<Vec<InteractionEvent>, ArchiveError> {
         let since = since_ms.unwrap_or(i64::MIN);
         let until = until_ms.unwrap_or(i64::MAX);
+        let erased = self.erasures()?;
         let mut events: Vec<ArchivedEvent> = Vec::new();
         for (day, files) in self.files()? {
             let day_start = day * MS_PER_DAY;
@@ -122,10 +128,9 @@ impl EventArchive {
             }
             for path in files {
                 let rows = read_file(&path)?;
-                events.extend(
-                    rows.into_iter()
-                        .filter(|row| (since..until).contains(&row.event.event_time_ms)),
-                );
+                events.extend(rows.into_iter().filter(|row| {
+                    (since..until).contains(&row.event.event_time_ms) && !is_erased(&erased, row)
+                }));
             }
         }
         let mut seen = HashSet::with_capacity(events.len());
@@ -142,17 +147,20 @@ impl EventArchive {
         Ok(events.into_iter().map(|row| row.event).collect())
     }
 
-    /// Removes every event of `user_id` (an erasure request); returns how many were removed.
-    /// Each file holding some is replaced by one without them. Blocking.
-    pub fn erase_user(&self, user_id: &str) -> Result<usize, ArchiveError> {
+    /// Removes every event of `user_id` up to `erased_at_ms` (an erasure request); returns how
+    /// many were removed. The erasure is recorded first (`erasures.ndjson`), so the user's
+    /// earlier events are neither read nor written again, however they come back (a consumer
+    /// re-reading the topic); then each file holding some is replaced by one without them.
+    /// Blocking.
+    pub fn erase_user(&self, user_id: &str, erased_at_ms: i64) -> Result<usize, ArchiveError> {
+        self.record_erasure(user_id, erased_at_ms)?;
+        let erased = HashMap::from([(user_id.to_owned(), erased_at_ms)]);
         let mut removed = 0;
         for (_, files) in self.files()? {
             for path in files {
                 let rows = read_file(&path)?;
-                let kept: Vec<&ArchivedEvent> = rows
-                    .iter()
-                    .filter(|row| row.event.user_id != user_id)
-                    .collect();
+                let kept: Vec<&ArchivedEvent> =
+                    rows.iter().filter(|row| !is_erased(&erased, row)).collect();
                 if kept.len() == rows.len() {
                     continue;
                 }
@@ -184,6 +192,45 @@ impl EventArchive {
             }
         }
         Ok(expired)
+    }
+
+    fn erasures_path(&self) -> PathBuf {
+        self.dir.join(ERASURES_FILE)
+    }
+
+    fn record_erasure(&self, user_id: &str, erased_at_ms: i64) -> Result<(), ArchiveError> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(&self.dir).map_err(ArchiveError::io(&self.dir))?;
+        let path = self.erasures_path();
+        let line = serde_json::json!({"user_id": user_id, "erased_at_ms": erased_at_ms});
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(ArchiveError::io(&path))?;
+        writeln!(file, "{line}").map_err(ArchiveError::io(&path))?;
+        file.sync_all().map_err(ArchiveError::io(&path))
+    }
+
+    /// Each erased user with the latest time their events were erased up to.
+    fn erasures(&self) -> Result<HashMap<String, i64>, ArchiveError> {
+        let path = self.erasures_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(error) => return Err(ArchiveError::io(&path)(error)),
+        };
+        let mut erased = HashMap::new();
+        for (index, line) in text.lines().enumerate() {
+            // A line cut short by a crash mid-append is the only kind that can be incomplete.
+            let Ok(entry) = serde_json::from_str::<Erasure>(line) else {
+                tracing::warn!(line = index + 1, path = %path.display(), "unreadable erasure line");
+                continue;
+            };
+            let until = erased.entry(entry.user_id).or_insert(entry.erased_at_ms);
+            *until = (*until).max(entry.erased_at_ms);
+        }
+        Ok(erased)
     }
 
     /// The archive's files by day (days since the epoch), in name order.
@@ -218,6 +265,21 @@ impl EventArchive {
         }
         Ok(days)
     }
+}
+
+/// Erased users and the time their events were erased up to.
+const ERASURES_FILE: &str = "erasures.ndjson";
+
+#[derive(serde::Deserialize)]
+struct Erasure {
+    user_id: String,
+    erased_at_ms: i64,
+}
+
+fn is_erased(erased: &HashMap<String, i64>, row: &ArchivedEvent) -> bool {
+    erased
+        .get(&row.event.user_id)
+        .is_some_and(|until| row.event.event_time_ms <= *until)
 }
 
 fn read_file(path: &Path) -> Result<Vec<ArchivedEvent>, ArchiveError> {

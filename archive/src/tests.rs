@@ -99,10 +99,26 @@ fn erasing_a_user_removes_their_events_and_keeps_the_rest() {
             event("3", "leaver", "i2", DEC_1 + DAY),
         ])
         .unwrap();
-    assert_eq!(archive.erase_user("leaver").unwrap(), 2);
+    assert_eq!(archive.erase_user("leaver", DEC_1 + DAY).unwrap(), 2);
     let read = archive.read(None, None).unwrap();
     assert_eq!(ids(&read), ["2"]);
-    assert_eq!(archive.erase_user("leaver").unwrap(), 0);
+    assert_eq!(archive.erase_user("leaver", DEC_1 + DAY).unwrap(), 0);
+
+    // Their old events coming back (a consumer re-reading the topic) stay out; what they do
+    // after the erasure is kept.
+    archive
+        .append(&[
+            event("1", "leaver", "i1", DEC_1),
+            event("4", "leaver", "i3", DEC_1 + 2 * DAY),
+        ])
+        .unwrap();
+    assert_eq!(ids(&archive.read(None, None).unwrap()), ["2", "4"]);
+    let erased = EventArchive::new(dir.path(), "other-writer");
+    assert_eq!(
+        ids(&erased.read(None, None).unwrap()),
+        ["2", "4"],
+        "the erasure is on disk"
+    );
 }
 
 #[test]
