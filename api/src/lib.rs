@@ -4,6 +4,7 @@ pub mod error;
 mod events;
 mod items;
 mod routes;
+mod users;
 mod writes;
 
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub events: Arc<dyn EventSink>,
     pub events_config: EventsConfig,
     pub catalogue_config: CatalogueConfig,
+    /// The event archive this API erases users from (`DELETE /users/{id}`), when archiving.
+    pub archive: Option<Arc<archive::EventArchive>>,
 }
 
 impl AppState {
@@ -58,6 +61,10 @@ impl AppState {
             events,
             events_config: config.events.clone(),
             catalogue_config: config.catalogue.clone(),
+            archive: config
+                .archive
+                .enabled
+                .then(|| Arc::new(archive::EventArchive::new(config.archive_dir(), "api"))),
         })
     }
 }

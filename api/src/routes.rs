@@ -32,6 +32,10 @@ pub fn routes() -> Router<AppState> {
         .route("/recs/popular", get(popular))
         .route("/vendor/seq_retriever", post(seq_retriever))
         .route("/users/{user_id}/history", get(user_history))
+        .route(
+            "/users/{user_id}",
+            axum::routing::delete(crate::users::forget_user),
+        )
         .route("/items", get(crate::items::items_by_id))
         .route(
             "/items/{item_id}",
@@ -61,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         popular,
         seq_retriever,
         user_history,
+        crate::users::forget_user,
         crate::items::items_by_id,
         crate::items::upsert_items,
         crate::items::get_item,

@@ -28,7 +28,9 @@ pub use recommendations::{
     RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
 };
 pub use retrieve::RetrieveContext;
-pub use status::{EventsAccepted, ItemsResponse, ReadinessResponse, UserHistoryResponse};
+pub use status::{
+    EventsAccepted, ItemsResponse, ReadinessResponse, UserForgotten, UserHistoryResponse,
+};
 
 /// The JSON Schema (draft 2020-12) of [`InteractionEvent`], as committed in
 /// `schemas/json/interaction_event.schema.json` for producers in other languages.

@@ -25,6 +25,16 @@ pub struct UserHistoryResponse {
     pub newest_event_time_ms: Option<i64>,
 }
 
+/// `DELETE /users/{user_id}`: what an erasure removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserForgotten {
+    pub user_id: String,
+    /// Whether the store held a history or a pushed list of the user.
+    pub state_removed: bool,
+    /// Events of the user taken out of the event archive.
+    pub archived_events_removed: usize,
+}
+
 /// `GET /items?ids=a,b`: item metadata in request order; ids the index does not hold are listed apart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ItemsResponse {

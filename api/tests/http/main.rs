@@ -5,6 +5,7 @@ mod events;
 mod items;
 mod openapi;
 mod recommendations;
+mod users;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub(crate) async fn test_api_with(configure: impl FnOnce(&mut Config)) -> TestAp
         },
         ..Config::default()
     };
+    // The event archive goes under the test's directory, not the working directory.
+    config.data_dir = data_dir.path().to_owned();
     configure(&mut config);
     let app = router(AppState::new(&config, Arc::clone(&retriever)).unwrap());
     TestApi {

@@ -169,6 +169,11 @@ pub trait UserStore: CatalogueStore + Send + Sync + 'static {
     /// (the order Redis gives).
     async fn top_popular(&self, count: usize) -> Result<Vec<(String, f64)>, StoreError>;
 
+    /// Forgets what the user did (an erasure request): recent and seen items and the cached list
+    /// go; the per-partition positions stay, so the same events read again from the log are
+    /// still skipped. Returns whether anything of the user was stored.
+    async fn forget_user(&self, user_id: &str) -> Result<bool, StoreError>;
+
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 }

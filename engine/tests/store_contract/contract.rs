@@ -296,3 +296,64 @@ pub async fn concurrent_writers_to_one_user_lose_nothing(store: &dyn UserStore) 
         .sum();
     assert_eq!(counted, 80.0);
 }
+
+pub async fn a_forgotten_user_keeps_nothing_and_old_events_stay_out(store: &dyn UserStore) {
+    store
+        .apply(vec![
+            update(
+                "leaver",
+                vec![
+                    interaction("a", 100, Some((0, 1))),
+                    interaction("b", 200, Some((0, 2))),
+                ],
+            ),
+            update("stayer", vec![interaction("a", 100, Some((1, 1)))]),
+        ])
+        .await
+        .unwrap();
+    let cached = CachedRecommendations {
+        model_version: "gru-test-1".into(),
+        reflects_event_time_ms: 200,
+        reflects_history_version: 2,
+        computed_at_ms: 250,
+        items: vec![CachedItem {
+            item_id: "c".into(),
+            score: 1.0,
+        }],
+    };
+    store
+        .put_cached_recommendations(&[("leaver".to_owned(), cached)])
+        .await
+        .unwrap();
+
+    assert!(store.forget_user("leaver").await.unwrap());
+    let state = store.user_state("leaver").await.unwrap();
+    assert!(
+        state.recent_items.is_empty() && state.seen_items.is_empty(),
+        "{state:?}"
+    );
+    assert_eq!((state.cached, state.newest_event_time_ms), (None, None));
+    assert_eq!(
+        store.user_state("stayer").await.unwrap().recent_items,
+        ["a"]
+    );
+
+    // The same events read again from the log are skipped; new ones count.
+    let outcome = store
+        .apply(vec![update(
+            "leaver",
+            vec![
+                interaction("a", 100, Some((0, 1))),
+                interaction("b", 200, Some((0, 2))),
+                interaction("z", 300, Some((0, 3))),
+            ],
+        )])
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.duplicates), (1, 2));
+    assert_eq!(
+        store.user_state("leaver").await.unwrap().recent_items,
+        ["z"]
+    );
+    assert!(!store.forget_user("nobody").await.unwrap());
+}

@@ -101,6 +101,7 @@ macro_rules! every_backend {
                 only_applied_interactions_add_popularity,
                 concurrent_writers_to_one_user_lose_nothing,
                 catalogue_upserts_replace_and_the_change_log_names_each_item_once,
+                a_forgotten_user_keeps_nothing_and_old_events_stay_out,
             );
         )*
     };

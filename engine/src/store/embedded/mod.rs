@@ -235,6 +235,33 @@ impl UserStore for EmbeddedStore {
         .await
     }
 
+    async fn forget_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        let user_id = user_id.to_owned();
+        self.blocking(move |database| {
+            let transaction = database.begin_write().map_err(unavailable)?;
+            let had_items = {
+                let mut users = transaction.open_table(USERS).map_err(unavailable)?;
+                let mut record = read_record(&users, &user_id)?;
+                let had_items = record.forget();
+                if had_items {
+                    users
+                        .insert(user_id.as_str(), record.encode().as_slice())
+                        .map_err(unavailable)?;
+                }
+                had_items
+            };
+            let had_cache = transaction
+                .open_table(RECOMMENDATIONS)
+                .map_err(unavailable)?
+                .remove(user_id.as_str())
+                .map_err(unavailable)?
+                .is_some();
+            transaction.commit().map_err(unavailable)?;
+            Ok(had_items || had_cache)
+        })
+        .await
+    }
+
     async fn put_cached_recommendations(
         &self,
         entries: &[(String, CachedRecommendations)],

@@ -168,6 +168,17 @@ impl UserRecord {
         seen.into_iter().map(ItemKey::to_id).collect()
     }
 
+    /// Drops what the user did and keeps where the log was read up to; returns whether there
+    /// was anything to drop. The version moves on, so a list pushed before is stale.
+    pub(crate) fn forget(&mut self) -> bool {
+        let had_items = !self.recent_items.is_empty() || !self.earlier_items.is_empty();
+        self.recent_items.clear();
+        self.earlier_items.clear();
+        self.newest_event_time_ms = None;
+        self.history_version += 1;
+        had_items
+    }
+
     pub(crate) fn into_state(self) -> UserState {
         UserState {
             seen_items: self.seen_items(),

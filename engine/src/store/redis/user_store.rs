@@ -13,6 +13,9 @@ use crate::store::{
 };
 use crate::BatchMap;
 
+/// Compare-and-set rounds an erasure tries before giving up on a user written to without pause.
+const FORGET_ATTEMPTS: usize = 10;
+
 #[async_trait::async_trait]
 impl UserStore for RedisStore {
     fn backend(&self) -> &'static str {
@@ -93,6 +96,47 @@ impl UserStore for RedisStore {
             Some(error) => Err(error),
             None => Ok(outcome),
         }
+    }
+
+    async fn forget_user(&self, user_id: &str) -> Result<bool, StoreError> {
+        // Compare-and-set like a batch's writes, so a concurrent apply is never overwritten:
+        // whichever goes second sees the other's record.
+        let mut outcome = None;
+        for _ in 0..FORGET_ATTEMPTS {
+            let read = self.read_records(&[user_id]).await?.remove(0);
+            if read.is_empty() {
+                outcome = Some(false);
+                break;
+            }
+            let mut record = self.decode(user_id, &read)?;
+            if !record.forget() {
+                outcome = Some(false);
+                break;
+            }
+            let results = self
+                .compare_and_set(&[(user_id, read, record.encode())])
+                .await;
+            if let Some(error) = results.error {
+                return Err(error);
+            }
+            if results.written.first() == Some(&true) {
+                outcome = Some(true);
+                break;
+            }
+        }
+        let Some(had_items) = outcome else {
+            return Err(StoreError::Unavailable(format!(
+                "user '{user_id}' changed at each of {FORGET_ATTEMPTS} attempts to forget them"
+            )));
+        };
+        // Whatever this process remembers writing is no longer the stored record.
+        let _ = self.written.take(&[user_id]);
+        let mut connection = self.connection();
+        let removed: usize = connection
+            .del(self.recommendations_key(user_id))
+            .await
+            .map_err(unavailable)?;
+        Ok(had_items || removed > 0)
     }
 
     async fn put_cached_recommendations(
