@@ -74,7 +74,7 @@ impl TrainConfig {
             max_len: 50,
             num_layers: 1,
             num_heads: 1,
-            dropout: 0.3,
+            dropout: 0.4,
             learning_rate: 2e-3,
             weight_decay: 0.0,
             batch_size: 128,
