@@ -111,7 +111,7 @@ fn decode_items(
 }
 
 async fn store_and_refresh(state: &AppState, items: &[CatalogueItem]) -> Result<(), ApiError> {
-    let retriever = &state.retriever;
+    let retriever = state.retriever.get();
     retriever
         .store()
         .upsert_items(items)
@@ -191,7 +191,7 @@ async fn look_up(
     state: &AppState,
     item_id: &str,
 ) -> Result<(Option<CatalogueItem>, Option<IndexedItem>), ApiError> {
-    let retriever = &state.retriever;
+    let retriever = state.retriever.get();
     let ids = [item_id.to_owned()];
     let (described, indexed) = tokio::join!(
         retriever.store().catalogue_items(&ids),
@@ -276,8 +276,8 @@ pub async fn similar_items(
         }
     }
     let started = std::time::Instant::now();
-    let recommendations = state
-        .retriever
+    let retriever = state.retriever.get();
+    let recommendations = retriever
         .similar_items(&item_id, count, params.user_id.as_deref())
         .await
         .map_err(|error| match error {
@@ -300,7 +300,7 @@ pub async fn similar_items(
         RetrieveContext::default(),
         rec_id(&request_id),
         false,
-        state.retriever.index_bundle(),
+        retriever.index_bundle(),
     )))
 }
 
@@ -350,6 +350,7 @@ pub async fn items_by_id(
     }
     let found = state
         .retriever
+        .get()
         .index()
         .items(&ids)
         .await

@@ -18,6 +18,7 @@ use axum::Router;
 use engine::config::{ApiConfig, CatalogueConfig, Config, EventsConfig};
 use engine::event_log::{event_applier, open_event_sink, EventSink};
 use engine::retrieve::Retriever;
+use engine::serving::ServedRetriever;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower_http::request_id::{
@@ -29,7 +30,8 @@ pub use error::ApiError;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub retriever: Arc<Retriever>,
+    /// The model and index answering now; a promotion swaps them (`engine::serving`).
+    pub retriever: Arc<ServedRetriever>,
     pub metrics: PrometheusHandle,
     pub limits: ApiConfig,
     /// Where `POST /events` sends what it accepts.
@@ -48,14 +50,16 @@ impl AppState {
         config: &Config,
         retriever: Arc<Retriever>,
     ) -> Result<AppState, rdkafka::error::KafkaError> {
+        let served = ServedRetriever::new(retriever);
+        let retriever = served.get();
         let applier = event_applier(
             config,
             Arc::clone(retriever.store()),
-            Some(Arc::clone(&retriever)),
+            Some(Arc::clone(&served)),
         );
         let events = open_event_sink(config, Arc::new(applier))?;
         Ok(AppState {
-            retriever,
+            retriever: served,
             metrics: common::telemetry::prometheus_handle(),
             limits: config.api.clone(),
             events,

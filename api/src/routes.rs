@@ -244,13 +244,15 @@ async fn retrieve(
         candidates: context.candidate_items_raw.clone(),
         count,
     };
-    let outcome = state.retriever.retrieve(&request).await;
+    // One pair for the whole answer, even if a promotion swaps it meanwhile.
+    let retriever = state.retriever.get();
+    let outcome = retriever.retrieve(&request).await;
     Ok(Json(response(
         outcome,
         context,
         rec_id(&request_id),
         debug,
-        state.retriever.index_bundle(),
+        retriever.index_bundle(),
     )))
 }
 
@@ -272,7 +274,8 @@ async fn popular(
 ) -> Result<Json<RecommendationsResponse>, ApiError> {
     let Query(params) = params?;
     let count = parse_count(params.count.as_deref())?;
-    let recommendations = state.retriever.popular_items(count, &HashSet::new()).await;
+    let retriever = state.retriever.get();
+    let recommendations = retriever.popular_items(count, &HashSet::new()).await;
     let outcome = RetrieveOutcome {
         recommendations,
         source: Source::Popular,
@@ -286,7 +289,7 @@ async fn popular(
         RetrieveContext::default(),
         rec_id(&request_id),
         false,
-        state.retriever.index_bundle(),
+        retriever.index_bundle(),
     )))
 }
 
@@ -311,7 +314,7 @@ async fn dependency_state<E: std::fmt::Display>(
     )
 )]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let retriever = &state.retriever;
+    let retriever = state.retriever.get();
     let (store, index, model) = tokio::join!(
         dependency_state(retriever.store().ping()),
         dependency_state(retriever.index().ping()),
@@ -362,6 +365,7 @@ async fn user_history(
 ) -> Result<Json<UserHistoryResponse>, ApiError> {
     let user_state = state
         .retriever
+        .get()
         .store()
         .user_state(&user_id)
         .await
@@ -399,7 +403,8 @@ async fn seq_retriever(
             "send at least one sequence",
         ));
     }
-    let model = state.retriever.model();
+    let retriever = state.retriever.get();
+    let model = retriever.model();
     let metadata = model.metadata().await.map_err(model_error(0))?;
     let response = match endpoint {
         SeqRetrieverEndpoint::GetQueryEmbeddings => {

@@ -32,6 +32,7 @@ pub async fn forget_user(
     check_write_key(&state, &headers, "DELETE /users/{user_id}")?;
     let state_removed = state
         .retriever
+        .get()
         .store()
         .forget_user(&user_id)
         .await

@@ -21,7 +21,7 @@ use common::clock::now_ms;
 use common::retry::{RetryPolicy, RetrySchedule, RetryStopped, Transience};
 
 use crate::popularity::DecayClock;
-use crate::retrieve::{PushError, Retriever};
+use crate::retrieve::PushError;
 use crate::store::{
     AppliedInteraction, ItemKey, SourcePosition, StoreError, UserStore, UserUpdate,
 };
@@ -219,7 +219,8 @@ pub struct BatchOutcome {
 /// Pushing of fresh recommendations after each batch.
 #[derive(Clone)]
 pub struct PushSettings {
-    pub retriever: Arc<Retriever>,
+    /// Pushes use the pair served now: a promotion changes them too.
+    pub retriever: Arc<crate::serving::ServedRetriever>,
     /// How many recommendations are cached per user.
     pub count: usize,
 }
@@ -324,6 +325,7 @@ impl EventApplier {
         let result: Result<usize, PushError> = async {
             let entries = push
                 .retriever
+                .get()
                 .recommendations_to_push(&users, push.count)
                 .await?;
             self.store.put_cached_recommendations(&entries).await?;

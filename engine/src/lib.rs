@@ -16,6 +16,7 @@ pub mod indexing;
 pub mod model;
 pub mod popularity;
 pub mod retrieve;
+pub mod serving;
 pub mod startup;
 pub mod store;
 

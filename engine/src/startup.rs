@@ -69,7 +69,9 @@ fn embedder_config(config: &Config) -> model_server::EmbedderConfig {
 }
 
 /// The model `model.url` names and the version it serves.
-async fn open_model(config: &Config) -> Result<(Arc<dyn QueryModel>, String), StartupError> {
+pub(crate) async fn open_model(
+    config: &Config,
+) -> Result<(Arc<dyn QueryModel>, String), StartupError> {
     if config.model.url == "embedded" {
         return open_in_process_model(config);
     }
@@ -172,7 +174,19 @@ pub async fn build_index_from_bundle(config: &Config) -> Result<IndexOutcome, St
     )
     .await?;
 
-    let store = open_state_store(config).await?;
+    // Seeding is for a fresh deployment. An embedded store held by a running server (indexing
+    // a promoted bundle beside it) cannot be opened here, and needs no seed: it has live counts.
+    let store = match open_state_store(config).await {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::warn!(%error, "live popularity not seeded: the state store is not available here");
+            return Ok(IndexOutcome {
+                version,
+                items: bundle.id_map.len(),
+                seeded_popularity: 0,
+            });
+        }
+    };
     let mut seeded_popularity = 0;
     if store.top_popular(1).await?.is_empty() {
         let clock = DecayClock::new(config.popularity.half_life_hours);

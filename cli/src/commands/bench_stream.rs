@@ -333,7 +333,7 @@ pub async fn bench_stream(args: BenchStreamArgs) -> anyhow::Result<()> {
     let applier = Arc::new(event_applier(
         &freshness_config,
         Arc::clone(&store),
-        Some(retriever),
+        Some(engine::serving::ServedRetriever::new(retriever)),
     ));
     let handle =
         consumer::start_consumer(&freshness_config, &brokers, applier, "127.0.0.1:0".parse()?)

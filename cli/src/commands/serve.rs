@@ -65,6 +65,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let events = std::sync::Arc::clone(&state.events);
+    // A promoted bundle (its index built, then `bundles/CURRENT` moved) is served without a
+    // restart; an explicit `model.bundle` is fixed.
+    if config.model.reload_interval_ms > 0 && config.model.bundle.is_none() {
+        engine::serving::spawn_bundle_watcher(
+            config.clone(),
+            std::sync::Arc::clone(&state.retriever),
+            Duration::from_millis(config.model.reload_interval_ms),
+        );
+    }
     let handle = api::spawn(listener, state, stop_requested)?;
     let address = handle.local_addr;
     tracing::info!(%address, "recommendation API listening");

@@ -89,7 +89,15 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                  (or set consumer.push_recommendations = false)"
             );
         }
-        Some(retriever)
+        let served = engine::serving::ServedRetriever::new(retriever);
+        if config.model.reload_interval_ms > 0 && config.model.bundle.is_none() {
+            engine::serving::spawn_bundle_watcher(
+                config.clone(),
+                Arc::clone(&served),
+                std::time::Duration::from_millis(config.model.reload_interval_ms),
+            );
+        }
+        Some(served)
     } else {
         None
     };

@@ -152,6 +152,9 @@ pub struct ModelBackendConfig {
     /// Single sequences through the GRU's libtorch-free kernel; `false` runs them through
     /// libtorch (see `EmbedderConfig::single_sequence_kernel`).
     pub single_sequence_kernel: bool,
+    /// How often `serve` and `consume` look at `bundles/CURRENT` and swap in a promoted model
+    /// with its index (0: never; the bundle is read once at start).
+    pub reload_interval_ms: u64,
 }
 
 impl Default for ModelBackendConfig {
@@ -164,6 +167,7 @@ impl Default for ModelBackendConfig {
             queue_capacity: 4096,
             torch_threads: 1,
             single_sequence_kernel: true,
+            reload_interval_ms: 2_000,
         }
     }
 }

@@ -22,7 +22,7 @@ use schemas::InteractionEvent;
 use crate::config::Config;
 use crate::events::{EventApplier, PushSettings};
 use crate::popularity::DecayClock;
-use crate::retrieve::Retriever;
+use crate::serving::ServedRetriever;
 use crate::store::UserStore;
 
 pub use archiving::ArchiveWriter;
@@ -65,7 +65,7 @@ pub trait EventSink: Send + Sync + 'static {
 pub fn event_applier(
     config: &Config,
     store: Arc<dyn UserStore>,
-    retriever: Option<Arc<Retriever>>,
+    retriever: Option<Arc<ServedRetriever>>,
 ) -> EventApplier {
     let push = match (config.consumer.push_recommendations, retriever) {
         (true, Some(retriever)) => Some(PushSettings {

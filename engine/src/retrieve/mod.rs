@@ -233,6 +233,26 @@ impl Retriever {
         self
     }
 
+    /// The same retriever (store, popularity, catalogue) serving another model with its index:
+    /// what a promotion swaps in (`crate::serving`).
+    pub fn with_model_and_index(
+        &self,
+        model: Arc<dyn QueryModel>,
+        index: Arc<dyn VectorIndex>,
+        model_version: String,
+    ) -> Retriever {
+        Retriever::new(
+            Arc::clone(&self.store),
+            index,
+            model,
+            Arc::clone(&self.popular),
+            self.max_sequence_len,
+            self.budget,
+            model_version,
+        )
+        .with_catalogue(Arc::clone(&self.catalogue), self.fresh_slots)
+    }
+
     pub fn catalogue(&self) -> &Arc<LiveCatalogue> {
         &self.catalogue
     }

@@ -102,7 +102,9 @@ impl StreamDeployment {
         let applier = Arc::new(engine::event_log::event_applier(
             &config,
             Arc::clone(self.store()),
-            Some(Arc::clone(&self.retriever)),
+            Some(engine::serving::ServedRetriever::new(Arc::clone(
+                &self.retriever,
+            ))),
         ));
         consumer::start_consumer(
             &config,
