@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use archive::{ArchivedEvent, EventArchive};
 use common::clock::now_ms;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use schemas::{EventLimits, InteractionEvent};
 use tokio_util::sync::CancellationToken;
@@ -68,14 +68,8 @@ impl EventArchiver {
         health: Arc<Health>,
         cancelled: CancellationToken,
     ) -> KafkaResult<EventArchiver> {
-        let consumer: StreamConsumer<ConsumerCallbacks> = settings
-            .client_config()
-            .create_with_context(ConsumerCallbacks {
-                topic: settings.topic.clone(),
-            })?;
-        consumer.subscribe(&[&settings.topic])?;
         Ok(EventArchiver {
-            consumer: Arc::new(consumer),
+            consumer: settings.subscribed_consumer()?,
             archive,
             settings,
             archiving,

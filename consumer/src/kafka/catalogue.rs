@@ -20,9 +20,8 @@ use std::time::Duration;
 use common::clock::now_ms;
 use common::retry::{retry_transient, RetryStopped};
 use engine::catalogue::{CatalogueItem, CatalogueStore};
-use engine::event_log::kafka_producer;
 use engine::store::StoreError;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use schemas::ItemUpsert;
 use tokio_util::sync::CancellationToken;
@@ -69,19 +68,9 @@ impl CatalogueConsumer {
         health: Arc<Health>,
         cancelled: CancellationToken,
     ) -> KafkaResult<CatalogueConsumer> {
-        let consumer: StreamConsumer<ConsumerCallbacks> = settings
-            .client_config()
-            .create_with_context(ConsumerCallbacks {
-                topic: settings.topic.clone(),
-            })?;
-        consumer.subscribe(&[&settings.topic])?;
         Ok(CatalogueConsumer {
-            consumer: Arc::new(consumer),
-            dead_letters: DeadLetterWriter {
-                producer: kafka_producer(&settings.brokers)?,
-                source_topic: settings.topic.clone(),
-                dead_letter_topic: settings.dead_letter_topic.clone(),
-            },
+            consumer: settings.subscribed_consumer()?,
+            dead_letters: settings.dead_letter_writer()?,
             store,
             settings,
             max_item_bytes,

@@ -44,9 +44,8 @@ mod settings;
 use std::sync::Arc;
 
 use common::retry::RetryStopped;
-use engine::event_log::kafka_producer;
 use engine::events::{BatchOutcome, EventApplier};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use tokio_util::sync::CancellationToken;
 
@@ -79,19 +78,9 @@ impl EventConsumer {
         health: Arc<Health>,
         cancelled: CancellationToken,
     ) -> KafkaResult<EventConsumer> {
-        let consumer: StreamConsumer<ConsumerCallbacks> = settings
-            .client_config()
-            .create_with_context(ConsumerCallbacks {
-                topic: settings.topic.clone(),
-            })?;
-        consumer.subscribe(&[&settings.topic])?;
         Ok(EventConsumer {
-            consumer: Arc::new(consumer),
-            dead_letters: DeadLetterWriter {
-                producer: kafka_producer(&settings.brokers)?,
-                source_topic: settings.topic.clone(),
-                dead_letter_topic: settings.dead_letter_topic.clone(),
-            },
+            consumer: settings.subscribed_consumer()?,
+            dead_letters: settings.dead_letter_writer()?,
             applier,
             settings,
             health,

@@ -1,9 +1,16 @@
 //! The group consumer's settings and the librdkafka configuration built from them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::retry::RetryPolicy;
+use engine::event_log::kafka_producer;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+
+use super::dead_letters::DeadLetterWriter;
+use super::rebalance::ConsumerCallbacks;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -24,6 +31,29 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
+    /// A member of `group_id` subscribed to `topic`, with the callbacks every consumer here
+    /// shares (commit on revoke, rewind on assign, lag).
+    pub(super) fn subscribed_consumer(
+        &self,
+    ) -> KafkaResult<Arc<StreamConsumer<ConsumerCallbacks>>> {
+        let consumer: StreamConsumer<ConsumerCallbacks> = self
+            .client_config()
+            .create_with_context(ConsumerCallbacks {
+                topic: self.topic.clone(),
+            })?;
+        consumer.subscribe(&[&self.topic])?;
+        Ok(Arc::new(consumer))
+    }
+
+    /// The writer of `topic`'s dead letters to `dead_letter_topic`.
+    pub(super) fn dead_letter_writer(&self) -> KafkaResult<DeadLetterWriter> {
+        Ok(DeadLetterWriter {
+            producer: kafka_producer(&self.brokers)?,
+            source_topic: self.topic.clone(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+        })
+    }
+
     /// The group consumer's librdkafka configuration. The benchmark's consume-only client is
     /// built from it too, so the two differ only in what they do with the records.
     pub fn client_config(&self) -> ClientConfig {
