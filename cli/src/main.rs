@@ -30,6 +30,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Build the item index from the current bundle and switch the served alias to it.
     Index(serve::IndexArgs),
+    /// Serve another bundle: its index first (one already built, or a new build), then
+    /// `bundles/CURRENT`; running servers swap to the pair without a restart.
+    Promote(commands::promotion::PromoteArgs),
+    /// Serve the bundle that was current before the last promotion again.
+    Rollback(commands::promotion::RollbackArgs),
     /// Train a sequence model and write a bundle (made current unless --no-make-current).
     #[cfg(feature = "in-process-model")]
     Train(commands::model::TrainArgs),
@@ -88,6 +93,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => runtime()?.block_on(serve::serve(args)),
         Command::Index(args) => runtime()?.block_on(serve::index(args)),
+        Command::Promote(args) => runtime()?.block_on(commands::promotion::promote(args)),
+        Command::Rollback(args) => runtime()?.block_on(commands::promotion::rollback(args)),
         Command::BenchPrepare(args) => runtime()?.block_on(serve::bench_prepare(args)),
         #[cfg(feature = "in-process-model")]
         Command::Train(args) => commands::model::train(&args),

@@ -30,6 +30,8 @@ pub const ITEM_EMBEDDINGS_FILE: &str = "item_embeddings.safetensors";
 pub const ITEM_EMBEDDINGS_TENSOR: &str = "item_embeddings";
 pub const METRICS_FILE: &str = "metrics.json";
 const CURRENT_FILE: &str = "CURRENT";
+/// The bundle that was current before the last promotion: where a rollback goes.
+const PREVIOUS_FILE: &str = "PREVIOUS";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -285,6 +287,38 @@ pub fn current_bundle_dir(data_dir: &Path) -> Result<PathBuf, BundleError> {
         ));
     }
     Ok(bundles.join(version))
+}
+
+/// The bundle `bundles/<pointer>` names, if the pointer exists.
+fn read_pointer(data_dir: &Path, pointer: &str) -> Result<Option<String>, BundleError> {
+    let path = bundles_dir(data_dir).join(pointer);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let version = text.trim().to_owned();
+            if version.is_empty() || version.contains('/') {
+                return Err(invalid(&path, format!("'{version}' is not a bundle name")));
+            }
+            Ok(Some(version))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io_error(&path)(source)),
+    }
+}
+
+/// The version `bundles/CURRENT` names, if any.
+pub fn current_bundle_version(data_dir: &Path) -> Result<Option<String>, BundleError> {
+    read_pointer(data_dir, CURRENT_FILE)
+}
+
+/// The version that was current before the last promotion, if any.
+pub fn previous_bundle_version(data_dir: &Path) -> Result<Option<String>, BundleError> {
+    read_pointer(data_dir, PREVIOUS_FILE)
+}
+
+/// Atomically points `bundles/PREVIOUS` at `version`.
+pub fn set_previous_bundle(data_dir: &Path, version: &str) -> Result<(), BundleError> {
+    let previous = bundles_dir(data_dir).join(PREVIOUS_FILE);
+    common::fs::write_pointer_file(&previous, version).map_err(io_error(&previous))
 }
 
 /// Atomically points `bundles/CURRENT` at `version`.

@@ -15,6 +15,7 @@ pub mod index;
 pub mod indexing;
 pub mod model;
 pub mod popularity;
+pub mod promotion;
 pub mod retrieve;
 pub mod serving;
 pub mod startup;

@@ -1,6 +1,7 @@
-//! A promotion without a restart: while the API answers a steady load, a new bundle becomes
-//! current, its index is built, and the watcher swaps model and index together. No request
-//! fails, and no answer names one bundle's model with another's index.
+//! A promotion and a rollback without a restart: while the API answers a steady load, a new
+//! bundle is promoted (its index built, then `bundles/CURRENT` moved) and the watcher swaps model
+//! and index together; then a rollback brings the old pair back. No request fails, and no answer
+//! names one bundle's model with another's index.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use api::AppState;
 use dataset::bundle::EncoderKind;
 use engine::config::Config;
-use model_server::fixtures::train_tiny_bundle;
+use model_server::fixtures::{tiny_train_config, train_tiny_bundle, TINY_DATASET};
 use serde_json::{json, Value};
 
 /// One answer: its model, the bundle its index was built for, when it was asked and answered.
@@ -88,27 +89,50 @@ async fn a_promoted_bundle_is_served_without_a_restart_or_a_mixed_answer() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let second = tokio::task::spawn_blocking({
         let dir = data_dir.path().to_owned();
-        move || train_tiny_bundle(&dir, EncoderKind::Gru).unwrap()
+        move || {
+            model_server::offline::train_bundle(
+                &dir,
+                TINY_DATASET,
+                &tiny_train_config(EncoderKind::Gru),
+                false,
+            )
+            .unwrap()
+        }
     })
     .await
     .unwrap();
     assert_ne!(second.bundle_dir, first.bundle_dir);
-    // CURRENT moved, but its index is not built yet: the old pair keeps serving.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    engine::startup::build_index_from_bundle(&config)
-        .await
-        .unwrap();
     let second_version = dataset::BundleManifest::load(&second.bundle_dir)
         .unwrap()
         .config
         .model_version;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let promoted = engine::promotion::promote(&config, &second_version)
+        .await
+        .unwrap();
+    assert_eq!(promoted.from.as_deref(), Some(first_version.as_str()));
+    assert!(promoted.index_built);
+    let served_now = |version: &str| {
         let latest = answers.lock().unwrap().last().cloned();
-        if latest.and_then(|served| served.model_version).as_deref() == Some(&second_version) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the new bundle was never served");
+        latest.and_then(|served| served.model_version).as_deref() == Some(version)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !served_now(&second_version) {
+        assert!(
+            Instant::now() < deadline,
+            "the promoted bundle was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The rollback finds the old bundle's index still there and serves the old pair again.
+    let rolled_back_at = Instant::now();
+    let rolled_back = engine::promotion::rollback(&config).await.unwrap();
+    assert_eq!(rolled_back.to, first_version);
+    assert!(!rolled_back.index_built, "the old index is reused");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !served_now(&first_version) {
+        assert!(Instant::now() < deadline, "the rollback was never served");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -139,6 +163,11 @@ async fn a_promoted_bundle_is_served_without_a_restart_or_a_mixed_answer() {
         "{served_first} / {served_second}"
     );
     assert_eq!(served_first + served_second, answers.len());
+    assert_eq!(
+        answers.last().unwrap().model_version.as_deref(),
+        Some(first_version.as_str()),
+        "the rollback is served at the end"
+    );
     // A request sent after the new pair first answered is answered by it (requests in flight
     // at the swap may still finish on the old one).
     let swapped_by = answers
@@ -150,7 +179,7 @@ async fn a_promoted_bundle_is_served_without_a_restart_or_a_mixed_answer() {
     assert!(
         answers
             .iter()
-            .filter(|served| served.sent > swapped_by)
+            .filter(|served| served.sent > swapped_by && served.answered < rolled_back_at)
             .all(|served| served.model_version.as_deref() == Some(&second_version)),
         "a request sent after the swap was answered by the old pair"
     );

@@ -3,6 +3,7 @@
 pub mod bench_cold_start;
 pub mod bench_stream;
 pub mod data;
+pub mod promotion;
 pub mod serve;
 pub mod stream;
 

@@ -229,6 +229,35 @@ fn build_blocking(
     Ok(version.to_owned())
 }
 
+/// Points `alias` at the newest version on disk built for `model_version`, if there is one.
+pub(super) fn serve_existing(
+    root: &Path,
+    alias: &str,
+    model_version: &str,
+) -> Result<Option<String>, IndexError> {
+    let alias_dir = root.join(alias);
+    let entries = match std::fs::read_dir(&alias_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(unavailable(format!("{}: {error}", alias_dir.display()))),
+    };
+    let names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().is_dir())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        // Staging directories of a build in progress start with a dot.
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    let Some(version) = super::newest_version_for(names.iter().map(String::as_str), model_version)
+    else {
+        return Ok(None);
+    };
+    let current = alias_dir.join(CURRENT_FILE);
+    write_pointer_file(&current, version)
+        .map_err(|error| unavailable(format!("{}: {error}", current.display())))?;
+    Ok(Some(version.to_owned()))
+}
+
 #[async_trait::async_trait]
 impl VectorIndex for EmbeddedIndex {
     fn is_in_process(&self) -> bool {

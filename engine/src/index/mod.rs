@@ -116,6 +116,40 @@ pub async fn open_index(
     })
 }
 
+/// Points `alias` at the newest index version built for `model_version` that still exists (a
+/// rollback's index); returns it, or `None` when there is none and one must be built.
+pub async fn serve_existing_index(
+    url: &str,
+    alias: &str,
+    data_dir: &Path,
+    model_version: &str,
+) -> Result<Option<String>, IndexError> {
+    if url == "embedded" || url.starts_with("embedded://") {
+        return embedded::serve_existing(&data_dir.join("index"), alias, model_version);
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return RemoteIndex::serve_existing(url, alias, model_version).await;
+    }
+    Err(IndexError::InvalidUrl {
+        url: url.to_owned(),
+        problem: "expected embedded, http:// or https://".into(),
+    })
+}
+
+/// Of index versions, the newest built for `model_version`.
+pub(crate) fn newest_version_for<'a>(
+    versions: impl Iterator<Item = &'a str>,
+    model_version: &str,
+) -> Option<&'a str> {
+    versions
+        .filter(|version| bundle_of_index_version(version) == Some(model_version))
+        .max_by_key(|version| {
+            version
+                .rsplit_once('-')
+                .and_then(|(_, built_at)| built_at.parse::<u64>().ok())
+        })
+}
+
 /// Builds collection `<alias>-<version>` from `points`, then points `alias` at it. The alias moves
 /// only after every point is written, so readers see the old index or the new one, never a part.
 pub async fn build_index(

@@ -145,6 +145,31 @@ impl RemoteIndex {
         Ok(collection)
     }
 
+    /// Points `alias` at the newest collection built for `model_version`, if one exists.
+    pub async fn serve_existing(
+        url: &str,
+        alias: &str,
+        model_version: &str,
+    ) -> Result<Option<String>, IndexError> {
+        let client = connect(url)?;
+        let collections = client.list_collections().await.map_err(unavailable)?;
+        let prefix = format!("{alias}-");
+        let versions: Vec<&str> = collections
+            .collections
+            .iter()
+            .filter_map(|collection| collection.name.strip_prefix(&prefix))
+            .collect();
+        let Some(version) = super::newest_version_for(versions.into_iter(), model_version) else {
+            return Ok(None);
+        };
+        let collection = format!("{prefix}{version}");
+        client
+            .create_alias(CreateAliasBuilder::new(&collection, alias))
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(collection))
+    }
+
     fn point_ids<T: AsRef<str>>(&self, item_ids: &[T]) -> Vec<PointId> {
         item_ids
             .iter()
