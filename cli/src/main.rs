@@ -35,6 +35,10 @@ enum Command {
     Promote(commands::promotion::PromoteArgs),
     /// Serve the bundle that was current before the last promotion again.
     Rollback(commands::promotion::RollbackArgs),
+    /// Rank the current bundle and a challenger on the events archived after the challenger's
+    /// training data; exit non-zero if the challenger is worse by more than the tolerance.
+    #[cfg(feature = "in-process-model")]
+    Gate(commands::promotion::GateArgs),
     /// Train a sequence model and write a bundle (made current unless --no-make-current).
     #[cfg(feature = "in-process-model")]
     Train(commands::model::TrainArgs),
@@ -95,6 +99,8 @@ fn main() -> anyhow::Result<()> {
         Command::Index(args) => runtime()?.block_on(serve::index(args)),
         Command::Promote(args) => runtime()?.block_on(commands::promotion::promote(args)),
         Command::Rollback(args) => runtime()?.block_on(commands::promotion::rollback(args)),
+        #[cfg(feature = "in-process-model")]
+        Command::Gate(args) => commands::promotion::gate(args),
         Command::BenchPrepare(args) => runtime()?.block_on(serve::bench_prepare(args)),
         #[cfg(feature = "in-process-model")]
         Command::Train(args) => commands::model::train(&args),

@@ -8,6 +8,7 @@ pub mod encoder;
 pub mod eval;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod fixtures;
+pub mod gate;
 pub mod gru_kernel;
 pub mod item_features;
 pub mod model;
