@@ -39,6 +39,9 @@ enum Command {
     /// training data; exit non-zero if the challenger is worse by more than the tolerance.
     #[cfg(feature = "in-process-model")]
     Gate(commands::promotion::GateArgs),
+    /// Archive → data set → challenger → gate → index → promote, once or `--every-minutes`.
+    #[cfg(feature = "in-process-model")]
+    Retrain(commands::retrain::RetrainArgs),
     /// Train a sequence model and write a bundle (made current unless --no-make-current).
     #[cfg(feature = "in-process-model")]
     Train(commands::model::TrainArgs),
@@ -101,6 +104,8 @@ fn main() -> anyhow::Result<()> {
         Command::Rollback(args) => runtime()?.block_on(commands::promotion::rollback(args)),
         #[cfg(feature = "in-process-model")]
         Command::Gate(args) => commands::promotion::gate(args),
+        #[cfg(feature = "in-process-model")]
+        Command::Retrain(args) => runtime()?.block_on(commands::retrain::retrain(args)),
         Command::BenchPrepare(args) => runtime()?.block_on(serve::bench_prepare(args)),
         #[cfg(feature = "in-process-model")]
         Command::Train(args) => commands::model::train(&args),

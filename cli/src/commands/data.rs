@@ -86,42 +86,68 @@ pub fn export_events(args: ExportEventsArgs) -> anyhow::Result<()> {
     let since_ms = args
         .days
         .map(|days| common::clock::now_ms() - i64::from(days) * 86_400_000);
+    let window = write_events_dataset(
+        &config,
+        &args.name,
+        since_ms,
+        None,
+        args.items_from.as_deref(),
+    )?;
+    println!(
+        "{}: {} (train with `recsys train --dataset {}`)",
+        dataset_dir(&config.data_dir, &args.name).display(),
+        describe_window(&window),
+        args.name
+    );
+    Ok(())
+}
+
+/// Writes the archived events with `since_ms <= time < until_ms` as data set `name` (items
+/// described from `items_from` where it knows them) and its `window.json`.
+pub fn write_events_dataset(
+    config: &engine::config::Config,
+    name: &str,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    items_from: Option<&str>,
+) -> anyhow::Result<archive::DataWindow> {
     let archive = archive::EventArchive::new(config.archive_dir(), "export");
-    let events = archive.read(since_ms, None)?;
-    let known_items = match &args.items_from {
+    let events = archive.read(since_ms, until_ms)?;
+    let known_items = match items_from {
         Some(name) => dataset::Dataset::load(&config.data_dir, name)?.items,
         None => Vec::new(),
     };
     let (data, window) = archive::training_dataset(
-        &args.name,
+        name,
         &events,
         &config.archive.train_event_types,
         &known_items,
     );
     let Some(window) = window else {
         anyhow::bail!(
-            "the event archive in {} holds no events of the kinds training uses ({:?})",
+            "the event archive in {} holds no events of the kinds training uses ({:?}) in that span",
             archive.dir().display(),
             config.archive.train_event_types
         );
     };
-    let dir = dataset_dir(&config.data_dir, &args.name);
+    let dir = dataset_dir(&config.data_dir, name);
     write_atomic_files(&dir, &data)?;
     common::fs::write_atomically(
         &dir.join(dataset::data::WINDOW_FILE),
         serde_json::to_string_pretty(&window)?.as_bytes(),
     )?;
-    println!(
-        "{}: {} events of {} users on {} items, {} to {} (train with `recsys train --dataset {}`)",
-        dir.display(),
+    Ok(window)
+}
+
+pub fn describe_window(window: &archive::DataWindow) -> String {
+    format!(
+        "{} events of {} users on {} items, {} to {}",
         window.events,
         window.users,
         window.items,
         format_ms(window.first_event_ms),
         format_ms(window.last_event_ms),
-        args.name
-    );
-    Ok(())
+    )
 }
 
 fn format_ms(ms: i64) -> String {

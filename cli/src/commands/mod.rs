@@ -14,4 +14,6 @@ pub mod experiment;
 mod load_bodies;
 #[cfg(feature = "in-process-model")]
 pub mod model;
+#[cfg(feature = "in-process-model")]
+pub mod retrain;
 mod stream_load;
