@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::retrieve::Retriever;
-use crate::startup::{bundle_dir, open_model, StartupError};
+use crate::startup::{open_model, StartupError};
 
 /// The retriever requests use now.
 pub struct ServedRetriever {
@@ -55,30 +55,40 @@ pub enum Reload {
 /// Serves the current bundle with its index if that is not what is served already.
 pub async fn reload_if_changed(config: &Config, served: &ServedRetriever) -> Reload {
     let serving = served.get();
-    let current = match bundle_dir(config).and_then(|dir| {
-        dataset::BundleManifest::load(&dir)
-            .map(|bundle| bundle.config.model_version)
-            .map_err(StartupError::from)
-    }) {
-        Ok(version) => version,
+    // The pointer only (a bundle directory is named by its model version): a manifest would be
+    // parsed at every interval.
+    let current = match dataset::bundle::current_bundle_version(&config.data_dir) {
+        Ok(Some(version)) => version,
+        Ok(None) => return Reload::Waiting("no bundles/CURRENT".to_owned()),
         Err(error) => return Reload::Waiting(error.to_string()),
     };
     if current == serving.model_version() && serving.pairing_problem().is_none() {
         return Reload::Unchanged;
     }
+    // The index first: until the one built for the current bundle is there, nothing is loaded
+    // (a model load costs far more, and the watcher may wait through many intervals).
     let opened = async {
-        let (model, model_version) = open_model(config).await?;
         let index = crate::index::open_index(
             &config.index.url,
             &config.index.collection,
             &config.data_dir,
         )
         .await?;
-        Ok::<_, StartupError>((model, index, model_version))
+        if index
+            .bundle_version()
+            .is_some_and(|bundle| bundle != current)
+        {
+            return Ok(None);
+        }
+        let (model, model_version) = open_model(config).await?;
+        Ok::<_, StartupError>(Some((model, index, model_version)))
     }
     .await;
     let (model, index, model_version) = match opened {
-        Ok(opened) => opened,
+        Ok(Some(opened)) => opened,
+        Ok(None) => {
+            return Reload::Waiting(format!("no index is built for {current} yet"));
+        }
         Err(error) => return Reload::Waiting(error.to_string()),
     };
     let next = serving.with_model_and_index(model, index, model_version);

@@ -397,6 +397,14 @@ fn load_config_from(file: Option<&Path>, environment: Env) -> Result<Config, Con
         if config.events.topic.is_empty() || config.events.dead_letter_topic.is_empty() {
             problems.push("events.topic and events.dead_letter_topic must be set".into());
         }
+        if config.archive.enabled
+            && (config.archive.flush_interval_ms == 0 || config.archive.max_buffered_events == 0)
+        {
+            problems.push(
+                "archive.flush_interval_ms and archive.max_buffered_events must be at least 1"
+                    .into(),
+            );
+        }
         if !config.catalogue.topic.is_empty() && config.catalogue.dead_letter_topic.is_empty() {
             problems.push("catalogue.dead_letter_topic must be set with catalogue.topic".into());
         }

@@ -85,3 +85,17 @@ fn wrong_types_are_reported_with_the_key() {
     assert!(error.contains("max_body_bytes"), "{error}");
     assert!(error.contains("invalid type"), "{error}");
 }
+
+#[test]
+fn an_archive_that_would_never_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recsys.toml");
+    std::fs::write(&file, "[archive]\nflush_interval_ms = 0\n").unwrap();
+    let error = load_config_from(Some(&file), env("ARCHIVE", &[])).unwrap_err();
+    assert!(
+        error.to_string().contains("archive.flush_interval_ms"),
+        "{error}"
+    );
+    std::fs::write(&file, "[archive]\nenabled = false\nflush_interval_ms = 0\n").unwrap();
+    assert!(load_config_from(Some(&file), env("ARCHIVE2", &[])).is_ok());
+}
