@@ -5,23 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use model_server::fixtures::TINY_DATASET;
-
-fn stop(server: &mut support::KillOnDrop) {
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn retrain_gates_and_promotes_or_keeps_the_champion_one_at_a_time() {
@@ -43,40 +30,8 @@ fn retrain_gates_and_promotes_or_keeps_the_champion_one_at_a_time() {
         .unwrap();
     assert!(replayed.success());
     std::thread::sleep(Duration::from_millis(2_500));
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let users = dataset::Dataset::load(data_dir.path(), TINY_DATASET)
-        .unwrap()
-        .user_sequences();
-    let later: String = users
-        .iter()
-        .take(30)
-        .enumerate()
-        .map(|(step, user)| {
-            format!(
-                "{{\"event_id\": \"later-{0}\", \"user_id\": \"{0}\", \"item_id\": \"i{1}\", \"event_type\": \"click\", \"event_time_ms\": {2}}}\n",
-                user.user_id,
-                step % 40,
-                now_ms + step as u128
-            )
-        })
-        .collect();
-    let posted = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/x-ndjson",
-        ])
-        .arg(format!("http://{address}/events"))
-        .args(["--data-binary", &later])
-        .output()
-        .unwrap();
-    assert!(posted.status.success(), "{posted:?}");
-    stop(&mut server);
+    support::post_later_clicks(data_dir.path(), address, 30);
+    support::stop(&mut server);
 
     let retrain = || {
         let mut command = support::recsys(recsys, data_dir.path());

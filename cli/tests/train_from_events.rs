@@ -6,24 +6,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use model_server::fixtures::TINY_DATASET;
-
-/// SIGTERM, then waits: serve writes the event archive before it exits.
-fn stop(server: &mut support::KillOnDrop) {
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Streams the tiny data set to `recsys serve` as live events, then stops it (the archive is
 /// written at shutdown: its interval is a minute).
@@ -39,7 +25,7 @@ fn replay_and_stop(recsys: &Path, data_dir: &Path) {
         .status()
         .unwrap();
     assert!(replayed.success());
-    stop(&mut server);
+    support::stop(&mut server);
 }
 
 #[test]
@@ -117,42 +103,8 @@ fn events_served_are_archived_exported_and_trained_on() {
     std::thread::sleep(Duration::from_millis(1_100));
     let (child, address) = support::serve(recsys, data_dir.path(), |_| {});
     let mut server = support::KillOnDrop(child);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let mut users: Vec<&str> = events
-        .interactions
-        .iter()
-        .map(|interaction| interaction.user_id.as_str())
-        .collect();
-    users.dedup();
-    let later: String = users
-        .iter()
-        .take(30)
-        .enumerate()
-        .map(|(step, user)| {
-            format!(
-                "{{\"event_id\": \"later-{user}\", \"user_id\": \"{user}\", \"item_id\": \"i{}\", \"event_type\": \"click\", \"event_time_ms\": {}}}\n",
-                step % 40,
-                now_ms + step as u128
-            )
-        })
-        .collect();
-    let posted = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/x-ndjson",
-        ])
-        .arg(format!("http://{address}/events"))
-        .args(["--data-binary", &later])
-        .output()
-        .unwrap();
-    assert!(posted.status.success(), "{posted:?}");
-    stop(&mut server);
+    support::post_later_clicks(data_dir.path(), address, 30);
+    support::stop(&mut server);
     let challenger = bundle.file_name().unwrap().to_str().unwrap();
     let gated = support::recsys(recsys, data_dir.path())
         .args(["gate", "--challenger", challenger, "--data-dir"])

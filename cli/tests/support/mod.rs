@@ -78,3 +78,63 @@ pub fn serve(
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     (child, address)
 }
+
+/// SIGTERM, then waits for the exit: serve writes the event archive before it exits.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub fn stop(server: &mut KillOnDrop) {
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "serve did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Posts one click now for each of the tiny data set's first `users` users (new event ids, so
+/// the archive keeps them next to a replay's).
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub fn post_later_clicks(data_dir: &Path, address: SocketAddr, users: usize) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let sequences = dataset::Dataset::load(data_dir, model_server::fixtures::TINY_DATASET)
+        .unwrap()
+        .user_sequences();
+    let later: String = sequences
+        .iter()
+        .take(users)
+        .enumerate()
+        .map(|(step, user)| {
+            format!(
+                "{{\"event_id\": \"later-{0}\", \"user_id\": \"{0}\", \"item_id\": \"i{1}\", \"event_type\": \"click\", \"event_time_ms\": {2}}}\n",
+                user.user_id,
+                step % 40,
+                now_ms + step as u128
+            )
+        })
+        .collect();
+    let posted = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/x-ndjson",
+        ])
+        .arg(format!("http://{address}/events"))
+        .args(["--data-binary", &later])
+        .output()
+        .unwrap();
+    assert!(posted.status.success(), "{posted:?}");
+}
