@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use dataset::ranking_metrics::RankingMetrics;
+use dataset::ranking_metrics::{RankingAccumulator, RankingMetrics};
 use dataset::Interaction;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,8 @@ pub struct GateReport {
     pub cases: usize,
     pub champion: RankingMetrics,
     pub challenger: RankingMetrics,
+    /// Items ranked by their interactions before the holdout: how hard the holdout is.
+    pub popularity: RankingMetrics,
     pub tolerance: f64,
     /// Whether the challenger's NDCG@10 is at least the champion's minus the tolerance.
     pub passed: bool,
@@ -102,6 +104,37 @@ pub fn rank_holdout(
     Ok(with_misses(metrics, cases.len()))
 }
 
+/// Ranks items by how often they were interacted with before `holdout_from_s` (ties by item id);
+/// a target never seen before is a miss.
+pub fn rank_by_popularity(
+    interactions: &[Interaction],
+    holdout_from_s: i64,
+    cases: &[HoldoutCase],
+) -> RankingMetrics {
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for interaction in interactions
+        .iter()
+        .filter(|interaction| interaction.timestamp < holdout_from_s)
+    {
+        *counts.entry(interaction.item_id.as_str()).or_default() += 1;
+    }
+    let mut accumulator = RankingAccumulator::default();
+    for case in cases {
+        let Some(&target_count) = counts.get(case.target.as_str()) else {
+            accumulator.add_miss();
+            continue;
+        };
+        let ahead = counts
+            .iter()
+            .filter(|&(&item, &count)| {
+                count > target_count || (count == target_count && item < case.target.as_str())
+            })
+            .count();
+        accumulator.add_rank(ahead as u64 + 1);
+    }
+    accumulator.finish()
+}
+
 /// `metrics` over its users, averaged over `total` users where the rest scored nothing.
 fn with_misses(metrics: RankingMetrics, total: usize) -> RankingMetrics {
     if total == 0 {
@@ -136,6 +169,7 @@ pub fn gate(
     let challenger = rank_holdout(&ModelBundle::load(challenger_dir)?, &cases)?;
     Ok(GateReport {
         cases: cases.len(),
+        popularity: rank_by_popularity(interactions, holdout_from_s, &cases),
         passed: challenger.ndcg_at_10 >= champion.ndcg_at_10 - tolerance,
         champion,
         challenger,
@@ -175,6 +209,28 @@ mod tests {
             }],
             "u2 has no context, u3 nothing after the cut"
         );
+    }
+
+    #[test]
+    fn popularity_ranks_by_earlier_counts_and_misses_new_items() {
+        let interactions = [
+            interaction("u1", "a", 1),
+            interaction("u2", "a", 2),
+            interaction("u2", "b", 3),
+            interaction("u3", "c", 4),
+            interaction("u1", "new", 20),
+        ];
+        let case = |target: &str| HoldoutCase {
+            context: vec!["a".into()],
+            target: target.into(),
+        };
+        // a (2) first; b and c (1 each) by id: b second, c third.
+        let first = rank_by_popularity(&interactions, 10, &[case("a")]);
+        assert!((first.ndcg_at_10 - 1.0).abs() < 1e-12);
+        let third = rank_by_popularity(&interactions, 10, &[case("c")]);
+        assert!((third.ndcg_at_10 - 0.5).abs() < 1e-12, "{third:?}");
+        let unseen = rank_by_popularity(&interactions, 10, &[case("new")]);
+        assert_eq!((unseen.ndcg_at_10, unseen.users), (0.0, 1));
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
         "challenger {:<28} ndcg@10 {:.4} recall@10 {:.4}",
         args.challenger, report.challenger.ndcg_at_10, report.challenger.recall_at_10
     );
+    println!(
+        "popularity {:<28} ndcg@10 {:.4} recall@10 {:.4}",
+        "(items by earlier counts)", report.popularity.ndcg_at_10, report.popularity.recall_at_10
+    );
     if report.passed {
         println!(
             "passed: not worse than the champion by more than {}",

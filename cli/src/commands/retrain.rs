@@ -137,10 +137,11 @@ async fn round(config: &engine::config::Config, args: &RetrainArgs) -> anyhow::R
         args.tolerance,
     )?;
     println!(
-        "      {} users: champion ndcg@10 {:.4}, challenger {:.4}, tolerance {} ({:.1} s)",
+        "      {} users: champion ndcg@10 {:.4}, challenger {:.4}, popularity {:.4}, tolerance {} ({:.1} s)",
         report.cases,
         report.champion.ndcg_at_10,
         report.challenger.ndcg_at_10,
+        report.popularity.ndcg_at_10,
         args.tolerance,
         started.elapsed().as_secs_f64()
     );
