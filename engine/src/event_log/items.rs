@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use schemas::ItemUpsert;
 
+use super::kafka::await_deliveries;
 use super::kafka_producer;
 
 /// Sends every item and waits until the broker has them all; returns how many were sent.
@@ -24,35 +25,14 @@ pub async fn publish_items(
     let mut delivered = 0;
     for item in items {
         let payload = serde_json::to_vec(item).expect("items serialise");
-        loop {
-            let record = FutureRecord::to(topic)
-                .key(item.item_id.as_bytes())
-                .payload(&payload);
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                // The client's queue is bounded: wait for what is in flight, then go on.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    delivered += await_all(&mut deliveries).await?;
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
+        delivered += producer
+            .send_queued(&mut deliveries, || {
+                FutureRecord::to(topic)
+                    .key(item.item_id.as_bytes())
+                    .payload(payload.as_slice())
+            })
+            .await?;
     }
-    delivered += await_all(&mut deliveries).await?;
+    delivered += await_deliveries(&mut deliveries).await?;
     Ok(delivered)
-}
-
-async fn await_all(deliveries: &mut Vec<DeliveryFuture>) -> Result<usize, KafkaError> {
-    let count = deliveries.len();
-    for delivery in deliveries.drain(..) {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(error),
-            Err(_cancelled) => return Err(KafkaError::Canceled),
-        }
-    }
-    Ok(count)
 }

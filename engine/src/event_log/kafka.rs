@@ -72,6 +72,29 @@ impl EventProducer {
         self.producer.send_result(record)
     }
 
+    /// Queues the record `record` builds behind the client's bounded queue: while the queue is
+    /// full, waits for the deliveries `in_flight` first. Returns how many deliveries that wait
+    /// completed (0 when there was room).
+    pub async fn send_queued<'a>(
+        &self,
+        in_flight: &mut Vec<DeliveryFuture>,
+        record: impl Fn() -> FutureRecord<'a, [u8], [u8]>,
+    ) -> Result<usize, KafkaError> {
+        let mut drained = 0;
+        loop {
+            match self.producer.send_result(record()) {
+                Ok(delivery) => {
+                    in_flight.push(delivery);
+                    return Ok(drained);
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    drained += await_deliveries(in_flight).await?;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
     /// Waits until the producer has its idempotent producer id, at most `timeout`; false if it
     /// has not.
     ///
@@ -144,4 +167,18 @@ impl EventSink for KafkaSink {
         }
         Ok(())
     }
+}
+
+/// Waits for every delivery in `in_flight` (emptying it); returns how many there were, or the
+/// first failure.
+pub async fn await_deliveries(in_flight: &mut Vec<DeliveryFuture>) -> Result<usize, KafkaError> {
+    let count = in_flight.len();
+    for delivery in in_flight.drain(..) {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(error),
+            Err(_cancelled) => return Err(KafkaError::Canceled),
+        }
+    }
+    Ok(count)
 }

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use common::retry::{retry_transient, RetryPolicy, RetryStopped, Transience};
 use dataset::Interaction;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
 use schemas::{EventType, InteractionEvent, EARLIEST_EVENT_TIME_MS};
 use tokio_util::sync::CancellationToken;
 
+use super::kafka::await_deliveries;
 use super::{kafka_producer, EventProducer};
 
 /// Which event time replayed events carry.
@@ -153,21 +154,16 @@ async fn replay_to_kafka(
         pacer.wait_for(sent).await;
         stamp(event, options.timestamps);
         let payload = serde_json::to_vec(&*event).expect("events serialise");
-        loop {
-            let record = FutureRecord::to(topic)
-                .key(event.user_id.as_bytes())
-                .payload(&payload);
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    delivered += await_deliveries(&mut deliveries).await?;
-                    progress(delivered);
-                }
-                Err((error, _)) => return Err(error.into()),
-            }
+        let drained = producer
+            .send_queued(&mut deliveries, || {
+                FutureRecord::to(topic)
+                    .key(event.user_id.as_bytes())
+                    .payload(payload.as_slice())
+            })
+            .await?;
+        if drained > 0 {
+            delivered += drained;
+            progress(delivered);
         }
         if deliveries.len() >= WINDOW {
             delivered += await_deliveries(&mut deliveries).await?;
@@ -177,20 +173,6 @@ async fn replay_to_kafka(
     delivered += await_deliveries(&mut deliveries).await?;
     progress(delivered);
     Ok(delivered)
-}
-
-async fn await_deliveries(
-    deliveries: &mut Vec<rdkafka::producer::DeliveryFuture>,
-) -> Result<usize, ReplayError> {
-    let count = deliveries.len();
-    for delivery in deliveries.drain(..) {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(error.into()),
-            Err(_cancelled) => return Err(KafkaError::Canceled.into()),
-        }
-    }
-    Ok(count)
 }
 
 async fn replay_to_api(
