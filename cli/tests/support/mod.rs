@@ -38,6 +38,10 @@ pub fn recsys(binary: &Path, data_dir: &Path) -> Command {
 }
 
 /// Trains the tiny bundle into `data_dir` and has `indexer` (a `recsys` binary) index it.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
 pub fn tiny_deployment(data_dir: &Path, indexer: &Path) -> TrainOutcome {
     let trained = train_tiny_bundle(data_dir, EncoderKind::Gru).unwrap();
     let indexed = recsys(indexer, data_dir)
@@ -52,6 +56,10 @@ pub fn tiny_deployment(data_dir: &Path, indexer: &Path) -> TrainOutcome {
 
 /// Starts `recsys serve` on a free port (after `configure`); returns the process and the address
 /// it printed.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
 pub fn serve(
     binary: &Path,
     data_dir: &Path,
