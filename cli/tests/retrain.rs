@@ -57,7 +57,10 @@ fn retrain_gates_and_promotes_or_keeps_the_champion_one_at_a_time() {
         printed.contains("[3/4] gate against the champion"),
         "{printed}"
     );
-    assert!(printed.contains("30 users: champion ndcg@10"), "{printed}");
+    assert!(
+        printed.contains("30 holdout events: champion ndcg@10"),
+        "{printed}"
+    );
 
     let current = std::fs::read_to_string(data_dir.path().join("bundles/CURRENT")).unwrap();
     let previous = std::fs::read_to_string(data_dir.path().join("bundles/PREVIOUS")).ok();

@@ -8,6 +8,8 @@
 //! bundle. So a promotion is "build the index for the new bundle, then move CURRENT" (what
 //! `recsys index` then a pointer move does), and a rollback is the same move backwards.
 
+pub mod untrained;
+
 use std::sync::Arc;
 use std::time::Duration;
 

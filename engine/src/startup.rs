@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::clock::now_ms;
-use dataset::bundle::{current_bundle_dir, BundleManifest};
+use dataset::bundle::{current_bundle_dir, current_bundle_version, BundleManifest};
 use dataset::Dataset;
 
 use crate::catalogue::{CatalogueStore, LiveCatalogue};
@@ -16,6 +16,7 @@ use crate::indexing::index_bundle;
 use crate::model::{HttpModel, QueryModel};
 use crate::popularity::{DecayClock, PopularSnapshot};
 use crate::retrieve::Retriever;
+use crate::serving::untrained::{EmptyIndex, UntrainedModel, UNTRAINED_VERSION};
 use crate::store::{open_store, UserStore};
 
 /// How many popular items the snapshot keeps.
@@ -97,19 +98,37 @@ fn open_in_process_model(_config: &Config) -> Result<(Arc<dyn QueryModel>, Strin
     Err(StartupError::NoInProcessModel)
 }
 
+/// Whether this deployment has never had a model: the embedded model, no explicit bundle and no
+/// `bundles/CURRENT`. It then serves popular items until the bundle watcher finds a promotion.
+fn is_untrained(config: &Config) -> Result<bool, StartupError> {
+    Ok(config.model.url == "embedded"
+        && config.model.bundle.is_none()
+        && current_bundle_version(&config.data_dir)?.is_none())
+}
+
 /// The serving pipeline on the configured backends, plus its background tasks (the popular
 /// list's and the catalogue's refreshers).
 pub async fn build_retriever(
     config: &Config,
 ) -> Result<(Arc<Retriever>, Vec<tokio::task::JoinHandle<()>>), StartupError> {
-    let (model, model_version) = open_model(config).await?;
     let store = open_state_store(config).await?;
-    let index = open_index(
-        &config.index.url,
-        &config.index.collection,
-        &config.data_dir,
-    )
-    .await?;
+    let (model, index, model_version) = if is_untrained(config)? {
+        tracing::warn!("no model is trained yet: answers are popular items until one is promoted");
+        (
+            Arc::new(UntrainedModel) as Arc<dyn QueryModel>,
+            Arc::new(EmptyIndex) as Arc<dyn crate::index::VectorIndex>,
+            UNTRAINED_VERSION.to_owned(),
+        )
+    } else {
+        let (model, model_version) = open_model(config).await?;
+        let index = open_index(
+            &config.index.url,
+            &config.index.collection,
+            &config.data_dir,
+        )
+        .await?;
+        (model, index, model_version)
+    };
     let popular = Arc::new(PopularSnapshot::with_clock(DecayClock::new(
         config.popularity.half_life_hours,
     )));

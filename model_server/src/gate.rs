@@ -2,12 +2,15 @@
 //! same fresh holdout, and the challenger may replace the champion only if it is not worse by more
 //! than a tolerance.
 //!
-//! The holdout is what happened after the challenger's training data ended: for each user with
-//! an interaction at or after `holdout_from_s`, their earlier interactions are the context and the
-//! first later item the target. Neither model trained on it (the champion is older still). Every
-//! item is ranked, nothing masked, as in `eval`; a target a model does not know is a miss for that
-//! model, so a model cannot gain by knowing fewer items. The tolerance comes from the seed-to-seed
-//! spread of the metric (`MODEL.md`): a challenger that only lost a seed's worth of noise passes.
+//! The holdout is what happened after the challenger's training data ended: every interaction at
+//! or after `holdout_from_s` is one case, the user's earlier interactions (before the cut and
+//! within the holdout) its context and its item the target, as a served session would ask. Each
+//! event rather than each user: a holdout of a few hours holds few users, and one case per user
+//! leaves the comparison to chance. Neither model trained on it (the champion is older still).
+//! Every item is ranked, nothing masked, as in `eval`; a target a model does not know is a miss
+//! for that model, so a model cannot gain by knowing fewer items. The tolerance comes from the
+//! seed-to-seed spread of the metric (`MODEL.md`): a challenger that only lost a seed's worth of
+//! noise passes.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,35 +44,23 @@ pub struct GateReport {
 }
 
 /// The holdout of `interactions` (any order; sorted here by time, ties keeping their order):
-/// users with an interaction at or after `holdout_from_s` and at least one before it.
+/// each interaction at or after `holdout_from_s` whose user has an earlier one.
 pub fn holdout_cases(interactions: &[Interaction], holdout_from_s: i64) -> Vec<HoldoutCase> {
     let mut ordered: Vec<&Interaction> = interactions.iter().collect();
     ordered.sort_by_key(|interaction| interaction.timestamp);
-    let mut users: Vec<&str> = Vec::new();
-    let mut cases: HashMap<&str, (Vec<String>, Option<String>)> = HashMap::new();
+    let mut histories: HashMap<&str, Vec<String>> = HashMap::new();
+    let mut cases = Vec::new();
     for interaction in ordered {
-        let case = cases
-            .entry(interaction.user_id.as_str())
-            .or_insert_with(|| {
-                users.push(interaction.user_id.as_str());
-                (Vec::new(), None)
+        let history = histories.entry(interaction.user_id.as_str()).or_default();
+        if interaction.timestamp >= holdout_from_s && !history.is_empty() {
+            cases.push(HoldoutCase {
+                context: history.clone(),
+                target: interaction.item_id.clone(),
             });
-        if interaction.timestamp < holdout_from_s {
-            case.0.push(interaction.item_id.clone());
-        } else if case.1.is_none() {
-            case.1 = Some(interaction.item_id.clone());
         }
+        history.push(interaction.item_id.clone());
     }
-    users
-        .into_iter()
-        .filter_map(|user| {
-            let (context, target) = cases.remove(user)?;
-            (!context.is_empty()).then_some(HoldoutCase {
-                context,
-                target: target?,
-            })
-        })
-        .collect()
+    cases
 }
 
 /// The bundle's ranking metrics on `cases`; unknown targets are misses, unknown context items
@@ -191,7 +182,7 @@ mod tests {
     }
 
     #[test]
-    fn the_holdout_is_each_users_first_item_after_the_cut() {
+    fn the_holdout_is_every_event_after_the_cut_with_what_came_before() {
         let interactions = [
             interaction("u1", "a", 1),
             interaction("u2", "x", 12),
@@ -199,15 +190,21 @@ mod tests {
             interaction("u1", "c", 10),
             interaction("u1", "d", 11),
             interaction("u3", "z", 3),
+            interaction("u2", "y", 13),
         ];
         let cases = holdout_cases(&interactions, 10);
+        let case = |context: &[&str], target: &str| HoldoutCase {
+            context: context.iter().map(|item| item.to_string()).collect(),
+            target: target.into(),
+        };
         assert_eq!(
             cases,
-            [HoldoutCase {
-                context: vec!["a".into(), "b".into()],
-                target: "c".into(),
-            }],
-            "u2 has no context, u3 nothing after the cut"
+            [
+                case(&["a", "b"], "c"),
+                case(&["a", "b", "c"], "d"),
+                case(&["x"], "y"),
+            ],
+            "u2's first event has no context, u3 has nothing after the cut"
         );
     }
 

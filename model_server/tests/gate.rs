@@ -60,7 +60,7 @@ fn a_worse_challenger_is_refused_and_an_equal_one_passes() {
         interactions[position].timestamp = holdout_from;
     }
     let cases = holdout_cases(&interactions, holdout_from).len();
-    assert!(cases >= 20, "only {cases} holdout users");
+    assert!(cases >= 20, "only {cases} holdout events");
 
     let tolerance = 0.0028;
     let refused = gate(

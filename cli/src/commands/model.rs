@@ -89,6 +89,30 @@ pub struct TrainArgs {
     /// Print the training report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Train on the event archive: it is written as data set `events` first (what
+    /// `recsys export-events` does), and `--dataset` is ignored.
+    #[arg(long)]
+    from_events: bool,
+    /// With `--from-events`, only events from this moment on: a UTC date (2026-11-01) or an
+    /// RFC 3339 time.
+    #[arg(long, requires = "from_events", value_parser = parse_since)]
+    since: Option<i64>,
+    /// With `--from-events`, the titles, years and genres of items this data set describes.
+    #[arg(long, requires = "from_events")]
+    items_from: Option<String>,
+}
+
+/// `--since` as Unix milliseconds.
+fn parse_since(text: &str) -> Result<i64, String> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.timestamp_millis())
+        .map_err(|_| format!("'{text}' is neither a date (2026-11-01) nor an RFC 3339 time"))
 }
 
 #[derive(Args)]
@@ -166,13 +190,32 @@ impl TrainOptions {
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let options = &args.options;
     let config = options.config();
+    let dataset = if args.from_events {
+        const EVENTS_DATASET: &str = "events";
+        let mut serving = engine::config::load_config(None)?;
+        serving.data_dir = options.data.data_dir.clone();
+        let window = super::data::write_events_dataset(
+            &serving,
+            EVENTS_DATASET,
+            args.since,
+            None,
+            args.items_from.as_deref(),
+        )?;
+        println!(
+            "data set {EVENTS_DATASET}: {}",
+            super::data::describe_window(&window)
+        );
+        EVENTS_DATASET
+    } else {
+        options.dataset.as_str()
+    };
     let outcome = train_bundle(
         &options.data.data_dir,
-        &options.dataset,
+        dataset,
         &config,
         !args.no_make_current,
     )
-    .with_context(|| format!("training on {}", options.dataset))?;
+    .with_context(|| format!("training on {dataset}"))?;
     let report = &outcome.report;
     if args.json {
         println!(

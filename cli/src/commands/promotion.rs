@@ -89,7 +89,7 @@ pub fn gate(args: GateArgs) -> anyhow::Result<()> {
         args.tolerance,
     )?;
     println!(
-        "holdout: {} users, events after {}",
+        "holdout: {} events after {}",
         report.cases, trained_until_ms
     );
     println!(

@@ -124,29 +124,21 @@ async fn round(config: &engine::config::Config, args: &RetrainArgs) -> anyhow::R
     );
 
     let started = stage(3, "gate against the champion on the holdout");
-    let champion_dir = dataset::bundle::current_bundle_dir(&config.data_dir)?;
-    let events =
-        archive::EventArchive::new(config.archive_dir(), "retrain").read(since_ms, None)?;
-    let (everything, _) =
-        archive::training_dataset("holdout", &events, &config.archive.train_event_types, &[]);
-    let report = model_server::gate::gate(
-        &champion_dir,
-        &trained.bundle_dir,
-        &everything.interactions,
-        window.last_event_ms.div_euclid(1_000) + 1,
-        args.tolerance,
-    )?;
-    println!(
-        "      {} users: champion ndcg@10 {:.4}, challenger {:.4}, popularity {:.4}, tolerance {} ({:.1} s)",
-        report.cases,
-        report.champion.ndcg_at_10,
-        report.challenger.ndcg_at_10,
-        report.popularity.ndcg_at_10,
-        args.tolerance,
-        started.elapsed().as_secs_f64()
-    );
-    if !report.passed {
-        return Ok(Outcome::Refused(challenger));
+    if dataset::bundle::current_bundle_version(&config.data_dir)?.is_none() {
+        // The first model of a deployment that served popular items so far.
+        println!("      no champion yet: nothing to gate against");
+    } else {
+        let passed = gate(
+            config,
+            args,
+            &trained.bundle_dir,
+            since_ms,
+            &window,
+            started,
+        )?;
+        if !passed {
+            return Ok(Outcome::Refused(challenger));
+        }
     }
 
     let started = stage(4, "index and promote");
@@ -157,4 +149,37 @@ async fn round(config: &engine::config::Config, args: &RetrainArgs) -> anyhow::R
         started.elapsed().as_secs_f64()
     );
     Ok(Outcome::Promoted(challenger))
+}
+
+/// Ranks champion and challenger on the holdout and prints both; whether the challenger passed.
+fn gate(
+    config: &engine::config::Config,
+    args: &RetrainArgs,
+    challenger_dir: &std::path::Path,
+    since_ms: Option<i64>,
+    window: &archive::DataWindow,
+    started: Instant,
+) -> anyhow::Result<bool> {
+    let champion_dir = dataset::bundle::current_bundle_dir(&config.data_dir)?;
+    let events =
+        archive::EventArchive::new(config.archive_dir(), "retrain").read(since_ms, None)?;
+    let (everything, _) =
+        archive::training_dataset("holdout", &events, &config.archive.train_event_types, &[]);
+    let report = model_server::gate::gate(
+        &champion_dir,
+        challenger_dir,
+        &everything.interactions,
+        window.last_event_ms.div_euclid(1_000) + 1,
+        args.tolerance,
+    )?;
+    println!(
+        "      {} holdout events: champion ndcg@10 {:.4}, challenger {:.4}, popularity {:.4}, tolerance {} ({:.1} s)",
+        report.cases,
+        report.champion.ndcg_at_10,
+        report.challenger.ndcg_at_10,
+        report.popularity.ndcg_at_10,
+        args.tolerance,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(report.passed)
 }

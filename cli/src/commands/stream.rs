@@ -34,7 +34,11 @@ pub struct ReplayArgs {
     /// Events per second (default: as fast as the target takes them).
     #[arg(long)]
     rate: Option<f64>,
-    /// Only the first N events.
+    /// Leave out the first N events (in time order): `--limit 80000` then `--skip 80000` replay
+    /// a data set in two parts.
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
+    /// Only N events (after the skipped ones).
     #[arg(long)]
     limit: Option<usize>,
     /// Keep the data set's event times (by default each event is stamped when sent, so
@@ -167,6 +171,7 @@ pub async fn replay_events(args: ReplayArgs) -> anyhow::Result<()> {
     let config = args.serving.load()?;
     let dataset = dataset::Dataset::load(&config.data_dir, &args.dataset)?;
     let mut events = dataset_events(&dataset.name, &dataset.interactions);
+    events.drain(..args.skip.min(events.len()));
     if let Some(limit) = args.limit {
         events.truncate(limit);
     }
