@@ -79,7 +79,7 @@ pub(crate) async fn open_model(
     let budget = Duration::from_millis(config.api.request_budget_ms);
     let http = HttpModel::new(&config.model.url, budget)?;
     let version = http.metadata().await?.model_version;
-    Ok((Arc::new(http), version))
+    Ok((Arc::new(http.pinned_to(version.clone())), version))
 }
 
 #[cfg(feature = "in-process-model")]

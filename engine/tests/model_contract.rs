@@ -23,7 +23,12 @@ async fn both_backends() -> (tempfile::TempDir, Vec<Arc<dyn QueryModel>>) {
         )
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = model_server::server::spawn(listener, start(), std::future::pending()).unwrap();
+    let server = model_server::server::spawn(
+        listener,
+        model_server::served::ServedModels::new(start()),
+        std::future::pending(),
+    )
+    .unwrap();
     let http = HttpModel::new(
         &format!("http://{}", server.local_addr),
         Duration::from_secs(5),

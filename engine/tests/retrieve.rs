@@ -182,9 +182,12 @@ async fn both_model_paths_embed_the_last_max_len_known_items() {
         .collect();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server =
-        model_server::server::spawn(listener, fixture.embedder.clone(), std::future::pending())
-            .unwrap();
+    let server = model_server::server::spawn(
+        listener,
+        model_server::served::ServedModels::new(fixture.embedder.clone()),
+        std::future::pending(),
+    )
+    .unwrap();
     let http = HttpModel::new(
         &format!("http://{}", server.local_addr),
         Duration::from_secs(5),

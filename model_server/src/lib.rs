@@ -13,6 +13,7 @@ pub mod gru_kernel;
 pub mod item_features;
 pub mod model;
 pub mod offline;
+pub mod served;
 pub mod server;
 pub mod serving_gru;
 pub mod train;

@@ -3,6 +3,7 @@
 //! `/metrics`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -19,17 +20,35 @@ use tokio::net::TcpListener;
 use dataset::id_map::{add_unknown_candidates, add_unknown_items};
 
 use crate::embedder::{EmbedError, Embedder};
+use crate::served::ServedModels;
 
 /// Requests carry at most this many bytes; a session is a few hundred ids at most.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
 struct ServerState {
-    embedder: Embedder,
+    models: Arc<ServedModels>,
     metrics: PrometheusHandle,
 }
 
-pub fn router(embedder: Embedder, metrics: PrometheusHandle) -> Router {
+impl ServerState {
+    /// The embedder a request names, or the current one.
+    fn embedder(&self, request: &ModelServerRequest) -> Result<Arc<Embedder>, ModelServerError> {
+        match &request.model_version {
+            None => Ok(self.models.current()),
+            Some(version) => {
+                self.models
+                    .of_version(version)
+                    .ok_or_else(|| ModelServerError::VersionNotServed {
+                        requested: version.clone(),
+                        serving: self.models.current().model_version().to_owned(),
+                    })
+            }
+        }
+    }
+}
+
+pub fn router(models: Arc<ServedModels>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/get_query_embeddings", post(get_query_embeddings))
         .route("/predict", post(predict))
@@ -37,7 +56,7 @@ pub fn router(embedder: Embedder, metrics: PrometheusHandle) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(render_metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(ServerState { embedder, metrics })
+        .with_state(ServerState { models, metrics })
 }
 
 /// A running server; dropping the handle does not stop it, its shutdown future does.
@@ -50,11 +69,11 @@ pub struct ModelServerHandle {
 /// `shutdown` resolves, then finishes the requests in flight.
 pub fn spawn(
     listener: TcpListener,
-    embedder: Embedder,
+    models: Arc<ServedModels>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<ModelServerHandle> {
     let local_addr = listener.local_addr()?;
-    let app = router(embedder, common::telemetry::prometheus_handle());
+    let app = router(models, common::telemetry::prometheus_handle());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -77,6 +96,8 @@ enum ModelServerError {
     NoSequence,
     #[error("{0}")]
     Embedder(EmbedError),
+    #[error("model version {requested} is not served here (this server serves {serving})")]
+    VersionNotServed { requested: String, serving: String },
 }
 
 impl IntoResponse for ModelServerError {
@@ -87,6 +108,9 @@ impl IntoResponse for ModelServerError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "empty_sequence")
             }
             ModelServerError::NoSequence => (StatusCode::UNPROCESSABLE_ENTITY, "no_sequence"),
+            ModelServerError::VersionNotServed { .. } => {
+                (StatusCode::CONFLICT, "model_version_not_served")
+            }
             ModelServerError::Embedder(error) => {
                 tracing::error!(%error, "embedder failure");
                 (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable")
@@ -137,11 +161,11 @@ async fn get_query_embeddings(
     request: Result<Json<ModelServerRequest>, JsonRejection>,
 ) -> Result<Json<QueryEmbeddingsResponse>, ModelServerError> {
     let Json(request) = request?;
-    let (query_embedding, unknown_items) =
-        embed_rows(&state.embedder, &request.ctx.item_seq_raw).await?;
+    let embedder = state.embedder(&request)?;
+    let (query_embedding, unknown_items) = embed_rows(&embedder, &request.ctx.item_seq_raw).await?;
     Ok(Json(QueryEmbeddingsResponse {
         query_embedding,
-        metadata: metadata(&state.embedder),
+        metadata: metadata(&embedder),
         ctx: request.ctx,
         unknown_items,
     }))
@@ -153,6 +177,7 @@ async fn predict(
     request: Result<Json<ModelServerRequest>, JsonRejection>,
 ) -> Result<Json<PredictResponse>, ModelServerError> {
     let Json(request) = request?;
+    let embedder = state.embedder(&request)?;
     let first_row = request
         .ctx
         .item_seq_raw
@@ -160,10 +185,8 @@ async fn predict(
         .cloned()
         .into_iter()
         .collect::<Vec<_>>();
-    let (vectors, mut unknown_items) = embed_rows(&state.embedder, &first_row).await?;
-    let scores = state
-        .embedder
-        .score_candidates(&vectors[0], &request.ctx.candidate_items_raw);
+    let (vectors, mut unknown_items) = embed_rows(&embedder, &first_row).await?;
+    let scores = embedder.score_candidates(&vectors[0], &request.ctx.candidate_items_raw);
     add_unknown_candidates(
         &request.ctx.candidate_items_raw,
         &scores,
@@ -171,7 +194,7 @@ async fn predict(
     );
     Ok(Json(PredictResponse {
         scores,
-        metadata: metadata(&state.embedder),
+        metadata: metadata(&embedder),
         ctx: request.ctx,
         unknown_items,
     }))
@@ -179,7 +202,7 @@ async fn predict(
 
 /// Which model this server runs (not part of the BentoML API; lets clients report the version).
 async fn model_metadata(State(state): State<ServerState>) -> Json<ModelMetadata> {
-    Json(metadata(&state.embedder))
+    Json(metadata(&state.models.current()))
 }
 
 async fn render_metrics(State(state): State<ServerState>) -> String {
@@ -187,10 +210,10 @@ async fn render_metrics(State(state): State<ServerState>) -> String {
 }
 
 /// Binds `address` and serves until SIGINT/SIGTERM, then drains.
-pub async fn run(address: SocketAddr, embedder: Embedder) -> std::io::Result<()> {
+pub async fn run(address: SocketAddr, models: Arc<ServedModels>) -> std::io::Result<()> {
     let shutdown = common::shutdown::signal();
     let listener = TcpListener::bind(address).await?;
-    let handle = spawn(listener, embedder, shutdown)?;
+    let handle = spawn(listener, models, shutdown)?;
     tracing::info!(address = %handle.local_addr, "model server listening");
     handle.task.await.map_err(std::io::Error::other)?
 }

@@ -39,8 +39,10 @@ fn app() -> (tempfile::TempDir, axum::Router, Embedder) {
         ModelBundle::load(&outcome.bundle_dir).unwrap(),
         EmbedderConfig::default(),
     );
-    let router =
-        model_server::server::router(embedder.clone(), ::common::telemetry::prometheus_handle());
+    let router = model_server::server::router(
+        model_server::served::ServedModels::new(embedder.clone()),
+        ::common::telemetry::prometheus_handle(),
+    );
     (data_dir, router, embedder)
 }
 
@@ -153,4 +155,50 @@ async fn health_and_metrics() {
     ] {
         assert!(text.contains(metric), "missing {metric} in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_swapped_server_answers_the_version_a_request_names() {
+    let (_first_dir, first) = common::trained_data_dir(EncoderKind::Sasrec);
+    let (_second_dir, second) = common::trained_data_dir(EncoderKind::Gru);
+    let start = |bundle_dir: &std::path::Path| {
+        Embedder::start(
+            ModelBundle::load(bundle_dir).unwrap(),
+            EmbedderConfig::default(),
+        )
+    };
+    let (first, second) = (start(&first.bundle_dir), start(&second.bundle_dir));
+    let models = model_server::served::ServedModels::new(first.clone());
+    let app = model_server::server::router(
+        std::sync::Arc::clone(&models),
+        ::common::telemetry::prometheus_handle(),
+    );
+    models.swap(second.clone());
+
+    let asking = |version: Option<&str>| {
+        json!({"ctx": {"item_seq_raw": [["i1", "i2"]], "candidate_items_raw": ["i5"]}, "model_version": version})
+            .to_string()
+    };
+    for endpoint in ["/get_query_embeddings", "/predict"] {
+        let (status, response, text) = call(&app, "POST", endpoint, &asking(None)).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(
+            response["metadata"]["model_version"],
+            second.model_version(),
+            "the current bundle answers a request that names none"
+        );
+        let (status, response, text) =
+            call(&app, "POST", endpoint, &asking(Some(first.model_version()))).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(
+            response["metadata"]["model_version"],
+            first.model_version(),
+            "the replaced bundle still answers a request that names it"
+        );
+        let (status, response, text) = call(&app, "POST", endpoint, &asking(Some("gone-1"))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{text}");
+        assert_eq!(response["error"]["code"], "model_version_not_served");
+    }
+    let (_, metadata, _) = call(&app, "GET", "/metadata", "").await;
+    assert_eq!(metadata["model_version"], second.model_version());
 }

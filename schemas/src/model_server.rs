@@ -8,6 +8,11 @@ use crate::RetrieveContext;
 #[serde(deny_unknown_fields)]
 pub struct ModelServerRequest {
     pub ctx: RetrieveContext,
+    /// Answer with this model version (the one the caller's index was built for): a server that
+    /// swapped to a promoted bundle still answers with the one it replaced. 409 when the server
+    /// holds neither. Not in the tutorial's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
 }
 
 /// Which model produced an answer.

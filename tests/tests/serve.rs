@@ -66,7 +66,7 @@ async fn deploy() -> Deployment {
     let max_len = bundle.config.max_len as usize;
     let model_server = model_server::server::spawn(
         model_listener,
-        Embedder::start(bundle, EmbedderConfig::default()),
+        model_server::served::ServedModels::new(Embedder::start(bundle, EmbedderConfig::default())),
         std::future::pending(),
     )
     .unwrap();

@@ -111,22 +111,32 @@ pub fn write_events_dataset(
     until_ms: Option<i64>,
     items_from: Option<&str>,
 ) -> anyhow::Result<archive::DataWindow> {
-    let archive = archive::EventArchive::new(config.archive_dir(), "export");
-    let events = archive.read(since_ms, until_ms)?;
+    let events =
+        archive::EventArchive::new(config.archive_dir(), "export").read(since_ms, until_ms)?;
+    write_dataset_of(config, name, &events, items_from)
+}
+
+/// Writes `events` (archived, oldest first) as data set `name` and its `window.json`.
+pub fn write_dataset_of(
+    config: &engine::config::Config,
+    name: &str,
+    events: &[schemas::InteractionEvent],
+    items_from: Option<&str>,
+) -> anyhow::Result<archive::DataWindow> {
     let known_items = match items_from {
         Some(name) => dataset::Dataset::load(&config.data_dir, name)?.items,
         None => Vec::new(),
     };
     let (data, window) = archive::training_dataset(
         name,
-        &events,
+        events,
         &config.archive.train_event_types,
         &known_items,
     );
     let Some(window) = window else {
         anyhow::bail!(
             "the event archive in {} holds no events of the kinds training uses ({:?}) in that span",
-            archive.dir().display(),
+            config.archive_dir().display(),
             config.archive.train_event_types
         );
     };

@@ -9,6 +9,7 @@ use clap::Args;
 use model_server::item_features::ItemFeatureSet;
 use model_server::model::EncoderKind;
 use model_server::offline::{evaluate_bundle, train_bundle};
+use model_server::served::{spawn_bundle_watcher, ServedModels};
 use model_server::train::{LossKind, TrainConfig};
 use model_server::{Embedder, EmbedderConfig, ModelBundle};
 
@@ -52,6 +53,10 @@ pub struct ModelServerArgs {
     listen: SocketAddr,
     #[command(flatten)]
     batching: BatchingArgs,
+    /// How often to look at `bundles/CURRENT` and serve a promoted bundle (0: never; also
+    /// never with `--bundle`).
+    #[arg(long, default_value_t = 2000)]
+    reload_interval_ms: u64,
 }
 
 #[derive(Args)]
@@ -279,21 +284,31 @@ pub fn model_server(args: ModelServerArgs) -> anyhow::Result<()> {
         bundle,
         listen,
         batching,
+        reload_interval_ms,
     } = args;
     let bundle_dir = bundle.resolve(&data)?;
     let loaded = ModelBundle::load(&bundle_dir)?;
     tracing::info!(bundle = %bundle_dir.display(), version = %loaded.config.model_version, "bundle loaded");
-    let embedder = Embedder::start(
-        loaded,
-        EmbedderConfig {
-            max_batch_size: batching.max_batch_size,
-            max_wait: Duration::from_micros(batching.max_wait_micros),
-            torch_threads: batching.torch_threads,
-            ..EmbedderConfig::default()
-        },
-    );
+    let embedder_config = EmbedderConfig {
+        max_batch_size: batching.max_batch_size,
+        max_wait: Duration::from_micros(batching.max_wait_micros),
+        torch_threads: batching.torch_threads,
+        ..EmbedderConfig::default()
+    };
+    let models = ServedModels::new(Embedder::start(loaded, embedder_config.clone()));
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(model_server::server::run(listen, embedder))?;
+    runtime.block_on(async {
+        // An explicit bundle is fixed; otherwise a promotion is served without a restart.
+        if reload_interval_ms > 0 && bundle.bundle.is_none() {
+            spawn_bundle_watcher(
+                data.data_dir.clone(),
+                std::sync::Arc::clone(&models),
+                embedder_config,
+                Duration::from_millis(reload_interval_ms),
+            );
+        }
+        model_server::server::run(listen, models).await
+    })?;
     Ok(())
 }
 

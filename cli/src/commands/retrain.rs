@@ -10,13 +10,14 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::args::ServingArgs;
-use crate::commands::data::{describe_window, write_events_dataset};
+use crate::commands::data::{describe_window, write_dataset_of};
 
 #[derive(Args)]
 pub struct RetrainArgs {
     #[command(flatten)]
     serving: ServingArgs,
-    /// The most recent events held out for the gate (hours); the challenger trains on the rest.
+    /// The most recent events held out for the gate: those within this many hours of the newest
+    /// archived event. The challenger trains on the rest.
     #[arg(long, default_value_t = 24.0)]
     holdout_hours: f64,
     /// Only events of the last N days train (default: the whole archive).
@@ -31,6 +32,10 @@ pub struct RetrainArgs {
     /// Training threads, kept below the cores so serving on the same machine keeps its share.
     #[arg(long, default_value_t = 1)]
     threads: i32,
+    /// The training thread's nice value (0-19): serving processes on the same machine are
+    /// scheduled first when the cores are busy.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    nice: i32,
     /// At most this many epochs (default: the model's own setting).
     #[arg(long)]
     max_epochs: Option<usize>,
@@ -74,40 +79,86 @@ pub async fn retrain(args: RetrainArgs) -> anyhow::Result<()> {
     }
 }
 
+/// One stage of a round: its heading now, a spinner while it runs (on a terminal), then a line
+/// with what it did and how long it took.
+struct Stage {
+    spinner: indicatif::ProgressBar,
+    started: Instant,
+}
+
+impl Stage {
+    fn start(number: usize, name: &str) -> Stage {
+        println!("[{number}/4] {name}");
+        let spinner = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("      {spinner} {elapsed}")
+                .expect("a valid template"),
+        );
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        Stage {
+            spinner,
+            started: Instant::now(),
+        }
+    }
+
+    /// For a stage that draws its own progress bar.
+    fn start_quiet(number: usize, name: &str) -> Stage {
+        println!("[{number}/4] {name}");
+        Stage {
+            spinner: indicatif::ProgressBar::hidden(),
+            started: Instant::now(),
+        }
+    }
+
+    fn done(self, what: &str) {
+        self.spinner.finish_and_clear();
+        println!(
+            "      {what} ({:.1} s)",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 async fn round(config: &engine::config::Config, args: &RetrainArgs) -> anyhow::Result<Outcome> {
     const DATASET: &str = "events";
-    let stage = |number: usize, name: &str| {
-        println!("[{number}/4] {name}");
-        Instant::now()
+
+    let stage = Stage::start(1, "archive → data set");
+    let since_ms = args
+        .days
+        .map(|days| common::clock::now_ms() - i64::from(days) * 86_400_000);
+    let (window, events) = {
+        let (config, items_from) = (config.clone(), args.items_from.clone());
+        let holdout_ms = (args.holdout_hours * 3_600_000.0) as i64;
+        tokio::task::spawn_blocking(move || {
+            let events =
+                archive::EventArchive::new(config.archive_dir(), "retrain").read(since_ms, None)?;
+            // Back from the newest archived event, not from now: the archive is written every
+            // `archive.flush_interval_ms`, and a replay may carry old times.
+            let newest_ms = events.last().map_or(0, |event| event.event_time_ms);
+            let trained =
+                events.partition_point(|event| event.event_time_ms < newest_ms - holdout_ms);
+            let window =
+                write_dataset_of(&config, DATASET, &events[..trained], items_from.as_deref())?;
+            anyhow::Ok((window, events))
+        })
+        .await??
     };
+    stage.done(&describe_window(&window));
 
-    let started = stage(1, "archive → data set");
-    let now = common::clock::now_ms();
-    let holdout_from_ms = now - (args.holdout_hours * 3_600_000.0) as i64;
-    let since_ms = args.days.map(|days| now - i64::from(days) * 86_400_000);
-    let window = write_events_dataset(
-        config,
-        DATASET,
-        since_ms,
-        Some(holdout_from_ms),
-        args.items_from.as_deref(),
-    )?;
-    println!(
-        "      {} ({:.1} s)",
-        describe_window(&window),
-        started.elapsed().as_secs_f64()
-    );
-
-    let started = stage(2, "train the challenger");
+    let stage = Stage::start_quiet(2, "train the challenger");
     let defaults = model_server::train::TrainConfig::default();
     let train_config = model_server::train::TrainConfig {
         threads: args.threads,
         max_epochs: args.max_epochs.unwrap_or(defaults.max_epochs),
-        show_progress: false,
         ..defaults
     };
     let data_dir = config.data_dir.clone();
+    let nice = args.nice;
     let trained = tokio::task::spawn_blocking(move || {
+        // This thread only (Linux applies a thread's nice value to it alone); the threads torch
+        // starts from it inherit it.
+        if let Err(error) = rustix::process::setpriority_process(None, nice) {
+            tracing::warn!(%error, nice, "training at normal priority");
+        }
         model_server::offline::train_bundle(&data_dir, DATASET, &train_config, false)
     })
     .await??;
@@ -117,69 +168,64 @@ async fn round(config: &engine::config::Config, args: &RetrainArgs) -> anyhow::R
         .and_then(|name| name.to_str())
         .context("bundle directory name")?
         .to_owned();
-    println!(
-        "      {challenger}: validation ndcg@10 {:.4} ({:.1} s)",
-        trained.report.best_valid.ndcg_at_10,
-        started.elapsed().as_secs_f64()
-    );
+    stage.done(&format!(
+        "{challenger}: validation ndcg@10 {:.4}",
+        trained.report.best_valid.ndcg_at_10
+    ));
 
-    let started = stage(3, "gate against the champion on the holdout");
+    let stage = Stage::start(3, "gate against the champion on the holdout");
     if dataset::bundle::current_bundle_version(&config.data_dir)?.is_none() {
         // The first model of a deployment that served popular items so far.
-        println!("      no champion yet: nothing to gate against");
+        stage.done("no champion yet: nothing to gate against");
     } else {
-        let passed = gate(
-            config,
-            args,
-            &trained.bundle_dir,
-            since_ms,
-            &window,
-            started,
-        )?;
-        if !passed {
+        let (config, challenger_dir) = (config.clone(), trained.bundle_dir.clone());
+        let trained_until_ms = window.last_event_ms;
+        let tolerance = args.tolerance;
+        let report = tokio::task::spawn_blocking(move || {
+            gate(
+                &config,
+                &challenger_dir,
+                &events,
+                trained_until_ms,
+                tolerance,
+            )
+        })
+        .await??;
+        stage.done(&format!(
+            "{} holdout events: champion ndcg@10 {:.4}, challenger {:.4}, popularity {:.4}, tolerance {}",
+            report.cases,
+            report.champion.ndcg_at_10,
+            report.challenger.ndcg_at_10,
+            report.popularity.ndcg_at_10,
+            tolerance,
+        ));
+        if !report.passed {
             return Ok(Outcome::Refused(challenger));
         }
     }
 
-    let started = stage(4, "index and promote");
+    let stage = Stage::start(4, "index and promote");
     let promotion = engine::promotion::promote(config, &challenger).await?;
-    println!(
-        "      index {} ({:.1} s)",
-        promotion.index,
-        started.elapsed().as_secs_f64()
-    );
+    stage.done(&format!("index {}", promotion.index));
     Ok(Outcome::Promoted(challenger))
 }
 
-/// Ranks champion and challenger on the holdout and prints both; whether the challenger passed.
+/// Ranks champion and challenger on the events after `trained_until_ms` (the holdout).
 fn gate(
     config: &engine::config::Config,
-    args: &RetrainArgs,
     challenger_dir: &std::path::Path,
-    since_ms: Option<i64>,
-    window: &archive::DataWindow,
-    started: Instant,
-) -> anyhow::Result<bool> {
+    events: &[schemas::InteractionEvent],
+    trained_until_ms: i64,
+    tolerance: f64,
+) -> anyhow::Result<model_server::gate::GateReport> {
     let champion_dir = dataset::bundle::current_bundle_dir(&config.data_dir)?;
-    let events =
-        archive::EventArchive::new(config.archive_dir(), "retrain").read(since_ms, None)?;
     let (everything, _) =
-        archive::training_dataset("holdout", &events, &config.archive.train_event_types, &[]);
-    let report = model_server::gate::gate(
+        archive::training_dataset("holdout", events, &config.archive.train_event_types, &[]);
+    Ok(model_server::gate::gate(
         &champion_dir,
         challenger_dir,
         &everything.interactions,
-        window.last_event_ms.div_euclid(1_000) + 1,
-        args.tolerance,
-    )?;
-    println!(
-        "      {} holdout events: champion ndcg@10 {:.4}, challenger {:.4}, popularity {:.4}, tolerance {} ({:.1} s)",
-        report.cases,
-        report.champion.ndcg_at_10,
-        report.challenger.ndcg_at_10,
-        report.popularity.ndcg_at_10,
-        args.tolerance,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(report.passed)
+        trained_until_ms.div_euclid(1_000) + 1,
+        tolerance,
+    )?)
 }

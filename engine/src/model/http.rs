@@ -12,6 +12,8 @@ use super::{ModelError, Query, QueryModel};
 pub struct HttpModel {
     client: reqwest::Client,
     base_url: String,
+    /// The version every request asks for and every answer must carry (see `pinned_to`).
+    model_version: Option<String>,
 }
 
 impl HttpModel {
@@ -24,7 +26,31 @@ impl HttpModel {
         Ok(HttpModel {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
+            model_version: None,
         })
+    }
+
+    /// Asks for `model_version` only, the one the index was built for: a model server that
+    /// swapped to a promoted bundle still answers with it (`recsys model-server` keeps the bundle
+    /// it replaced), and an answer of another version (a server that ignores the field) is
+    /// refused rather than searched in an index of other vectors.
+    pub fn pinned_to(self, model_version: String) -> HttpModel {
+        HttpModel {
+            model_version: Some(model_version),
+            ..self
+        }
+    }
+
+    fn check_version(&self, endpoint: &str, answered: &ModelMetadata) -> Result<(), ModelError> {
+        match &self.model_version {
+            Some(pinned) if *pinned != answered.model_version => {
+                Err(ModelError::Unavailable(format!(
+                    "{endpoint}: answered by model {}, not {pinned}",
+                    answered.model_version
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn post<T: serde::de::DeserializeOwned>(
@@ -35,7 +61,10 @@ impl HttpModel {
         let response = self
             .client
             .post(format!("{}/{endpoint}", self.base_url))
-            .json(&ModelServerRequest { ctx })
+            .json(&ModelServerRequest {
+                ctx,
+                model_version: self.model_version.clone(),
+            })
             .send()
             .await
             .map_err(|error| ModelError::Unavailable(format!("{endpoint}: {error}")))?;
@@ -110,6 +139,7 @@ impl QueryModel for HttpModel {
             .post("get_query_embeddings", context(items, &[]))
             .await
             .map_err(all_unknown_if_empty(items))?;
+        self.check_version("get_query_embeddings", &response.metadata)?;
         let vector = response.query_embedding.into_iter().next().ok_or_else(|| {
             ModelError::Unavailable("model server returned no query embedding".into())
         })?;
@@ -128,6 +158,7 @@ impl QueryModel for HttpModel {
             .post("predict", context(items, candidates))
             .await
             .map_err(all_unknown_if_empty(items))?;
+        self.check_version("predict", &response.metadata)?;
         Ok((response.scores, response.unknown_items))
     }
 }
