@@ -315,6 +315,40 @@ pub fn previous_bundle_version(data_dir: &Path) -> Result<Option<String>, Bundle
     read_pointer(data_dir, PREVIOUS_FILE)
 }
 
+/// Deletes bundles other than `CURRENT`, `PREVIOUS` and the `keep_newest` newest of the rest (by
+/// the second their name ends with; a name that does not end with one is never deleted).
+/// Returns the deleted names. A retrain writes a bundle each round, promoted or not.
+pub fn prune_bundles(data_dir: &Path, keep_newest: usize) -> Result<Vec<String>, BundleError> {
+    let bundles = bundles_dir(data_dir);
+    let pinned = [
+        current_bundle_version(data_dir)?,
+        previous_bundle_version(data_dir)?,
+    ];
+    let entries = match std::fs::read_dir(&bundles) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(io_error(&bundles)(source)),
+    };
+    let mut candidates: Vec<(u64, String)> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().is_dir())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| !pinned.iter().flatten().any(|pinned| pinned == name))
+        .filter_map(|name| {
+            let (_, made_at) = name.rsplit_once('-')?;
+            Some((made_at.parse().ok()?, name))
+        })
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.cmp(a));
+    let mut removed = Vec::new();
+    for (_, name) in candidates.into_iter().skip(keep_newest) {
+        let dir = bundles.join(&name);
+        std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
 /// Atomically points `bundles/PREVIOUS` at `version`.
 pub fn set_previous_bundle(data_dir: &Path, version: &str) -> Result<(), BundleError> {
     let previous = bundles_dir(data_dir).join(PREVIOUS_FILE);
@@ -377,4 +411,49 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Bundl
 pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), BundleError> {
     let text = serde_json::to_vec_pretty(value).expect("bundle types serialise");
     std::fs::write(path, text).map_err(io_error(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_pointed_bundles_and_the_newest_others() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let bundles = bundles_dir(data_dir.path());
+        for name in [
+            "gru-events-100",
+            "gru-events-200",
+            "gru-events-300",
+            "gru-events-400",
+            "gru-events-500",
+            "gru-events-600",
+            "hand-made",
+        ] {
+            std::fs::create_dir_all(bundles.join(name)).unwrap();
+        }
+        set_current_bundle(data_dir.path(), "gru-events-100").unwrap();
+        set_previous_bundle(data_dir.path(), "gru-events-300").unwrap();
+
+        let mut removed = prune_bundles(data_dir.path(), 2).unwrap();
+        removed.sort();
+        assert_eq!(removed, ["gru-events-200", "gru-events-400"]);
+        let mut left: Vec<String> = std::fs::read_dir(&bundles)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "CURRENT",
+                "PREVIOUS",
+                "gru-events-100",
+                "gru-events-300",
+                "gru-events-500",
+                "gru-events-600",
+                "hand-made"
+            ]
+        );
+    }
 }

@@ -7,13 +7,13 @@
 //! moves (`crate::serving`), and find the matching index already there.
 
 use dataset::bundle::{
-    bundles_dir, current_bundle_version, previous_bundle_version, set_current_bundle,
-    set_previous_bundle,
+    bundles_dir, current_bundle_version, previous_bundle_version, prune_bundles,
+    set_current_bundle, set_previous_bundle,
 };
 use dataset::BundleManifest;
 
 use crate::config::Config;
-use crate::index::serve_existing_index;
+use crate::index::{prune_index_versions, serve_existing_index};
 use crate::startup::{build_index_from_bundle, StartupError};
 
 /// What a promotion or rollback changed.
@@ -71,12 +71,46 @@ pub async fn promote(config: &Config, version: &str) -> Result<Promotion, Promot
         }
         set_current_bundle(data_dir, version)?;
     }
+    prune(config).await;
     Ok(Promotion {
         from,
         to: version.to_owned(),
         index,
         index_built,
     })
+}
+
+/// Refused and replaced challengers kept for a look besides `CURRENT` and `PREVIOUS`.
+const KEEP_NEWEST_OTHER_BUNDLES: usize = 3;
+
+/// Deletes bundles beyond the newest few and every index version built for neither `CURRENT` nor
+/// `PREVIOUS` (a later promotion of a kept bundle builds its index again). Failures are logged:
+/// what is left is only disk.
+pub async fn prune(config: &Config) {
+    let data_dir = &config.data_dir;
+    match prune_bundles(data_dir, KEEP_NEWEST_OTHER_BUNDLES) {
+        Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "old bundles deleted"),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "old bundles not deleted"),
+    }
+    let pinned = match (
+        current_bundle_version(data_dir),
+        previous_bundle_version(data_dir),
+    ) {
+        (Ok(current), Ok(previous)) => [current, previous],
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "old index versions not deleted");
+            return;
+        }
+    };
+    let keep: Vec<&str> = pinned.iter().flatten().map(String::as_str).collect();
+    match prune_index_versions(&config.index.url, &config.index.collection, data_dir, &keep).await {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "old index versions deleted");
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "old index versions not deleted"),
+    }
 }
 
 /// Makes the previous champion the champion again (a second rollback undoes the first).

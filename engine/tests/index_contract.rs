@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use engine::index::{build_index, open_index, IndexPoint, Payload, VectorIndex};
+use engine::index::{
+    build_index, open_index, prune_index_versions, serve_existing_index, IndexPoint, Payload,
+    VectorIndex,
+};
 
 fn point(point_id: u64, item_id: &str, vector: [f32; 3], title: &str) -> IndexPoint {
     let mut payload = Payload::new();
@@ -73,6 +76,35 @@ async fn contract(index: Arc<dyn VectorIndex>) {
     an_items_vector_is_the_one_indexed(index.as_ref()).await;
 }
 
+/// Versions for bundles no longer kept go; the served one and those of kept bundles stay.
+async fn old_versions_are_pruned(url: &str, alias: &str, data_dir: &std::path::Path) {
+    for version in ["a-100-1", "b-200-2", "c-300-3", "d-400-4"] {
+        build_index(url, alias, version, 3, catalogue(), data_dir)
+            .await
+            .unwrap();
+    }
+    let mut removed = prune_index_versions(url, alias, data_dir, &["b-200"])
+        .await
+        .unwrap();
+    removed.sort();
+    assert_eq!(removed, ["a-100-1", "c-300-3"]);
+    let served = open_index(url, alias, data_dir).await.unwrap();
+    assert_eq!(served.bundle_version(), Some("d-400"));
+    drop(served);
+    for (bundle, left) in [("a-100", None), ("b-200", Some("b-200-2")), ("c-300", None)] {
+        let found = serve_existing_index(url, alias, data_dir, bundle)
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), left, "{bundle}");
+    }
+}
+
+#[tokio::test]
+async fn embedded_index_prunes_old_versions() {
+    let data_dir = tempfile::tempdir().unwrap();
+    old_versions_are_pruned("embedded", "items", data_dir.path()).await;
+}
+
 #[tokio::test]
 async fn embedded_index_meets_the_contract_and_rebuilds_switch_atomically() {
     let data_dir = tempfile::tempdir().unwrap();
@@ -137,4 +169,5 @@ async fn remote_index_meets_the_contract_when_a_qdrant_server_is_configured() {
         .await
         .unwrap();
     contract(open_index(&url, &alias, data_dir.path()).await.unwrap()).await;
+    old_versions_are_pruned(&url, &format!("{alias}-pruned"), data_dir.path()).await;
 }

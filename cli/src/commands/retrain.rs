@@ -178,12 +178,12 @@ async fn round(config: &engine::config::Config, args: &RetrainArgs) -> anyhow::R
         // The first model of a deployment that served popular items so far.
         stage.done("no champion yet: nothing to gate against");
     } else {
-        let (config, challenger_dir) = (config.clone(), trained.bundle_dir.clone());
+        let (gate_config, challenger_dir) = (config.clone(), trained.bundle_dir.clone());
         let trained_until_ms = window.last_event_ms;
         let tolerance = args.tolerance;
         let report = tokio::task::spawn_blocking(move || {
             gate(
-                &config,
+                &gate_config,
                 &challenger_dir,
                 &events,
                 trained_until_ms,
@@ -200,6 +200,7 @@ async fn round(config: &engine::config::Config, args: &RetrainArgs) -> anyhow::R
             tolerance,
         ));
         if !report.passed {
+            engine::promotion::prune(config).await;
             return Ok(Outcome::Refused(challenger));
         }
     }

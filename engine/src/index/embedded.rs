@@ -258,6 +258,35 @@ pub(super) fn serve_existing(
     Ok(Some(version.to_owned()))
 }
 
+/// Deletes the versions under `alias` built for none of `keep_bundles`, except the one the alias
+/// names; returns their names.
+pub(super) fn prune(
+    root: &Path,
+    alias: &str,
+    keep_bundles: &[&str],
+) -> Result<Vec<String>, IndexError> {
+    let alias_dir = root.join(alias);
+    let served = std::fs::read_to_string(alias_dir.join(CURRENT_FILE)).unwrap_or_default();
+    let entries = match std::fs::read_dir(&alias_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(unavailable(format!("{}: {error}", alias_dir.display()))),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !super::is_prunable(&name, served.trim(), keep_bundles) || !entry.path().is_dir() {
+            continue;
+        }
+        std::fs::remove_dir_all(entry.path())
+            .map_err(|error| unavailable(format!("{}: {error}", entry.path().display())))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
 #[async_trait::async_trait]
 impl VectorIndex for EmbeddedIndex {
     fn is_in_process(&self) -> bool {

@@ -136,6 +136,47 @@ pub async fn serve_existing_index(
     })
 }
 
+/// Deletes the index versions under `alias` built for none of `keep_bundles` (the alias's own
+/// is always kept); returns what it deleted. Every promotion builds one, so without this they
+/// pile up (one per retrain, each the size of the catalogue's vectors).
+pub async fn prune_index_versions(
+    url: &str,
+    alias: &str,
+    data_dir: &Path,
+    keep_bundles: &[&str],
+) -> Result<Vec<String>, IndexError> {
+    if url == "embedded" || url.starts_with("embedded://") {
+        let root = data_dir.join("index");
+        let (alias, keep): (String, Vec<String>) = (
+            alias.to_owned(),
+            keep_bundles
+                .iter()
+                .map(|bundle| bundle.to_string())
+                .collect(),
+        );
+        return tokio::task::spawn_blocking(move || {
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            embedded::prune(&root, &alias, &keep)
+        })
+        .await
+        .map_err(|error| IndexError::Unavailable(error.to_string()))?;
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return RemoteIndex::prune(url, alias, keep_bundles).await;
+    }
+    Err(IndexError::InvalidUrl {
+        url: url.to_owned(),
+        problem: "expected embedded, http:// or https://".into(),
+    })
+}
+
+/// Whether index version `version` may go: a name `index_version` made (others are not ours),
+/// not the served one, built for none of `keep_bundles`.
+fn is_prunable(version: &str, served: &str, keep_bundles: &[&str]) -> bool {
+    version != served
+        && bundle_of_index_version(version).is_some_and(|bundle| !keep_bundles.contains(&bundle))
+}
+
 /// Of index versions, the newest built for `model_version`.
 pub(crate) fn newest_version_for<'a>(
     versions: impl Iterator<Item = &'a str>,

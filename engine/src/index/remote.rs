@@ -63,11 +63,20 @@ impl RemoteIndex {
     pub async fn open(url: &str, alias: &str) -> Result<RemoteIndex, IndexError> {
         let client = connect(url)?;
         let aliases = client.list_aliases().await.map_err(unavailable)?;
+        // The version, as the embedded backend names it: the collection is `<alias>-<version>`,
+        // and the version names the bundle the model must be (`bundle_of_index_version`).
+        let prefix = format!("{alias}-");
         let Some(version) = aliases
             .aliases
             .iter()
             .find(|description| description.alias_name == alias)
-            .map(|description| description.collection_name.clone())
+            .map(|description| {
+                let collection = &description.collection_name;
+                collection
+                    .strip_prefix(&prefix)
+                    .unwrap_or(collection)
+                    .to_owned()
+            })
         else {
             return Err(IndexError::Missing {
                 alias: alias.to_owned(),
@@ -142,7 +151,7 @@ impl RemoteIndex {
             .create_alias(CreateAliasBuilder::new(&collection, alias))
             .await
             .map_err(unavailable)?;
-        Ok(collection)
+        Ok(version.to_owned())
     }
 
     /// Points `alias` at the newest collection built for `model_version`, if one exists.
@@ -167,7 +176,41 @@ impl RemoteIndex {
             .create_alias(CreateAliasBuilder::new(&collection, alias))
             .await
             .map_err(unavailable)?;
-        Ok(Some(collection))
+        Ok(Some(version.to_owned()))
+    }
+
+    /// Deletes the collections of `alias` built for none of `keep_bundles`, except the one the
+    /// alias names; returns their versions.
+    pub async fn prune(
+        url: &str,
+        alias: &str,
+        keep_bundles: &[&str],
+    ) -> Result<Vec<String>, IndexError> {
+        let client = connect(url)?;
+        let aliases = client.list_aliases().await.map_err(unavailable)?;
+        let prefix = format!("{alias}-");
+        let served = aliases
+            .aliases
+            .iter()
+            .find(|description| description.alias_name == alias)
+            .and_then(|description| description.collection_name.strip_prefix(&prefix))
+            .unwrap_or_default()
+            .to_owned();
+        let collections = client.list_collections().await.map_err(unavailable)?;
+        let mut removed = Vec::new();
+        for collection in collections.collections {
+            let Some(version) = collection.name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if super::is_prunable(version, &served, keep_bundles) {
+                client
+                    .delete_collection(&collection.name)
+                    .await
+                    .map_err(unavailable)?;
+                removed.push(version.to_owned());
+            }
+        }
+        Ok(removed)
     }
 
     fn point_ids<T: AsRef<str>>(&self, item_ids: &[T]) -> Vec<PointId> {
