@@ -46,12 +46,17 @@ PY
 fi
 
 if $with_test_deps; then
-  if ! command -v redis-server >/dev/null; then
-    log "installing redis-server (Debian package)"
+  # redis-server for the store tests; chromium and its WebDriver for the demo page's browser test.
+  missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  if (( ${#missing[@]} )); then
+    log "installing ${missing[*]} (Debian packages)"
     sudo_if_needed=""
     [[ "$(id -u)" != 0 ]] && sudo_if_needed="sudo"
     $sudo_if_needed apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   # Apache Kafka cannot be installed here; tansu speaks the Kafka protocol and runs in memory.
   tansu_version="0.6.0"
@@ -60,6 +65,20 @@ if $with_test_deps; then
     CARGO_TARGET_DIR="$RECSYS_CACHE_DIR/tansu-build" cargo install --quiet --locked \
       tansu --version "$tansu_version" --features dynostore,libsql --root "$RECSYS_CACHE_DIR/tools"
     rm -rf "$RECSYS_CACHE_DIR/tansu-build"
+  fi
+  # No package registry reachable here ships a Qdrant server; a machine that has the binary built
+  # from source next to the checkout (or in $RECSYS_SHARED_TOOLS) gets the remote index tests,
+  # once unpacked into the tool cache; others print SKIPPED.
+  qdrant_archive="${RECSYS_SHARED_TOOLS:-$REPO_ROOT/../shared/tools}/qdrant-1.16.3-x86_64-linux.gz"
+  qdrant_sha256="d074ff6462d4d64830eeabdc0cc81e48e2727641668508cc5bb5d4df1b7a2ffc"
+  qdrant_bin="$RECSYS_CACHE_DIR/tools/bin/qdrant"
+  if [[ -f "$qdrant_archive" ]] && ! echo "$qdrant_sha256  $qdrant_bin" | sha256sum -c --status 2>/dev/null; then
+    log "unpacking the Qdrant 1.16.3 server into $RECSYS_CACHE_DIR/tools"
+    mkdir -p "$(dirname "$qdrant_bin")"
+    gunzip -c "$qdrant_archive" > "$qdrant_bin.partial"
+    echo "$qdrant_sha256  $qdrant_bin.partial" | sha256sum -c --status
+    chmod +x "$qdrant_bin.partial"
+    mv "$qdrant_bin.partial" "$qdrant_bin"
   fi
 fi
 log "ready: venv $RECSYS_VENV, data $RECSYS_DATA_DIR"

@@ -5,8 +5,6 @@
 //! refreshes its view before answering, so its own answers reflect a write at once and the
 //! others' within `catalogue.refresh_interval_ms`.
 
-use std::collections::HashSet;
-
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -17,14 +15,14 @@ use engine::catalogue::CatalogueItem;
 use engine::index::IndexedItem;
 use engine::retrieve::{RetrieveOutcome, SimilarError, Source};
 use schemas::{
-    CatalogueItemResponse, ErrorBody, ItemUpsert, ItemsResponse, ItemsUpserted,
-    RecommendationsResponse, RetrieveContext,
+    CatalogueItemResponse, ErrorBody, ItemUpsert, ItemsUpserted, RecommendationsResponse,
+    RetrieveContext,
 };
 use serde::Deserialize;
 use tower_http::request_id::RequestId;
 use utoipa::IntoParams;
 
-use crate::routes::{parse_count, rec_id, response, MAX_COUNT};
+use crate::routes::{parse_count, rec_id, response};
 use crate::writes::{check_write_key, json_records, refusal};
 use crate::{ApiError, AppState};
 
@@ -294,6 +292,7 @@ pub async fn similar_items(
             total_micros: started.elapsed().as_micros() as u64,
             ..Default::default()
         },
+        embedded_sequence: Vec::new(),
     };
     Ok(Json(response(
         outcome,
@@ -302,75 +301,4 @@ pub async fn similar_items(
         false,
         retriever.index_bundle(),
     )))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ItemsParams {
-    /// Comma-separated item ids, at most 1000, e.g. `50,181`.
-    ids: Option<String>,
-}
-
-/// Item metadata by ids (`?ids=a,b`), in request order; unknown ids are listed apart.
-#[utoipa::path(
-    get,
-    path = "/items",
-    params(ItemsParams),
-    responses(
-        (status = 200, body = ItemsResponse),
-        (status = 422, body = ErrorBody, description = "No ids, or more than 1000"),
-        (status = 503, body = ErrorBody, description = "The index is unavailable"),
-    )
-)]
-pub async fn items_by_id(
-    State(state): State<AppState>,
-    params: Result<Query<ItemsParams>, QueryRejection>,
-) -> Result<Json<ItemsResponse>, ApiError> {
-    let Query(params) = params?;
-    let ids: Vec<String> = params
-        .ids
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return Err(ApiError::field(
-            "ids",
-            "give at least one item id, e.g. ?ids=50,181",
-        ));
-    }
-    if ids.len() > MAX_COUNT {
-        return Err(ApiError::field(
-            "ids",
-            format!("{} ids, at most {MAX_COUNT}", ids.len()),
-        ));
-    }
-    let found = state
-        .retriever
-        .get()
-        .index()
-        .items(&ids)
-        .await
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
-    let known: HashSet<&str> = found.iter().map(|item| item.item_id.as_str()).collect();
-    let unknown_items = ids
-        .iter()
-        .filter(|id| !known.contains(id.as_str()))
-        .cloned()
-        .collect();
-    let items = found
-        .into_iter()
-        .map(|item| {
-            let mut payload = item.payload;
-            payload.insert("item_id".into(), item.item_id.into());
-            payload
-        })
-        .collect();
-    Ok(Json(ItemsResponse {
-        items,
-        unknown_items,
-    }))
 }

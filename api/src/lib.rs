@@ -4,7 +4,9 @@ pub mod error;
 mod events;
 mod items;
 mod routes;
+mod search;
 mod users;
+mod web;
 mod writes;
 
 use std::net::SocketAddr;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub catalogue_config: CatalogueConfig,
     /// The event archive this API erases users from (`DELETE /users/{id}`), when archiving.
     pub archive: Option<Arc<archive::EventArchive>>,
+    /// Title search over the served catalogue (`GET /items/search`).
+    pub title_search: Arc<engine::catalogue::CatalogueSearch>,
 }
 
 impl AppState {
@@ -69,6 +73,7 @@ impl AppState {
                 .archive
                 .enabled
                 .then(|| Arc::new(archive::EventArchive::new(config.archive_dir(), "api"))),
+            title_search: Arc::default(),
         })
     }
 }
@@ -103,10 +108,13 @@ pub fn router(state: AppState) -> Router {
             items_body_limit(&state.catalogue_config),
         )),
     );
+    let cors = cors_layer(&state.limits.cors_allowed_origins);
     routes::routes()
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .merge(events_route)
         .merge(items_route)
+        .merge(web::routes())
+        .layer(cors)
         .layer(axum::middleware::from_fn(record_request_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -121,6 +129,26 @@ pub fn router(state: AppState) -> Router {
         // Outermost: an incoming `x-request-id` is kept, otherwise a UUID is made.
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Cross-origin access for pages served elsewhere: none when `origins` is empty (the default),
+/// any origin for `["*"]` (what the tutorial allowed), otherwise exactly the origins listed.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let allowed = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| origin.parse::<axum::http::HeaderValue>().ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([axum::http::HeaderName::from_static("x-request-id")])
 }
 
 /// `recsys_api_request_duration_seconds{route, status}` for every request.

@@ -15,7 +15,8 @@ use engine::retrieve::{RetrieveOutcome, RetrieveRequest, Source};
 use schemas::{
     ErrorBody, PredictResponse, QueryEmbeddingsResponse, ReadinessResponse, RecommendationMetadata,
     RecommendationSource, RecommendationsResponse, RecommendedItem, RetrieveContext,
-    SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse, UserHistoryResponse,
+    RetrieveDebugInfo, SeqRetrieverDebugInfo, SeqRetrieverEndpoint, SeqRetrieverRequest,
+    SeqRetrieverResponse, SeqRetrieverResult, UserHistoryResponse,
 };
 use serde::Deserialize;
 use tower_http::request_id::RequestId;
@@ -36,7 +37,13 @@ pub fn routes() -> Router<AppState> {
             "/users/{user_id}",
             axum::routing::delete(crate::users::forget_user),
         )
-        .route("/items", get(crate::items::items_by_id))
+        .route("/items", get(crate::search::items_by_id))
+        .route("/items/search", get(crate::search::search_items))
+        .route("/items/get_by_ids", post(crate::search::items_by_ids_body))
+        .route(
+            "/items/search_by_title",
+            post(crate::search::search_by_title),
+        )
         .route(
             "/items/{item_id}",
             get(crate::items::get_item).delete(crate::items::remove_item),
@@ -66,7 +73,10 @@ pub fn routes() -> Router<AppState> {
         seq_retriever,
         user_history,
         crate::users::forget_user,
-        crate::items::items_by_id,
+        crate::search::items_by_id,
+        crate::search::items_by_ids_body,
+        crate::search::search_items,
+        crate::search::search_by_title,
         crate::items::upsert_items,
         crate::items::get_item,
         crate::items::remove_item,
@@ -175,6 +185,7 @@ pub(crate) fn response(
     debug: bool,
     index_bundle: Option<&str>,
 ) -> RecommendationsResponse {
+    let timings = serde_json::to_value(&outcome.timings).expect("timings serialise");
     let source = match outcome.source {
         Source::Personalized => RecommendationSource::Personalized,
         Source::Popular => RecommendationSource::Popular,
@@ -206,9 +217,12 @@ pub(crate) fn response(
                 .fallback_reason
                 .map(|reason| reason.as_str().to_owned()),
             unknown_items: outcome.unknown_items,
-            timings: debug
-                .then(|| serde_json::to_value(&outcome.timings).expect("timings serialise")),
+            timings: debug.then(|| timings.clone()),
         },
+        debug_info: debug.then(|| RetrieveDebugInfo {
+            timings: timings.clone(),
+            merged_sequence: outcome.embedded_sequence,
+        }),
     }
 }
 
@@ -274,6 +288,8 @@ async fn popular(
 ) -> Result<Json<RecommendationsResponse>, ApiError> {
     let Query(params) = params?;
     let count = parse_count(params.count.as_deref())?;
+    let debug = parse_debug(params.debug.as_deref())?;
+    let started = std::time::Instant::now();
     let retriever = state.retriever.get();
     let recommendations = retriever.popular_items(count, &HashSet::new()).await;
     let outcome = RetrieveOutcome {
@@ -282,13 +298,17 @@ async fn popular(
         fallback_reason: None,
         unknown_items: Vec::new(),
         model_version: None,
-        timings: Default::default(),
+        timings: engine::retrieve::StageTimings {
+            total_micros: started.elapsed().as_micros() as u64,
+            ..Default::default()
+        },
+        embedded_sequence: Vec::new(),
     };
     Ok(Json(response(
         outcome,
         RetrieveContext::default(),
         rec_id(&request_id),
-        false,
+        debug,
         retriever.index_bundle(),
     )))
 }
@@ -393,9 +413,14 @@ async fn user_history(
 )]
 async fn seq_retriever(
     State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
     body: Result<Json<SeqRetrieverRequest>, JsonRejection>,
 ) -> Result<Json<SeqRetrieverResponse>, ApiError> {
-    let Json(SeqRetrieverRequest { ctx, endpoint }) = body?;
+    let Json(SeqRetrieverRequest {
+        ctx,
+        endpoint,
+        debug,
+    }) = body?;
     check_context(&ctx, state.limits.max_session_items, "ctx.")?;
     if ctx.item_seq_raw.is_empty() {
         return Err(ApiError::field(
@@ -405,8 +430,9 @@ async fn seq_retriever(
     }
     let retriever = state.retriever.get();
     let model = retriever.model();
+    let started = std::time::Instant::now();
     let metadata = model.metadata().await.map_err(model_error(0))?;
-    let response = match endpoint {
+    let result = match endpoint {
         SeqRetrieverEndpoint::GetQueryEmbeddings => {
             let mut query_embedding = Vec::with_capacity(ctx.item_seq_raw.len());
             let mut unknown_items: Vec<String> = Vec::new();
@@ -415,7 +441,7 @@ async fn seq_retriever(
                 add_unknown_items(query.unknown_items, &mut unknown_items);
                 query_embedding.push(query.vector);
             }
-            SeqRetrieverResponse::QueryEmbeddings(QueryEmbeddingsResponse {
+            SeqRetrieverResult::QueryEmbeddings(QueryEmbeddingsResponse {
                 query_embedding,
                 metadata,
                 ctx,
@@ -427,7 +453,7 @@ async fn seq_retriever(
                 .score_candidates(ctx.session_items(), &ctx.candidate_items_raw)
                 .await
                 .map_err(model_error(0))?;
-            SeqRetrieverResponse::Predict(PredictResponse {
+            SeqRetrieverResult::Predict(PredictResponse {
                 scores,
                 metadata,
                 ctx,
@@ -435,7 +461,14 @@ async fn seq_retriever(
             })
         }
     };
-    Ok(Json(response))
+    Ok(Json(SeqRetrieverResponse {
+        result,
+        rec_id: rec_id(&request_id),
+        debug_info: debug.then(|| SeqRetrieverDebugInfo {
+            model_backend: model.backend().to_owned(),
+            model_micros: started.elapsed().as_micros() as u64,
+        }),
+    }))
 }
 
 /// An empty sequence is the client's problem (422 naming the row); anything else is the model's.

@@ -9,6 +9,7 @@ mod event;
 mod model_server;
 mod recommendations;
 mod retrieve;
+mod search;
 mod status;
 
 pub use catalogue::{
@@ -22,12 +23,17 @@ pub use event::{
 };
 pub use model_server::{
     ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse,
-    SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse,
+    SeqRetrieverDebugInfo, SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse,
+    SeqRetrieverResult,
 };
 pub use recommendations::{
     RecommendationMetadata, RecommendationSource, RecommendationsResponse, RecommendedItem,
+    RetrieveDebugInfo,
 };
 pub use retrieve::RetrieveContext;
+pub use search::{
+    ItemSearchResponse, ItemsByIdsRequest, TitleMatchInfo, TitleSearchRequest, TitleSearchResponse,
+};
 pub use status::{
     EventsAccepted, ItemsResponse, ReadinessResponse, UserForgotten, UserHistoryResponse,
 };

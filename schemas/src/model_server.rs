@@ -59,12 +59,34 @@ pub enum SeqRetrieverEndpoint {
 pub struct SeqRetrieverRequest {
     pub ctx: RetrieveContext,
     pub endpoint: SeqRetrieverEndpoint,
+    /// Adds `debug_info` (the model backend and how long it took) to the answer.
+    #[serde(default)]
+    pub debug: bool,
 }
 
 /// The model's answer for the requested endpoint, unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
-pub enum SeqRetrieverResponse {
+pub enum SeqRetrieverResult {
     QueryEmbeddings(QueryEmbeddingsResponse),
     Predict(PredictResponse),
+}
+
+/// `POST /vendor/seq_retriever`, as the tutorial's orchestrator answered it: the model server's
+/// answer under `result` (the chapter reads `resp.result["query_embedding"]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SeqRetrieverResponse {
+    pub result: SeqRetrieverResult,
+    /// The request id (also the `x-request-id` header).
+    pub rec_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_info: Option<SeqRetrieverDebugInfo>,
+}
+
+/// With `"debug": true`: which model answered and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeqRetrieverDebugInfo {
+    /// `embedded` (in this process), `http` (a model server) or `untrained`.
+    pub model_backend: String,
+    pub model_micros: u64,
 }

@@ -57,4 +57,19 @@ pub struct RecommendationsResponse {
     /// The request context as received (empty for `GET /recs/popular`).
     pub ctx: RetrieveContext,
     pub metadata: RecommendationMetadata,
+    /// With `debug=true`, as the tutorial's API answered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_info: Option<RetrieveDebugInfo>,
+}
+
+/// How an answer was made: stage timings and the sequence the model embedded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetrieveDebugInfo {
+    /// Microseconds per stage (`state_micros`, `embed_micros`, `search_micros`,
+    /// `payload_micros`, `total_micros`), as `metadata.timings`.
+    #[schema(value_type = Object)]
+    pub timings: serde_json::Value,
+    /// The stored history merged with the session, most recent last, as it went to the model;
+    /// empty when no model was asked (a popular answer, a pushed list).
+    pub merged_sequence: Vec<String>,
 }

@@ -2,9 +2,11 @@
 //! so no test relies on a server started by hand.
 
 mod kafka;
+mod qdrant;
 mod redis;
 
 pub use kafka::{tansu_binary, KafkaBroker};
+pub use qdrant::{qdrant_binary, QdrantServer};
 pub use redis::{unique_prefix, RedisServer};
 
 /// A loopback port nobody listens on right now.

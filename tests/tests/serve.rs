@@ -151,7 +151,7 @@ async fn both_model_backends_give_the_same_answers_through_the_api() {
     let rank =
         json!({"item_seq_raw": [["i1", "i2"]], "candidate_items_raw": ["i9", "nope", "i5", "i6"]});
     let get_embedding = json!({"ctx": {"item_seq_raw": [["i1", "i2"], ["i3"]]}, "endpoint": "get_query_embeddings"});
-    let predict = json!({"ctx": {"item_seq_raw": [["i1", "i2"]], "candidate_items_raw": ["i5", "nope"]}, "endpoint": "predict"});
+    let predict = json!({"ctx": {"item_seq_raw": [["i1", "i2"]], "candidate_items_raw": ["i5", "nope"]}, "endpoint": "predict", "debug": true});
     let mut answers = Vec::new();
     for base in [&deployment.embedded_url, &deployment.http_url] {
         let (status, personalized) = deployment
@@ -180,12 +180,19 @@ async fn both_model_backends_give_the_same_answers_through_the_api() {
             .post(base, "/vendor/seq_retriever", &get_embedding)
             .await;
         assert_eq!(status, 200, "{base}: {embedding}");
+        assert!(embedding["rec_id"].is_string(), "{embedding}");
+        let embedding = embedding["result"].clone();
         assert_eq!(embedding["query_embedding"].as_array().unwrap().len(), 2);
         assert_eq!(embedding["ctx"], with_defaults(&get_embedding["ctx"]));
         let (status, predicted) = deployment
             .post(base, "/vendor/seq_retriever", &predict)
             .await;
         assert_eq!(status, 200, "{base}: {predicted}");
+        assert!(
+            predicted["debug_info"]["model_micros"].is_number(),
+            "{predicted}"
+        );
+        let predicted = predicted["result"].clone();
         assert!(predicted["scores"][0].is_number() && predicted["scores"][1].is_null());
         assert_eq!(predicted["unknown_items"], json!(["nope"]));
         assert!(predicted["metadata"]["model_name"].is_string());

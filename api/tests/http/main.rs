@@ -1,6 +1,7 @@
 //! The API over HTTP semantics (tower `oneshot` on the real router, real embedded backends): the
 //! shared harness here, the cases by subject in the modules.
 
+mod client_surface;
 mod events;
 mod items;
 mod openapi;
@@ -54,6 +55,8 @@ pub(crate) async fn test_api_with(configure: impl FnOnce(&mut Config)) -> TestAp
 pub(crate) struct Answer {
     status: StatusCode,
     request_id: Option<String>,
+    /// Every header, by lowercase name (the last value of a repeated one).
+    headers: std::collections::HashMap<String, String>,
     body: Value,
     text: String,
 }
@@ -83,11 +86,20 @@ pub(crate) async fn send_request(app: &axum::Router, request: Request<Body>) -> 
         .headers()
         .get("x-request-id")
         .map(|value| value.to_str().unwrap().to_owned());
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     Answer {
         status,
         request_id,
+        headers,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
     }

@@ -55,6 +55,9 @@ async fn the_openapi_document_is_complete_and_describes_real_answers() {
         ("/vendor/seq_retriever", "post"),
         ("/users/{user_id}/history", "get"),
         ("/items", "get"),
+        ("/items/search", "get"),
+        ("/items/get_by_ids", "post"),
+        ("/items/search_by_title", "post"),
         ("/readyz", "get"),
         ("/healthz", "get"),
     ] {
@@ -107,6 +110,17 @@ async fn the_openapi_document_is_complete_and_describes_real_answers() {
     assert_matches_schema(&document, "UserHistoryResponse", &history.body);
     let items = send(&api.app, "GET", "/items?ids=i1,nope", "", None).await;
     assert_matches_schema(&document, "ItemsResponse", &items.body);
+    let found = send(&api.app, "GET", "/items/search?q=synthetic", "", None).await;
+    assert_matches_schema(&document, "ItemSearchResponse", &found.body);
+    let found = send(
+        &api.app,
+        "POST",
+        "/items/search_by_title",
+        r#"{"query": "synthetic"}"#,
+        None,
+    )
+    .await;
+    assert_matches_schema(&document, "TitleSearchResponse", &found.body);
     let readiness = send(&api.app, "GET", "/readyz", "", None).await;
     assert_matches_schema(&document, "ReadinessResponse", &readiness.body);
     let bad = send(&api.app, "POST", "/recs/retrieve?count=0", "{}", None).await;

@@ -78,6 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = handle.local_addr;
     tracing::info!(%address, "recommendation API listening");
     println!("recsys API listening on http://{address}");
+    println!("demo page: http://{address}/ (search, item pages, recommendations for your clicks)");
     println!("try:");
     println!(
         "  curl -s -X POST 'http://{address}/recs/retrieve?count=5' -H 'content-type: application/json' \\\n    -d '{{\"user_ids_raw\": [\"196\"], \"item_seq_raw\": [[\"242\", \"302\", \"377\"]], \"candidate_items_raw\": []}}'"

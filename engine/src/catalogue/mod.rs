@@ -9,10 +9,13 @@
 //! replica through the same log, and the item may come back.
 
 mod live;
+pub mod search;
+mod served_search;
 
 use serde::{Deserialize, Serialize};
 
 pub use live::{CatalogueView, LiveCatalogue};
+pub use served_search::CatalogueSearch;
 
 use crate::store::StoreError;
 

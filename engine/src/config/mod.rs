@@ -74,6 +74,10 @@ pub struct ApiConfig {
     pub max_session_items: usize,
     /// Time budget for the personalised path; past it the answer is popular items.
     pub request_budget_ms: u64,
+    /// Origins whose pages may call this API from a browser (CORS): none by default (the demo
+    /// page at `/` is same-origin), `["*"]` for any (as the tutorial's API allowed), or a list
+    /// such as `["https://shop.example"]`.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -83,6 +87,7 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             max_session_items: 200,
             request_budget_ms: 250,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -430,6 +435,20 @@ fn load_config_from(file: Option<&Path>, environment: Env) -> Result<Config, Con
                  catalogue.max_item_bytes must be at least 1"
                     .into(),
             );
+        }
+        for origin in &config.api.cors_allowed_origins {
+            // Scheme and host (and port), nothing after: a browser sends exactly that.
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let is_origin = host.is_some_and(|host| {
+                !host.is_empty() && !host.contains(|c: char| c == '/' || c.is_whitespace())
+            });
+            if origin != "*" && !is_origin {
+                problems.push(format!(
+                    "api.cors_allowed_origins: '{origin}' is neither \"*\" nor an origin such as https://shop.example"
+                ));
+            }
         }
         if config.model.max_batch_size == 0 || config.model.queue_capacity == 0 {
             problems

@@ -347,6 +347,10 @@ impl VectorIndex for EmbeddedIndex {
         .await
     }
 
+    async fn all_items(&self) -> Result<Vec<IndexedItem>, IndexError> {
+        Ok(self.catalog.item_of_point.values().cloned().collect())
+    }
+
     async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError> {
         Ok(item_ids
             .iter()

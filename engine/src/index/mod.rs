@@ -76,6 +76,8 @@ pub trait VectorIndex: Send + Sync + 'static {
     ) -> Result<Vec<ScoredItem>, IndexError>;
     /// Payloads of the given items, in request order; unknown ids are left out.
     async fn items(&self, item_ids: &[String]) -> Result<Vec<IndexedItem>, IndexError>;
+    /// Every item with its payload, in no particular order (title search is built from it).
+    async fn all_items(&self) -> Result<Vec<IndexedItem>, IndexError>;
     /// The vector stored for an item (`None` for an item the index does not hold), for
     /// item-to-item similarity.
     async fn item_vector(&self, item_id: &str) -> Result<Option<Vec<f32>>, IndexError>;

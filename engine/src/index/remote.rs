@@ -276,6 +276,15 @@ impl VectorIndex for RemoteIndex {
             .collect())
     }
 
+    async fn all_items(&self) -> Result<Vec<IndexedItem>, IndexError> {
+        let item_ids: Vec<String> = self.point_of_item.keys().cloned().collect();
+        let mut items = Vec::with_capacity(item_ids.len());
+        for chunk in item_ids.chunks(1_000) {
+            items.extend(self.items(chunk).await?);
+        }
+        Ok(items)
+    }
+
     async fn item_vector(&self, item_id: &str) -> Result<Option<Vec<f32>>, IndexError> {
         let ids = self.point_ids(&[item_id]);
         if ids.is_empty() {

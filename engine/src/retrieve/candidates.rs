@@ -75,6 +75,7 @@ impl Retriever {
             unknown_items,
             model_version: Some(self.model_version.clone()),
             timings: StageTimings::default(),
+            embedded_sequence: sequence.to_vec(),
         })
     }
 }

@@ -122,6 +122,9 @@ pub struct RetrieveOutcome {
     /// Version of the model that produced personalised or cached answers.
     pub model_version: Option<String>,
     pub timings: StageTimings,
+    /// The sequence the model embedded (stored history merged with the session, most recent
+    /// last); empty when no model was asked.
+    pub embedded_sequence: Vec<String>,
 }
 
 pub struct Retriever {
@@ -339,6 +342,7 @@ impl Retriever {
                 total_micros: micros(started),
                 ..timings
             },
+            embedded_sequence: Vec::new(),
         }
     }
 
@@ -459,6 +463,7 @@ impl Retriever {
             unknown_items: query.unknown_items,
             model_version: Some(self.model_version.clone()),
             timings: StageTimings::default(),
+            embedded_sequence: sequence,
         })
     }
 

@@ -71,6 +71,8 @@ impl Retriever {
             unknown_items: Vec::new(),
             model_version: Some(cached.model_version.clone()),
             timings: StageTimings::default(),
+            // Computed by the consumer from the stored history, not here.
+            embedded_sequence: Vec::new(),
         })
     }
 

@@ -81,6 +81,10 @@ impl VectorIndex for EmptyIndex {
         Ok(Vec::new())
     }
 
+    async fn all_items(&self) -> Result<Vec<IndexedItem>, IndexError> {
+        Ok(Vec::new())
+    }
+
     async fn item_vector(&self, _item_id: &str) -> Result<Option<Vec<f32>>, IndexError> {
         Ok(None)
     }
