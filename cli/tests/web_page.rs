@@ -1,8 +1,9 @@
 //! The demo page in a real headless Chromium (Debian's `chromium` and `chromium-driver`, which
 //! `scripts/setup.sh --tests` installs), served by `recsys serve` on MovieLens-100k: search by
 //! keyboard, open an item, view three, and the recommendation grid shows exactly what
-//! `POST /recs/retrieve` answers for that session; a shop title with markup stays text; no script
-//! error; no horizontal scroll at 375 px. Screenshots go to `<target>/test-artifacts/web_page/`.
+//! `POST /recs/retrieve` answers for that session; with a user id, a view is posted as an event
+//! and shows in the stored history; a shop title with markup stays text; no script error; no
+//! horizontal scroll at 375 px. Screenshots go to `<target>/test-artifacts/web_page/`.
 
 mod support;
 
@@ -308,6 +309,30 @@ async fn the_demo_page_searches_opens_items_and_recommends_for_the_session() {
     assert!(info.starts_with("source: personalized"), "{info}");
     assert!(info.contains("model: "), "{info}");
     save_screenshot(&browser, "desktop.png").await;
+
+    // With a user id, a view is posted as an event and shows in the stored history.
+    let user = browser.find(Locator::Id("user-input")).await.unwrap();
+    user.send_keys(&format!("page-user{enter}")).await.unwrap();
+    eventually("the empty history", || async {
+        text(&browser, "user-status").await.contains("no stored history")
+    })
+    .await;
+    let picked = expected_ids[0].clone();
+    let selector = format!("#recs-grid li[data-item-id='{picked}'] button");
+    browser.find(Locator::Css(&selector)).await.unwrap().click().await.unwrap();
+    eventually("the view in the stored history", || async {
+        grid_or_empty(&browser, "#user-history li").await == [picked.clone()]
+    })
+    .await;
+    let history: Value = http
+        .get(format!("{url}/users/page-user/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["recent_items"], json!([picked]));
 
     // The hostile title is found and shown as the text it is.
     let search = browser.find(Locator::Id("search-input")).await.unwrap();

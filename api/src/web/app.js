@@ -181,6 +181,8 @@ async function postView(itemId) {
   };
   try {
     await api("POST", "/events", event);
+    // Applied moments after it is accepted: look again so the history shows it.
+    setTimeout(showUser, 500);
   } catch (error) {
     if (error.status === 401 || error.status === 403) {
       postingOff = true;
