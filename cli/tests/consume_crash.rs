@@ -3,8 +3,9 @@
 //! stored sequence equals the one computed directly from the file, with no event lost and none
 //! applied twice. Then SIGTERM stops it cleanly (exit status 0).
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,18 +16,6 @@ use engine::event_log::replay::{
 use engine::store::{open_store, StoreLimits};
 use rand::{Rng, SeedableRng};
 use testkit::{KafkaBroker, RedisServer};
-
-/// Where `scripts/setup.sh` put MovieLens-100k.
-fn data_dir() -> PathBuf {
-    std::env::var_os("RECSYS_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // Read when the test runs: the binary may come from another checkout (shared
-            // target dir).
-            PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
-                .join("../data")
-        })
-}
 
 struct ConsumerProcess {
     child: Child,
@@ -103,7 +92,7 @@ impl ConsumerProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
-    let dataset = Dataset::load(&data_dir(), "ml-100k")
+    let dataset = Dataset::load(&support::movielens_data_dir(), "ml-100k")
         .expect("MovieLens-100k is needed: scripts/setup.sh fetches it into $RECSYS_DATA_DIR");
     let events = dataset_events(&dataset.name, &dataset.interactions);
     let limits = StoreLimits::default();

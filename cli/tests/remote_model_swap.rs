@@ -114,16 +114,7 @@ fn the_api_and_a_remote_model_server_swap_together_under_load() {
             })
         })
         .collect();
-    let run = |args: &[&str]| {
-        let status = support::recsys(recsys, data_dir.path())
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "recsys {args:?}");
-    };
+    let run = |args: &[&str]| support::run(recsys, data_dir.path(), &[], args);
     run(&["promote", &second]);
     await_served(&client, &url, &second);
     std::thread::sleep(Duration::from_millis(300));

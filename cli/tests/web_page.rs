@@ -66,34 +66,15 @@ async fn save_screenshot(browser: &Client, name: &str) {
 /// A data dir with a quickly trained MovieLens-100k model and its index: titles are what the
 /// page is about, not the model.
 fn movielens_deployment(recsys: &Path) -> tempfile::TempDir {
-    let data_dir = tempfile::tempdir().unwrap();
-    let movielens = std::env::var_os("RECSYS_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data"))
-        .join("datasets/ml-100k");
-    std::fs::create_dir_all(data_dir.path().join("datasets")).unwrap();
-    std::os::unix::fs::symlink(movielens, data_dir.path().join("datasets/ml-100k")).unwrap();
-    for args in [
-        &[
-            "train",
-            "--dataset",
-            "ml-100k",
-            "--max-epochs",
-            "1",
-            "--embedding-dim",
-            "32",
-        ][..],
-        &["index"][..],
-    ] {
-        let status = support::recsys(recsys, data_dir.path())
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "recsys {args:?}");
-    }
+    let data_dir = support::data_dir_with_movielens();
+    let quick = ["--max-epochs", "1", "--embedding-dim", "32"];
+    support::run(
+        recsys,
+        data_dir.path(),
+        &[],
+        &[&["train"][..], &quick].concat(),
+    );
+    support::run(recsys, data_dir.path(), &[], &["index"]);
     data_dir
 }
 
@@ -314,12 +295,20 @@ async fn the_demo_page_searches_opens_items_and_recommends_for_the_session() {
     let user = browser.find(Locator::Id("user-input")).await.unwrap();
     user.send_keys(&format!("page-user{enter}")).await.unwrap();
     eventually("the empty history", || async {
-        text(&browser, "user-status").await.contains("no stored history")
+        text(&browser, "user-status")
+            .await
+            .contains("no stored history")
     })
     .await;
     let picked = expected_ids[0].clone();
     let selector = format!("#recs-grid li[data-item-id='{picked}'] button");
-    browser.find(Locator::Css(&selector)).await.unwrap().click().await.unwrap();
+    browser
+        .find(Locator::Css(&selector))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     eventually("the view in the stored history", || async {
         grid_or_empty(&browser, "#user-history li").await == [picked.clone()]
     })

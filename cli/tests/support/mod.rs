@@ -3,7 +3,7 @@
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use dataset::bundle::EncoderKind;
@@ -35,6 +35,58 @@ pub fn recsys(binary: &Path, data_dir: &Path) -> Command {
         .env_remove("RECSYS__MODEL__URL")
         .current_dir(data_dir);
     command
+}
+
+/// Where `scripts/setup.sh` put the data sets (MovieLens-100k under `datasets/ml-100k`).
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub fn movielens_data_dir() -> PathBuf {
+    std::env::var_os("RECSYS_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // Read when the test runs: the binary may come from another checkout (shared
+            // target dir).
+            PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("../data")
+        })
+}
+
+/// A fresh data dir that borrows MovieLens-100k (linked, not copied).
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub fn data_dir_with_movielens() -> tempfile::TempDir {
+    let data_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data_dir.path().join("datasets")).unwrap();
+    std::os::unix::fs::symlink(
+        movielens_data_dir().join("datasets/ml-100k"),
+        data_dir.path().join("datasets/ml-100k"),
+    )
+    .unwrap();
+    data_dir
+}
+
+/// Runs `recsys <args> --data-dir <data_dir>` with `env` to its end; what it printed on standard
+/// output. Panics if it fails.
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub fn run(binary: &Path, data_dir: &Path, env: &[(String, String)], args: &[&str]) -> String {
+    let output = recsys(binary, data_dir)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .envs(env.iter().cloned())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "recsys {args:?}: {printed}");
+    printed
 }
 
 /// Trains the tiny bundle into `data_dir` and has `indexer` (a `recsys` binary) index it.
