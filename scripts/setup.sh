@@ -46,11 +46,13 @@ PY
 fi
 
 if $with_test_deps; then
-  # redis-server for the store tests; chromium and its WebDriver for the demo page's browser test.
+  # redis-server for the store tests; chromium and its WebDriver for the demo page's browser test;
+  # prometheus for promtool, which lints the exported metrics.
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  command -v promtool >/dev/null || missing+=(prometheus)
   if (( ${#missing[@]} )); then
     log "installing ${missing[*]} (Debian packages)"
     sudo_if_needed=""

@@ -39,7 +39,7 @@ enum Command {
     /// training data; exit non-zero if the challenger is worse by more than the tolerance.
     #[cfg(feature = "in-process-model")]
     Gate(commands::promotion::GateArgs),
-    /// Archive → data set → challenger → gate → index → promote, once or `--every-minutes`.
+    /// Archive → data set → challenger → gate → index → promote, once or `--every 1h`.
     #[cfg(feature = "in-process-model")]
     Retrain(commands::retrain::RetrainArgs),
     /// Train a sequence model and write a bundle (made current unless --no-make-current).

@@ -43,11 +43,19 @@ pub fn prometheus_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            crate::metric_catalog::describe_all();
+            metrics::gauge!("recsys_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // CPU, memory, open files and threads of this process (`process_*`, as every
+            // Prometheus client library exports them).
+            let process = metrics_process::Collector::default();
+            process.describe();
+            process.collect();
             let upkeep_handle = handle.clone();
             std::thread::Builder::new()
                 .name("recsys-metrics-upkeep".into())
                 .spawn(move || loop {
                     std::thread::sleep(Duration::from_secs(5));
+                    process.collect();
                     upkeep_handle.run_upkeep();
                 })
                 .expect("spawn the metrics upkeep thread");

@@ -162,6 +162,10 @@ pub struct TrainOptions {
     item_features: Option<ItemFeatureSet>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Training threads (default: one per core); fewer leave cores to serving processes on the
+    /// same machine.
+    #[arg(long)]
+    threads: Option<i32>,
 }
 
 impl TrainOptions {
@@ -185,6 +189,7 @@ impl TrainOptions {
             label_smoothing: self.label_smoothing.unwrap_or(defaults.label_smoothing),
             item_features: self.item_features.unwrap_or(defaults.item_features),
             seed: self.seed.unwrap_or(defaults.seed),
+            threads: self.threads.unwrap_or(defaults.threads),
             ..defaults
         }
     }

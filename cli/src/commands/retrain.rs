@@ -39,9 +39,20 @@ pub struct RetrainArgs {
     /// At most this many epochs (default: the model's own setting).
     #[arg(long)]
     max_epochs: Option<usize>,
-    /// Repeat every so many minutes until SIGTERM (default: once).
-    #[arg(long)]
-    every_minutes: Option<u64>,
+    /// Repeat at this interval until SIGTERM, e.g. `1h`, `30m`, `1h30m` (default: once).
+    #[arg(long, value_parser = parse_interval)]
+    every: Option<Duration>,
+}
+
+/// `--every`: a positive duration in jiff's friendly format (`1h`, `30m`, `1h30m`) or ISO 8601.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|error| format!("'{text}' is not a duration such as 1h or 30m: {error}"))?;
+    Duration::try_from(duration)
+        .ok()
+        .filter(|interval| !interval.is_zero())
+        .ok_or_else(|| format!("'{text}': the interval must be positive"))
 }
 
 /// What one round did.
@@ -69,12 +80,12 @@ pub async fn retrain(args: RetrainArgs) -> anyhow::Result<()> {
             Outcome::Promoted(version) => println!("promoted {version}"),
             Outcome::Refused(version) => println!("kept the champion; {version} was refused"),
         }
-        let Some(minutes) = args.every_minutes else {
+        let Some(interval) = args.every else {
             return Ok(());
         };
         tokio::select! {
             () = &mut stop => return Ok(()),
-            () = tokio::time::sleep(Duration::from_secs(minutes * 60)) => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }
@@ -229,4 +240,19 @@ fn gate(
         trained_until_ms.div_euclid(1_000) + 1,
         tolerance,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_are_positive_durations_in_friendly_or_iso_form() {
+        assert_eq!(parse_interval("1h"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(parse_interval("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_interval("PT45S"), Ok(Duration::from_secs(45)));
+        for refused in ["0s", "-5m", "hourly", ""] {
+            assert!(parse_interval(refused).is_err(), "{refused}");
+        }
+    }
 }
