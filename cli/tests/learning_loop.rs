@@ -28,17 +28,6 @@ const MAX_EPOCHS: &str = "3";
 /// One loop at a time: each trains on both cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Where `scripts/setup.sh` put MovieLens-100k.
-fn movielens_dir() -> PathBuf {
-    std::env::var_os("RECSYS_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
-                .join("../data")
-        })
-        .join("datasets/ml-100k")
-}
-
 /// The broker and redis-server of the Kafka deployment, with its environment.
 struct Backends {
     _broker: KafkaBroker,
@@ -90,10 +79,7 @@ struct Operator {
 
 impl Operator {
     fn new(env: Vec<(String, String)>) -> Operator {
-        let data_dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(data_dir.path().join("datasets")).unwrap();
-        std::os::unix::fs::symlink(movielens_dir(), data_dir.path().join("datasets/ml-100k"))
-            .unwrap();
+        let data_dir = support::data_dir_with_movielens();
         let mut env = env;
         env.extend(
             [
@@ -125,14 +111,7 @@ impl Operator {
 
     /// Runs a command to its end; its standard output.
     fn run(&self, args: &[&str]) -> String {
-        let output = self
-            .command(args)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "recsys {args:?}: {printed}");
-        printed
+        support::run(&self.binary, self.dir(), &self.env, args)
     }
 
     fn serve(&self) -> (KillOnDrop, SocketAddr) {

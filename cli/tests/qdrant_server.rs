@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dataset::bundle::EncoderKind;
@@ -33,19 +32,8 @@ fn serve_answers_a_stored_user_from_a_qdrant_server_and_swaps_collections() {
     };
     let recsys = Path::new(env!("CARGO_BIN_EXE_recsys"));
     let data_dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let output = support::recsys(recsys, data_dir.path())
-            .env("RECSYS__INDEX__URL", qdrant.url())
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "recsys {args:?}: {printed}");
-        printed
-    };
+    let env = [("RECSYS__INDEX__URL".to_owned(), qdrant.url())];
+    let run = |args: &[&str]| support::run(recsys, data_dir.path(), &env, args);
     let version_of = |outcome: model_server::offline::TrainOutcome| {
         let name = outcome.bundle_dir.file_name().unwrap().to_str().unwrap();
         name.to_owned()
