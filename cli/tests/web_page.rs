@@ -235,14 +235,7 @@ async fn the_demo_page_searches_opens_items_and_recommends_for_the_session() {
             .find(|id| !viewed.contains(id))
             .expect("an item not viewed yet")
             .clone();
-        let selector = format!("#similar-items li[data-item-id='{next}'] button");
-        browser
-            .find(Locator::Css(&selector))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        open_item(&browser, "similar-items", &next).await;
         let hash = format!("#/item/{next}");
         eventually("the next item page", || async {
             browser.current_url().await.unwrap().fragment() == Some(&hash[1..])
@@ -301,14 +294,7 @@ async fn the_demo_page_searches_opens_items_and_recommends_for_the_session() {
     })
     .await;
     let picked = expected_ids[0].clone();
-    let selector = format!("#recs-grid li[data-item-id='{picked}'] button");
-    browser
-        .find(Locator::Css(&selector))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    open_item(&browser, "recs-grid", &picked).await;
     eventually("the view in the stored history", || async {
         grid_or_empty(&browser, "#user-history li").await == [picked.clone()]
     })
@@ -368,6 +354,13 @@ async fn the_demo_page_searches_opens_items_and_recommends_for_the_session() {
         .unwrap();
     assert_eq!(errors, json!([]), "the page raised script errors");
     browser.close().await.unwrap();
+}
+
+/// Clicks the item `item_id` of the list `list_id`.
+async fn open_item(browser: &Client, list_id: &str, item_id: &str) {
+    let selector = format!("#{list_id} li[data-item-id='{item_id}'] button");
+    let button = browser.find(Locator::Css(&selector)).await.unwrap();
+    button.click().await.unwrap();
 }
 
 /// The `data-item-id`s of the elements matching `selector`.
