@@ -356,3 +356,19 @@ pub fn bench_embedder(args: BenchEmbedderArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_utc_date_or_an_rfc_3339_time() {
+        assert_eq!(parse_since("2026-11-01"), Ok(1_793_491_200_000));
+        assert_eq!(
+            parse_since("2026-11-01T01:00:00+01:00"),
+            Ok(1_793_491_200_000)
+        );
+        let refused = parse_since("last tuesday").unwrap_err();
+        assert!(refused.contains("'last tuesday'"), "{refused}");
+    }
+}

@@ -1,5 +1,10 @@
 //! Layering, unknown keys and bad URLs, all reported together.
 
+use std::path::Path;
+
+use figment::providers::Env;
+
+use super::load::load_config_from;
 use super::*;
 
 /// An environment layer reading only variables with a prefix unique to one test.
@@ -98,4 +103,25 @@ fn an_archive_that_would_never_write_is_refused() {
     );
     std::fs::write(&file, "[archive]\nenabled = false\nflush_interval_ms = 0\n").unwrap();
     assert!(load_config_from(Some(&file), env("ARCHIVE2", &[])).is_ok());
+}
+
+#[test]
+fn cors_origins_are_checked_and_each_bad_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recsys.toml");
+    std::fs::write(
+        &file,
+        "[api]\ncors_allowed_origins = ['https://shop.example', 'http://127.0.0.1:3000', '*', 'shop.example', 'https://shop.example/app', 'https://']\n",
+    )
+    .unwrap();
+    let error = load_config_from(Some(&file), env("CORS", &[])).unwrap_err();
+    assert_eq!(error.problems.len(), 3, "{error}");
+    for bad in ["'shop.example'", "'https://shop.example/app'", "'https://'"] {
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("api.cors_allowed_origins: {bad}")),
+            "{error}"
+        );
+    }
 }
