@@ -7,9 +7,9 @@
 //! of one, and never changed afterwards except by an erasure, which replaces it the same way.
 //!
 //! Idempotence: a writer may archive an event twice (a consumer crash between its file and its
-//! offset commit redelivers the batch). Readers drop repeats by `event_id`, which the producer
-//! keeps for a redelivered event (`schemas::InteractionEvent`), so duplicates cost disk, never
-//! training data.
+//! offset commit redelivers the batch, a client posts an event again). Readers drop repeats by
+//! `event_id`, the rule the state store applies too, so duplicates cost disk, never training
+//! data.
 //!
 //! Retention: [`EventArchive::expire`] deletes whole days older than the configured number of days.
 //!

@@ -2,9 +2,11 @@
 //! in-process bus of `POST /events`.
 //!
 //! A batch is grouped by user as its events arrive (arrival order kept, so a user's events stay
-//! in log order) into store updates that carry their source position (partition, offset) and
-//! their popularity increment, and applied in one store round trip. The store skips an interaction at or below the
-//! user's last applied offset of its partition, so applying a batch twice changes nothing; the
+//! in log order) into store updates that carry their source position (partition, offset), their
+//! event id's digest and their popularity increment, and applied in one store round trip. The
+//! store skips an interaction at or below the user's last applied offset of its partition or
+//! with an event id it remembers, so applying a batch twice changes nothing, and neither does an
+//! event posted twice or produced twice at different offsets; the
 //! caller commits offsets only after `apply` returned `Ok`. With pushing on, the touched users'
 //! recommendations are then recomputed in one batch and written to their cache slots.
 
@@ -23,7 +25,7 @@ use common::retry::{RetryPolicy, RetrySchedule, RetryStopped, Transience};
 use crate::popularity::DecayClock;
 use crate::retrieve::PushError;
 use crate::store::{
-    AppliedInteraction, ItemKey, SourcePosition, StoreError, UserStore, UserUpdate,
+    AppliedInteraction, EventDigest, ItemKey, SourcePosition, StoreError, UserStore, UserUpdate,
 };
 
 /// How much one event of each type adds to its item's popularity (before decay).
@@ -175,6 +177,7 @@ impl EventBatch {
             item: ItemKey::new(&event.item_id),
             event_time_ms: event.event_time_ms,
             position,
+            event: Some(EventDigest::of(&event.event_id)),
             popularity_increment: self
                 .clock
                 .increment(self.weights.of(event.event_type), event.event_time_ms),

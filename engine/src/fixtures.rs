@@ -79,6 +79,7 @@ pub async fn remember(store: &dyn UserStore, user_id: &str, items: &[&str]) {
             item: ItemKey::new(item),
             event_time_ms: time as i64,
             position: None,
+            event: None,
             popularity_increment: 0.0,
         })
         .collect();

@@ -67,6 +67,33 @@ async fn posted_events_are_applied_through_the_in_process_bus() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_posted_again_by_a_retrying_client_are_applied_once() {
+    let api = test_api().await;
+    let batch = [
+        event_line("retry", "i1", 0),
+        event_line("retry", "i2", 1),
+        event_line("retry", "i1", 2).replace("retry-i1", "retry-i1-again"),
+    ]
+    .join("\n");
+    for _ in 0..2 {
+        let answer = post_events(&api.app, "application/x-ndjson", &batch, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    }
+    // The retry's first event alone, too, as a client resending one line would.
+    let answer = post_events(
+        &api.app,
+        "application/json",
+        &batch[..batch.find('\n').unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let state = api.retriever.store().user_state("retry").await.unwrap();
+    assert_eq!(state.recent_items, ["i1", "i2", "i1"]);
+    assert_eq!(state.history_version, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_refuse_the_whole_request_naming_each_line() {
     let api = test_api_with(|config| config.events.max_events_per_request = 3).await;
     let mut missing_user: Value = serde_json::from_str(&event_line("e2", "i1", 0)).unwrap();

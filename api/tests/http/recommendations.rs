@@ -223,6 +223,7 @@ async fn history_and_item_lookups() {
             item: ItemKey::new(item),
             event_time_ms: 1000 + time as i64,
             position: None,
+            event: None,
             popularity_increment: 0.0,
         })
         .collect();

@@ -285,6 +285,9 @@ pub async fn bench_stream(args: BenchStreamArgs) -> anyhow::Result<()> {
                 partition: 0,
                 offset: step as i64,
             }),
+            event: Some(engine::store::EventDigest::of(&format!(
+                "{memory_user}-{step}"
+            ))),
             popularity_increment: 0.0,
         })
         .collect();

@@ -51,6 +51,7 @@ pub async fn prepare_retrieve_load(
                             item: ItemKey::new(item_id),
                             event_time_ms: position as i64,
                             position: None,
+                            event: None,
                             popularity_increment: 0.0,
                         })
                         .collect(),

@@ -101,6 +101,8 @@ pub struct StateConfig {
     pub key_prefix: String,
     pub max_history: usize,
     pub max_seen: usize,
+    /// Recent event ids remembered per user to apply a repeated event once.
+    pub max_event_ids: usize,
 }
 
 impl Default for StateConfig {
@@ -111,6 +113,7 @@ impl Default for StateConfig {
             key_prefix: "recsys".into(),
             max_history: limits.max_history,
             max_seen: limits.max_seen,
+            max_event_ids: limits.max_event_ids,
         }
     }
 }
@@ -120,6 +123,7 @@ impl StateConfig {
         StoreLimits {
             max_history: self.max_history,
             max_seen: self.max_seen,
+            max_event_ids: self.max_event_ids,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! Per user the store holds the recent item sequence (bounded, most recent last, no consecutive
 //! duplicate), the items already seen (bounded, least recently seen forgotten first), the newest
 //! event time applied, the last applied source offset per partition (so redelivered events change
-//! nothing) and, apart from that, a slot for pre-computed recommendations. Both backends store the
+//! nothing), digests of the user's most recent event ids (so an event posted or produced twice is
+//! applied once) and, apart from that, a slot for pre-computed recommendations. Both backends store the
 //! same compact record and apply the same transition (`record.rs`).
 
 mod embedded;
@@ -20,8 +21,8 @@ use crate::catalogue::CatalogueStore;
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
-pub use record::ItemKey;
 pub(crate) use record::UserRecord;
+pub use record::{EventDigest, ItemKey};
 
 /// Where an event came from in the log, for idempotent application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +37,12 @@ pub struct AppliedInteraction {
     pub item: ItemKey,
     /// Milliseconds since the Unix epoch.
     pub event_time_ms: i64,
-    /// `None` for events that did not come from a partitioned log (they are always applied).
+    /// `None` for events that did not come from a partitioned log.
     pub position: Option<SourcePosition>,
+    /// The event's id, digested: an interaction whose digest is among the user's recent ones is
+    /// a repeat (a client's retry, a producer's duplicate at another offset) and is skipped.
+    /// `None` only for bulk loads that have no event ids.
+    pub event: Option<EventDigest>,
     /// Added to the item's live popularity if, and only if, the interaction is applied (a
     /// redelivery adds nothing).
     pub popularity_increment: f64,
@@ -91,6 +96,10 @@ pub struct StoreLimits {
     /// Distinct seen items kept per user, those of the recent sequence included (which are never
     /// forgotten); the least recently seen are forgotten first.
     pub max_seen: usize,
+    /// Digests of the user's most recent event ids kept to recognise repeats (8 bytes each). A
+    /// repeat is caught while fewer than this many of the user's events came after the original:
+    /// clients retry within seconds and a producer repeats within a batch.
+    pub max_event_ids: usize,
 }
 
 impl Default for StoreLimits {
@@ -98,6 +107,7 @@ impl Default for StoreLimits {
         StoreLimits {
             max_history: 50,
             max_seen: 1_000,
+            max_event_ids: 64,
         }
     }
 }
@@ -124,7 +134,8 @@ impl common::retry::Transience for StoreError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyOutcome {
     pub applied: usize,
-    /// Interactions at or before the user's last applied offset of their partition.
+    /// Interactions at or before the user's last applied offset of their partition, or with an
+    /// event id the user's record remembers.
     pub duplicates: usize,
 }
 
@@ -142,8 +153,9 @@ pub trait UserStore: CatalogueStore + Send + Sync + 'static {
 
     async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError>;
 
-    /// Applies every update atomically per user, idempotently with respect to source positions:
-    /// an interaction whose offset is not above the last applied one of its partition is skipped.
+    /// Applies every update atomically per user, idempotently: an interaction whose offset is
+    /// not above the last applied one of its partition, or whose event id is among the user's
+    /// recent ones, is skipped.
     /// The popularity increments of the applied interactions are added too (in the same
     /// transaction on the embedded store; right after the users' records on Redis, so a crash
     /// between the two loses at most that batch's increments and never counts one twice).

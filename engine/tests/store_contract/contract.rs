@@ -124,6 +124,64 @@ pub async fn redelivered_events_change_nothing(store: &dyn UserStore) {
     );
 }
 
+pub async fn repeated_event_ids_are_applied_once(store: &dyn UserStore) {
+    let event = |id: &str, item: &str, position: Option<(i32, i64)>| AppliedInteraction {
+        event: Some(EventDigest::of(id)),
+        popularity_increment: 1.0,
+        ..interaction(item, 1, position)
+    };
+    // Posted, then posted again by a client that timed out (no positions), once within a batch.
+    let posted = update("dup1", vec![event("e1", "a", None), event("e2", "b", None)]);
+    store.apply(vec![posted.clone()]).await.unwrap();
+    let again = store
+        .apply(vec![update(
+            "dup1",
+            vec![
+                event("e2", "b", None),
+                event("e3", "c", None),
+                event("e3", "c", None),
+            ],
+        )])
+        .await
+        .unwrap();
+    assert_eq!((again.applied, again.duplicates), (1, 2));
+    let state = store.user_state("dup1").await.unwrap();
+    assert_eq!(state.recent_items, ["a", "b", "c"]);
+    assert_eq!(state.history_version, 3);
+
+    // Produced twice: the same events at later offsets of the same partition.
+    let produced = update(
+        "dup2",
+        vec![
+            event("k1", "x", Some((0, 1))),
+            event("k2", "y", Some((0, 2))),
+        ],
+    );
+    store.apply(vec![produced]).await.unwrap();
+    let reproduced = store
+        .apply(vec![update(
+            "dup2",
+            vec![
+                event("k1", "x", Some((0, 7))),
+                event("k2", "y", Some((0, 8))),
+                event("k3", "z", Some((0, 9))),
+            ],
+        )])
+        .await
+        .unwrap();
+    assert_eq!((reproduced.applied, reproduced.duplicates), (1, 2));
+    assert_eq!(
+        store.user_state("dup2").await.unwrap().recent_items,
+        ["x", "y", "z"]
+    );
+    // Repeats add no popularity: a, b, c, x, y, z once each.
+    let popular = store.top_popular(10).await.unwrap();
+    assert!(
+        popular.iter().all(|(_, score)| *score == 1.0),
+        "{popular:?}"
+    );
+}
+
 pub async fn users_do_not_see_each_other(store: &dyn UserStore) {
     store
         .apply(vec![

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use engine::store::{
-    open_store, AppliedInteraction, CachedItem, CachedRecommendations, ItemKey, SourcePosition,
-    StoreLimits, UserStore, UserUpdate,
+    open_store, AppliedInteraction, CachedItem, CachedRecommendations, EventDigest, ItemKey,
+    SourcePosition, StoreLimits, UserStore, UserUpdate,
 };
 
 /// Keeps whatever backs a store (temporary dir, server) alive for the test's duration.
@@ -14,6 +14,7 @@ type Guard = Box<dyn std::any::Any + Send>;
 const LIMITS: StoreLimits = StoreLimits {
     max_history: 5,
     max_seen: 8,
+    max_event_ids: 4,
 };
 
 async fn embedded() -> (Arc<dyn UserStore>, Guard) {
@@ -46,6 +47,7 @@ fn interaction(item: &str, time: i64, position: Option<(i32, i64)>) -> AppliedIn
         item: ItemKey::new(item),
         event_time_ms: time,
         position: position.map(|(partition, offset)| SourcePosition { partition, offset }),
+        event: None,
         popularity_increment: 0.0,
     }
 }
@@ -95,6 +97,7 @@ macro_rules! every_backend {
                 a_user_named_twice_in_one_batch_gets_both_in_order,
                 seen_items_forget_the_oldest_beyond_the_limit,
                 redelivered_events_change_nothing,
+                repeated_event_ids_are_applied_once,
                 users_do_not_see_each_other,
                 cached_recommendations_round_trip_next_to_the_history,
                 popularity_accumulates_and_ranks,

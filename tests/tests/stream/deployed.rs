@@ -159,6 +159,29 @@ async fn consuming_the_same_events_again_leaves_identical_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_produced_twice_at_different_offsets_are_applied_once() {
+    let deployment = deploy(false).await;
+    let (events, expected) = traffic();
+    // A producer retrying without idempotence: every event again, at later offsets.
+    deployment.produce(&events).await;
+    deployment.produce(&events).await;
+    let group = deployment.config.consumer.group_id.clone();
+    let consumer = deployment.start_consumer(&group).await;
+    deployment.wait_until_caught_up(&group).await;
+    let totals = stop(consumer).await;
+    assert_eq!(
+        (totals.applied, totals.duplicates),
+        (events.len() as u64, events.len() as u64)
+    );
+    let states = deployment.user_states(&USERS).await;
+    for (user, sequence) in &expected {
+        assert_eq!(&states[user].recent_items, sequence, "{user}");
+        assert_eq!(states[user].history_version, 20, "{user}");
+    }
+    deployment.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_mid_stream_pauses_the_consumer_and_loses_nothing() {
     let mut deployment = deploy(false).await;
     let (events, expected) = traffic();

@@ -3,28 +3,34 @@
 //! Both backends store exactly these bytes (Redis as one string value per user, the embedded
 //! store as one redb value) and run exactly this `apply`, so they cannot drift apart.
 //!
-//! Layout (format 1; integers are LEB128 varints, signed ones zigzag-encoded first):
+//! Layout (format 2; integers are LEB128 varints, signed ones zigzag-encoded first):
 //!
 //! ```text
-//! 0x01                         format
+//! 0x02                         format
 //! history_version              u
 //! has_newest (0 or 1), then newest_event_time_ms (zigzag) when 1
 //! offsets: count, then (partition: zigzag, offset: zigzag) per partition
 //! recent_items: count, then items          (most recent last)
 //! earlier_items: count, then items         (least recently seen first)
+//! recent_events: count, then 8 bytes (little-endian digest) each   (most recent last)
 //! item: (n << 1) for a canonical decimal n < 2^62, else (len << 1 | 1) then the UTF-8 bytes
 //! ```
 //!
 //! Item ids of most catalogues are numbers, which then take 1-9 bytes instead of their digits
-//! plus a length: a 50-item sequence of MovieLens ids is about 100 bytes.
+//! plus a length: a 50-item sequence of MovieLens ids is about 100 bytes. Event digests are
+//! random, so they are stored whole rather than as varints (which would take 9-10 bytes).
+//!
+//! Format 1 is format 2 without `recent_events`; it is read (as a record that remembers no
+//! event ids) and written back as format 2 on the user's next event, so stores migrate as they
+//! are used. The embedded store's JSON records from before format 1 are read the same way.
 
 use std::collections::VecDeque;
 
-use serde::Deserialize;
-
 use super::{AppliedInteraction, StoreLimits, UserState};
 
-const FORMAT: u8 = 1;
+/// Format 1 had no `recent_events`.
+const FORMAT_WITHOUT_EVENTS: u8 = 1;
+const FORMAT: u8 = 2;
 /// Numeric item ids at or above this are stored as text (the shifted tag must fit a `u64`).
 const NUMERIC_LIMIT: u64 = 1 << 62;
 
@@ -65,6 +71,18 @@ impl From<&str> for ItemKey {
     }
 }
 
+/// A 64-bit digest (XXH3) of an event id: what a user record keeps of each recent event, 8 bytes
+/// whatever the id's length. Two different ids among a user's last `max_event_ids` events share
+/// a digest with a probability of about `max_event_ids / 2^64` per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventDigest(u64);
+
+impl EventDigest {
+    pub fn of(event_id: &str) -> EventDigest {
+        EventDigest(xxhash_rust::xxh3::xxh3_64(event_id.as_bytes()))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct UserRecord {
     /// At most `max_history` items, most recent last, no consecutive repeat. A deque: on a full
@@ -79,6 +97,8 @@ pub(crate) struct UserRecord {
     pub applied_offsets: Vec<(i32, i64)>,
     /// Applied interactions so far.
     pub history_version: u64,
+    /// Digests of the ids of the last `max_event_ids` applied events, most recent last.
+    pub recent_events: VecDeque<EventDigest>,
 }
 
 /// Why stored bytes could not be read back.
@@ -101,8 +121,9 @@ pub(crate) enum RecordError {
 }
 
 impl UserRecord {
-    /// Applies one interaction; returns whether it was new (not at or before the last applied
-    /// offset of its partition).
+    /// Applies one interaction; returns whether it was new: not at or before the last applied
+    /// offset of its partition, and not of an event id among the recent ones. A repeat found by
+    /// its id still moves the partition's offset on: that offset is read.
     pub(crate) fn apply(&mut self, interaction: &AppliedInteraction, limits: StoreLimits) -> bool {
         if let Some(position) = interaction.position {
             match self
@@ -115,6 +136,15 @@ impl UserRecord {
                 None => self
                     .applied_offsets
                     .push((position.partition, position.offset)),
+            }
+        }
+        if let Some(event) = interaction.event {
+            if self.recent_events.contains(&event) {
+                return false;
+            }
+            self.recent_events.push_back(event);
+            while self.recent_events.len() > limits.max_event_ids {
+                self.recent_events.pop_front();
             }
         }
         let item = interaction.item.clone();
@@ -188,72 +218,6 @@ impl UserRecord {
             cached: None,
         }
     }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let items_len: usize = self
-            .recent_items
-            .iter()
-            .chain(&self.earlier_items)
-            .map(|item| match item {
-                ItemKey::Number(_) => 3,
-                ItemKey::Text(text) => text.len() + 1,
-            })
-            .sum();
-        let mut bytes = Vec::with_capacity(24 + 12 * self.applied_offsets.len() + items_len);
-        bytes.push(FORMAT);
-        put_varint(&mut bytes, self.history_version);
-        match self.newest_event_time_ms {
-            None => bytes.push(0),
-            Some(time) => {
-                bytes.push(1);
-                put_varint(&mut bytes, zigzag(time));
-            }
-        }
-        put_varint(&mut bytes, self.applied_offsets.len() as u64);
-        for &(partition, offset) in &self.applied_offsets {
-            put_varint(&mut bytes, zigzag(i64::from(partition)));
-            put_varint(&mut bytes, zigzag(offset));
-        }
-        put_items(&mut bytes, self.recent_items.iter());
-        put_items(&mut bytes, self.earlier_items.iter());
-        bytes
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<UserRecord, RecordError> {
-        match bytes.first() {
-            None => Ok(UserRecord::default()),
-            Some(b'{') => decode_legacy_json(bytes),
-            Some(&FORMAT) => {
-                let mut reader = Reader { bytes, at: 1 };
-                let history_version = reader.varint()?;
-                let newest_event_time_ms = match reader.varint()? {
-                    0 => None,
-                    1 => Some(unzigzag(reader.varint()?)),
-                    _ => return Err(RecordError::Overflow),
-                };
-                let offsets = reader.count()?;
-                let mut applied_offsets = Vec::with_capacity(offsets);
-                for _ in 0..offsets {
-                    let partition = i32::try_from(unzigzag(reader.varint()?))
-                        .map_err(|_| RecordError::Overflow)?;
-                    applied_offsets.push((partition, unzigzag(reader.varint()?)));
-                }
-                let recent_items = reader.items()?.into();
-                let earlier_items = reader.items()?;
-                if reader.at != bytes.len() {
-                    return Err(RecordError::TrailingBytes(bytes.len() - reader.at));
-                }
-                Ok(UserRecord {
-                    recent_items,
-                    earlier_items,
-                    newest_event_time_ms,
-                    applied_offsets,
-                    history_version,
-                })
-            }
-            Some(&other) => Err(RecordError::UnknownFormat(other)),
-        }
-    }
 }
 
 /// Where `item` is in `items`. Every event of the stream path searches the window and the earlier
@@ -276,56 +240,6 @@ fn distinct_count(items: &[ItemKey]) -> usize {
         .count()
 }
 
-/// What the embedded store wrote before format 1: JSON with every seen item and its time.
-fn decode_legacy_json(bytes: &[u8]) -> Result<UserRecord, RecordError> {
-    #[derive(Deserialize)]
-    struct Legacy {
-        recent_items: Vec<String>,
-        seen: Vec<(String, i64)>,
-        newest_event_time_ms: Option<i64>,
-        applied_offsets: Vec<(i32, i64)>,
-        #[serde(default)]
-        history_version: u64,
-    }
-    let mut legacy: Legacy = serde_json::from_slice(bytes)
-        .map_err(|error| RecordError::LegacyJson(error.to_string()))?;
-    legacy.seen.sort_by_key(|(_, time)| *time);
-    let earlier_items = legacy
-        .seen
-        .into_iter()
-        .map(|(item, _)| item)
-        .filter(|item| !legacy.recent_items.contains(item))
-        .map(|item| ItemKey::new(&item))
-        .collect();
-    Ok(UserRecord {
-        recent_items: legacy
-            .recent_items
-            .iter()
-            .map(|item| ItemKey::new(item))
-            .collect(),
-        earlier_items,
-        newest_event_time_ms: legacy.newest_event_time_ms,
-        applied_offsets: legacy.applied_offsets,
-        history_version: legacy.history_version,
-    })
-}
-
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn unzigzag(value: u64) -> i64 {
-    ((value >> 1) as i64) ^ -((value & 1) as i64)
-}
-
-fn put_varint(bytes: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        bytes.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    bytes.push(value as u8);
-}
-
 /// The number a canonical decimal id stands for: digits only, no leading zero (except "0"
 /// itself), below `NUMERIC_LIMIT`, so that it prints back to the same text.
 fn canonical_number(item: &str) -> Option<u64> {
@@ -346,84 +260,6 @@ fn canonical_number(item: &str) -> Option<u64> {
     (number < NUMERIC_LIMIT).then_some(number)
 }
 
-/// A count, then the items: what `Reader::items` reads back.
-fn put_items<'a>(bytes: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a ItemKey>) {
-    put_varint(bytes, items.len() as u64);
-    for item in items {
-        put_item(bytes, item);
-    }
-}
-
-fn put_item(bytes: &mut Vec<u8>, item: &ItemKey) {
-    match item {
-        ItemKey::Number(number) => put_varint(bytes, number << 1),
-        ItemKey::Text(text) => {
-            put_varint(bytes, ((text.len() as u64) << 1) | 1);
-            bytes.extend_from_slice(text.as_bytes());
-        }
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn varint(&mut self) -> Result<u64, RecordError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.bytes.get(self.at).ok_or(RecordError::Truncated)?;
-            self.at += 1;
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(RecordError::Overflow);
-            }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(RecordError::Overflow)
-    }
-
-    /// A count of things that each take at least one more byte: never more than what is left,
-    /// so a corrupt count cannot make us allocate without bound.
-    fn count(&mut self) -> Result<usize, RecordError> {
-        let count = self.varint()?;
-        if count > (self.bytes.len() - self.at) as u64 {
-            return Err(RecordError::Truncated);
-        }
-        Ok(count as usize)
-    }
-
-    fn items(&mut self) -> Result<Vec<ItemKey>, RecordError> {
-        let count = self.count()?;
-        let mut items = Vec::with_capacity(count);
-        for _ in 0..count {
-            let tag = self.varint()?;
-            if tag & 1 == 0 {
-                items.push(ItemKey::Number(tag >> 1));
-                continue;
-            }
-            let len = usize::try_from(tag >> 1).map_err(|_| RecordError::Overflow)?;
-            let end = self
-                .at
-                .checked_add(len)
-                .filter(|end| *end <= self.bytes.len())
-                .ok_or(RecordError::Truncated)?;
-            let text =
-                std::str::from_utf8(&self.bytes[self.at..end]).map_err(|_| RecordError::NotUtf8)?;
-            // A number written as text would compare unequal to the same id as a number.
-            if canonical_number(text).is_some() {
-                return Err(RecordError::NonCanonicalItem);
-            }
-            items.push(ItemKey::Text(text.into()));
-            self.at = end;
-        }
-        Ok(items)
-    }
-}
-
+mod codec;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::store::SourcePosition;
 
 fn keys(items: &[&str]) -> Vec<ItemKey> {
     items.iter().map(|item| ItemKey::new(item)).collect()
@@ -19,6 +20,7 @@ fn record(recent: &[&str], earlier: &[&str]) -> UserRecord {
         newest_event_time_ms: Some(1_764_000_000_000),
         applied_offsets: vec![(0, 17), (3, 1_000_000)],
         history_version: 412,
+        recent_events: ["e-1", "e-2"].map(EventDigest::of).into(),
     }
 }
 
@@ -47,6 +49,7 @@ fn numeric_ids_take_two_bytes_each() {
         .collect();
     let full = UserRecord {
         recent_items: items.into(),
+        recent_events: VecDeque::new(),
         ..record(&[], &[])
     };
     let encoded = full.encode();
@@ -87,6 +90,7 @@ fn limits() -> StoreLimits {
     StoreLimits {
         max_history: 4,
         max_seen: 6,
+        max_event_ids: 3,
     }
 }
 
@@ -96,10 +100,73 @@ fn see(record: &mut UserRecord, item: &str) {
             item: ItemKey::new(item),
             event_time_ms: 1,
             position: None,
+            event: None,
             popularity_increment: 0.0,
         },
         limits(),
     );
+}
+
+/// Applies event `event_id` of item `item` at `offset` of partition 0; whether it was new.
+fn apply_event(record: &mut UserRecord, event_id: &str, item: &str, offset: i64) -> bool {
+    record.apply(
+        &AppliedInteraction {
+            item: ItemKey::new(item),
+            event_time_ms: offset,
+            position: Some(SourcePosition {
+                partition: 0,
+                offset,
+            }),
+            event: Some(EventDigest::of(event_id)),
+            popularity_increment: 0.0,
+        },
+        limits(),
+    )
+}
+
+#[test]
+fn an_event_id_seen_recently_is_applied_once_even_at_a_later_offset() {
+    let mut record = UserRecord::default();
+    assert!(apply_event(&mut record, "e1", "a", 1));
+    assert!(apply_event(&mut record, "e2", "b", 2));
+    // Produced again: a new offset, the same event.
+    assert!(!apply_event(&mut record, "e1", "a", 3));
+    assert_eq!(ids(&record.recent_items), ["a", "b"]);
+    assert_eq!(record.history_version, 2);
+    // The repeat's offset was read all the same: redelivering it is skipped by offset.
+    assert_eq!(record.applied_offsets, [(0, 3)]);
+    assert!(apply_event(&mut record, "e3", "a", 4));
+    assert_eq!(ids(&record.recent_items), ["a", "b", "a"]);
+}
+
+#[test]
+fn only_the_last_max_event_ids_ids_are_remembered() {
+    let mut record = UserRecord::default();
+    for (offset, event_id) in ["e1", "e2", "e3", "e4"].into_iter().enumerate() {
+        assert!(apply_event(&mut record, event_id, "x", offset as i64));
+    }
+    assert_eq!(
+        record.recent_events,
+        ["e2", "e3", "e4"].map(EventDigest::of)
+    );
+    // e1 fell out of the window of 3: it would be applied again; e2 is still known.
+    assert!(!apply_event(&mut record, "e2", "x", 10));
+    assert!(apply_event(&mut record, "e1", "x", 11));
+}
+
+#[test]
+fn format_1_records_are_read_as_remembering_no_event_ids() {
+    // 0x01, version 5, no newest time, no offsets, recent [7], earlier [].
+    let format_1 = [1, 5, 0, 0, 1, 14, 0];
+    let decoded = UserRecord::decode(&format_1).unwrap();
+    assert_eq!(ids(&decoded.recent_items), ["7"]);
+    assert_eq!(decoded.history_version, 5);
+    assert!(decoded.recent_events.is_empty());
+    // Written back in the current format, with what the next event adds.
+    let mut migrated = decoded.clone();
+    assert!(apply_event(&mut migrated, "e9", "8", 0));
+    assert_eq!(migrated.encode()[0], FORMAT);
+    assert_eq!(UserRecord::decode(&migrated.encode()).unwrap(), migrated);
 }
 
 #[test]
@@ -123,6 +190,7 @@ proptest! {
         newest in proptest::option::of(any::<i64>()),
         offsets in proptest::collection::vec((any::<i32>(), any::<i64>()), 0..5),
         history_version in any::<u64>(),
+        recent_events in proptest::collection::vec(any::<u64>(), 0..70),
     ) {
         let recent: Vec<&str> = recent.iter().map(String::as_str).collect();
         let earlier: Vec<&str> = earlier.iter().map(String::as_str).collect();
@@ -132,6 +200,7 @@ proptest! {
             newest_event_time_ms: newest,
             applied_offsets: offsets,
             history_version,
+            recent_events: recent_events.into_iter().map(EventDigest).collect(),
         };
         prop_assert_eq!(UserRecord::decode(&original.encode()).unwrap(), original);
     }
