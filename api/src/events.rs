@@ -42,6 +42,7 @@ pub async fn post_events(
         .map_err(|error| match error {
             engine::event_log::PublishError::Overloaded(detail) => ApiError::Overloaded(detail),
             engine::event_log::PublishError::Unavailable(detail) => ApiError::Unavailable(detail),
+            engine::event_log::PublishError::Internal(detail) => ApiError::Internal(detail),
         })?;
     metrics::counter!("recsys_api_events_accepted_total").increment(accepted as u64);
     Ok(Json(EventsAccepted {

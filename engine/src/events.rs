@@ -25,7 +25,8 @@ use common::retry::{RetryPolicy, RetrySchedule, RetryStopped, Transience};
 use crate::popularity::DecayClock;
 use crate::retrieve::PushError;
 use crate::store::{
-    AppliedInteraction, EventDigest, ItemKey, SourcePosition, StoreError, UserStore, UserUpdate,
+    AppliedInteraction, EventDigest, ItemKey, SourcePosition, StoreError, UnreadableUser,
+    UserStore, UserUpdate,
 };
 
 /// How much one event of each type adds to its item's popularity (before decay).
@@ -211,12 +212,15 @@ impl EventBatch {
 }
 
 /// What applying one batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub applied: usize,
     pub duplicates: usize,
     /// Users whose recommendations were recomputed and written.
     pub pushed: usize,
+    /// Users whose stored state cannot be read; none of their events was applied, every other
+    /// user's were. A permanent condition: the caller dead-letters or refuses their events.
+    pub unreadable: Vec<UnreadableUser>,
 }
 
 /// Pushing of fresh recommendations after each batch.
@@ -275,10 +279,19 @@ impl EventApplier {
             .increment(stored.applied as u64);
         metrics::counter!("recsys_consumer_events_total", "outcome" => "duplicate")
             .increment(stored.duplicates as u64);
+        for unreadable in &stored.unreadable {
+            tracing::error!(
+                user_id = unreadable.user_id,
+                key = unreadable.key,
+                problem = unreadable.problem,
+                "a user's stored state cannot be read; their events are not applied"
+            );
+        }
         Ok(BatchOutcome {
             applied: stored.applied,
             duplicates: stored.duplicates,
             pushed: 0,
+            unreadable: stored.unreadable,
         })
     }
 

@@ -1,11 +1,11 @@
 //! Decoding: each received record becomes a positioned event, grouped by user, or a dead letter
 //! with its reason; the batch remembers the offsets to commit once all of them are handled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use engine::events::{EventApplier, EventBatch};
-use engine::store::SourcePosition;
+use engine::store::{SourcePosition, UnreadableUser};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schemas::{EventLimits, EventRef};
 
@@ -81,6 +81,9 @@ pub struct ReceivedBatch {
     pub next_offsets: NextOffsets,
     /// When its first record arrived (ms since the epoch).
     pub received_ms: i64,
+    /// The records as received, kept until the batch is committed: the events of a user whose
+    /// state turns out unreadable are dead-lettered as they came.
+    pub copies: RecordCopies,
 }
 
 impl ReceivedBatch {
@@ -91,7 +94,43 @@ impl ReceivedBatch {
             dead_letters: Vec::new(),
             next_offsets: NextOffsets::default(),
             received_ms: 0,
+            copies: RecordCopies::default(),
         }
+    }
+
+    /// Dead letters for every event of the batch's users whose stored state cannot be read.
+    pub fn unreadable_state_dead_letters(&self, unreadable: &[UnreadableUser]) -> Vec<DeadLetter> {
+        let mut why: HashMap<SourcePosition, &UnreadableUser> = HashMap::new();
+        for update in self.events.updates() {
+            let Some(user) = unreadable
+                .iter()
+                .find(|user| user.user_id == update.user_id)
+            else {
+                continue;
+            };
+            for position in update
+                .interactions
+                .iter()
+                .filter_map(|interaction| interaction.position)
+            {
+                why.insert(position, user);
+            }
+        }
+        self.copies
+            .iter()
+            .filter_map(|record| {
+                let position = SourcePosition {
+                    partition: record.partition,
+                    offset: record.offset,
+                };
+                let user = why.get(&position)?;
+                Some(DeadLetter {
+                    record: RawRecord::from_record(record),
+                    reason: "unreadable_state",
+                    message: user.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Decodes `record` into an event or a dead letter. A valid event must also be keyed by its
@@ -136,27 +175,25 @@ impl ReceivedBatch {
     }
 }
 
-/// Decodes each batch of copied records into events grouped by user and dead letters, hands it
-/// to `batches` (the writer) and the emptied buffer back to the receiver through `emptied`.
+/// Decodes each batch of copied records into events grouped by user and dead letters, and hands
+/// it with its copies to `batches` (the writer, which hands the emptied copies back to the
+/// receiver).
 pub(super) async fn decode_batches(
     applier: Arc<EventApplier>,
     max_event_bytes: usize,
     mut copied: tokio::sync::mpsc::Receiver<RecordCopies>,
-    emptied: tokio::sync::mpsc::Sender<RecordCopies>,
     batches: tokio::sync::mpsc::Sender<ReceivedBatch>,
 ) {
     // Sized like the last batch: under a backlog batches are alike, and growing vectors and maps
     // of 100,000 entries by doubling copies them about twice over.
     let (mut expected_users, mut expected_events) = (0, 0);
-    while let Some(mut copies) = copied.recv().await {
+    while let Some(copies) = copied.recv().await {
         let mut batch = ReceivedBatch::new(applier.batch(expected_users, expected_events));
         batch.received_ms = copies.received_ms;
         for record in copies.iter() {
             batch.push(record, max_event_bytes);
         }
-        copies.clear();
-        // A full return channel means the receiver has buffers enough: this one is dropped.
-        let _ = emptied.try_send(copies);
+        batch.copies = copies;
         expected_users = batch.events.users();
         expected_events = batch.events.len();
         if batches.send(batch).await.is_err() {

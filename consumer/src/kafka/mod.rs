@@ -120,11 +120,15 @@ impl EventConsumer {
             Arc::clone(&self.applier),
             self.settings.max_event_bytes,
             copied,
-            emptied,
             batches,
         ));
         while let Some(mut batch) = received.recv().await {
-            match self.process_batch(&mut batch).await {
+            let processed = self.process_batch(&mut batch).await;
+            let mut copies = std::mem::take(&mut batch.copies);
+            copies.clear();
+            // A full return channel means the receiver has buffers enough: this one is dropped.
+            let _ = emptied.try_send(copies);
+            match processed {
                 Ok((outcome, dead_letters)) => {
                     totals.batches += 1;
                     totals.applied += outcome.applied as u64;
@@ -195,6 +199,19 @@ impl EventConsumer {
                 RetryStopped::Cancelled => Stopped::Cancelled,
                 RetryStopped::Permanent(error) => Stopped::PermanentFailure(error.to_string()),
             })?;
+        // Retrying cannot make these users' records readable: their events go to the dead
+        // letters with the reason, the other users' are stored, and the partition moves on.
+        let unreadable = batch.unreadable_state_dead_letters(&outcome.unreadable);
+        self.dead_letters
+            .send(
+                &unreadable,
+                &self.settings.retry,
+                &self.cancelled,
+                &self.health,
+            )
+            .await?;
+        metrics::counter!("recsys_consumer_events_total", "outcome" => "dead_letter")
+            .increment(unreadable.len() as u64);
         let applied_at = std::time::Instant::now();
         let pushed = self.applier.push_recommendations(&batch.events).await;
         let pushed_at = std::time::Instant::now();
@@ -226,6 +243,7 @@ impl EventConsumer {
         self.progress
             .committed_records
             .fetch_add(batch.records as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok((BatchOutcome { pushed, ..outcome }, batch.dead_letters.len()))
+        let dead_letters = batch.dead_letters.len() + unreadable.len();
+        Ok((BatchOutcome { pushed, ..outcome }, dead_letters))
     }
 }

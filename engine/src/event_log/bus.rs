@@ -2,7 +2,8 @@
 //! worker task through a bounded queue; the worker coalesces whatever requests are waiting into
 //! one batch, applies it with the same [`EventApplier`] as the Kafka consumer, pushes fresh
 //! recommendations when enabled, then answers each request. A full queue is refused at once
-//! (429), a store failure is reported (503): nothing is accepted without being stored.
+//! (429), a store outage is reported (503), and so is (500) an event of a user whose stored state
+//! cannot be read: nothing is accepted without being stored.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::archiving::ArchiveWriter;
 use super::{EventSink, PublishError};
 use crate::events::EventApplier;
+use crate::store::UnreadableUser;
 
 struct BusRequest {
     events: Vec<InteractionEvent>,
@@ -135,32 +137,50 @@ async fn run_worker(
             }
         }
         let mut batch = applier.batch(0, waiting_events);
+        // Each reply with the range of `applied` holding its request's events.
         let mut replies = Vec::with_capacity(requests.len());
         let mut applied = Vec::with_capacity(waiting_events);
         for request in requests {
             for event in &request.events {
                 batch.push(&event.as_ref(), None, request.logged_at_ms);
             }
+            let start = applied.len();
             applied.extend(request.events);
-            replies.push(request.reply);
+            replies.push((request.reply, start..applied.len()));
         }
         metrics::histogram!("recsys_consumer_batch_size").record(batch.len() as f64);
         let answer = match applier.apply(&mut batch).await {
-            Ok(_) => {
+            Ok(outcome) => {
                 applier.push_recommendations(&batch).await;
-                if let Some(archive) = &archive {
-                    archive.offer(applied);
-                }
-                Ok(())
+                Ok(outcome.unreadable)
             }
             Err(error) => {
                 tracing::warn!(%error, events = batch.len(), "event batch not stored");
                 Err(PublishError::Unavailable(error.to_string()))
             }
         };
-        for reply in replies {
+        // A request with an event of a user whose state cannot be read is refused: those events
+        // were not stored (the others were, and a retry of them is skipped by event id).
+        let refusal = |events: &[InteractionEvent], unreadable: &[UnreadableUser]| {
+            let user = unreadable
+                .iter()
+                .find(|user| events.iter().any(|event| event.user_id == user.user_id))?;
+            Some(PublishError::Internal(user.to_string()))
+        };
+        for (reply, range) in replies {
+            let answer = match &answer {
+                Ok(unreadable) => match refusal(&applied[range], unreadable) {
+                    Some(refused) => Err(refused),
+                    None => Ok(()),
+                },
+                Err(error) => Err(error.clone()),
+            };
             // A client that went away still had its events stored (or not); nothing to undo.
-            let _ = reply.send(answer.clone());
+            let _ = reply.send(answer);
+        }
+        if let (Some(archive), Ok(unreadable)) = (&archive, &answer) {
+            applied.retain(|event| unreadable.iter().all(|user| user.user_id != event.user_id));
+            archive.offer(applied);
         }
     }
     // The writer's last write happens once every sender is gone.

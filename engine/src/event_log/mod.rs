@@ -35,9 +35,13 @@ pub enum PublishError {
     #[error("event log overloaded: {0}")]
     Overloaded(String),
     /// The log or the store cannot take events now (HTTP 503). Nothing of the refused request is
-    /// guaranteed stored; a retry is safe for state (redelivered log entries are skipped).
+    /// guaranteed stored; a retry is safe for state (an event is applied once per `event_id`).
     #[error("event log unavailable: {0}")]
     Unavailable(String),
+    /// Retrying cannot help: the store holds state it cannot read for a user of the request
+    /// (HTTP 500; the other users' events were stored).
+    #[error("event not stored: {0}")]
+    Internal(String),
 }
 
 #[async_trait::async_trait]

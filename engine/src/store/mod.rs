@@ -25,7 +25,7 @@ pub(crate) use record::UserRecord;
 pub use record::{EventDigest, ItemKey};
 
 /// Where an event came from in the log, for idempotent application.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourcePosition {
     pub partition: i32,
     pub offset: i64,
@@ -131,12 +131,49 @@ impl common::retry::Transience for StoreError {
 }
 
 /// What applying a batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyOutcome {
     pub applied: usize,
     /// Interactions at or before the user's last applied offset of their partition, or with an
     /// event id the user's record remembers.
     pub duplicates: usize,
+    /// Users whose stored record cannot be read: none of their interactions was applied, and
+    /// retrying cannot help (the caller dead-letters their events or refuses them). Every other
+    /// user of the batch was applied.
+    pub unreadable: Vec<UnreadableUser>,
+}
+
+/// A user whose stored record cannot be read back (a bug or a foreign writer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableUser {
+    pub user_id: String,
+    /// The store's key (or table and key) of the record.
+    pub key: String,
+    pub problem: String,
+}
+
+impl UnreadableUser {
+    /// Sorts out a record that failed to decode; any other error is the caller's to return.
+    fn from_error(user_id: &str, error: StoreError) -> Result<UnreadableUser, StoreError> {
+        match error {
+            StoreError::Corrupt { key, problem } => Ok(UnreadableUser {
+                user_id: user_id.to_owned(),
+                key,
+                problem,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
+impl std::fmt::Display for UnreadableUser {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "the stored state of user '{}' ({}) cannot be read: {}",
+            self.user_id, self.key, self.problem
+        )
+    }
 }
 
 /// The state store also holds the live catalogue (`crate::catalogue`), so that every process

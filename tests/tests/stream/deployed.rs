@@ -182,6 +182,59 @@ async fn events_produced_twice_at_different_offsets_are_applied_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_user_whose_state_is_unreadable_are_dead_lettered_and_the_rest_applied() {
+    let deployment = deploy(false).await;
+    let (events, expected) = traffic();
+    // A foreign writer left bytes no version of the record format reads.
+    let key = format!("{}:{{s0}}:s", deployment.config.state.key_prefix);
+    let planted = b"\x09not a user record".to_vec();
+    let redis = redis::Client::open(deployment.redis.url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(&planted)
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+
+    deployment.produce(&events).await;
+    let group = deployment.config.consumer.group_id.clone();
+    let consumer = deployment.start_consumer(&group).await;
+    deployment.wait_until_caught_up(&group).await;
+    let totals = stop(consumer).await;
+    assert_eq!(totals.failure, None);
+    assert_eq!((totals.applied, totals.dead_letters), (100, 20));
+    let others = &USERS[1..];
+    let states = deployment.user_states(others).await;
+    for user in others {
+        assert_eq!(states[*user].recent_items, expected[*user], "{user}");
+    }
+    // Nothing overwrote the record: it is there to be looked at.
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(stored, planted);
+
+    let dead_letters = deployment
+        .read_records(&deployment.config.events.dead_letter_topic, 20)
+        .await;
+    for message in &dead_letters {
+        let header = |name: &str| -> String {
+            let headers = message.headers().unwrap();
+            let found = headers.iter().find(|header| header.key == name).unwrap();
+            String::from_utf8(found.value.unwrap().to_vec()).unwrap()
+        };
+        assert_eq!(header("reason"), "unreadable_state");
+        assert!(header("error").contains(&key), "{}", header("error"));
+        let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        assert_eq!(event["user_id"], "s0");
+    }
+    deployment.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_mid_stream_pauses_the_consumer_and_loses_nothing() {
     let mut deployment = deploy(false).await;
     let (events, expected) = traffic();

@@ -15,8 +15,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use common::blocking::run_short;
 
 use super::{
-    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UserRecord, UserState, UserStore,
-    UserUpdate,
+    ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UnreadableUser, UserRecord,
+    UserState, UserStore, UserUpdate,
 };
 
 /// user id -> the user's record (`record.rs`; JSON in stores written before it).
@@ -205,7 +205,14 @@ impl UserStore for EmbeddedStore {
             {
                 let mut table = transaction.open_table(USERS).map_err(unavailable)?;
                 for update in updates.iter() {
-                    let mut record = read_record(&table, &update.user_id)?;
+                    let mut record = match read_record(&table, &update.user_id) {
+                        Ok(record) => record,
+                        Err(error) => {
+                            let unreadable = UnreadableUser::from_error(&update.user_id, error)?;
+                            outcome.unreadable.push(unreadable);
+                            continue;
+                        }
+                    };
                     let mut changed = false;
                     for interaction in &update.interactions {
                         if record.apply(interaction, limits) {

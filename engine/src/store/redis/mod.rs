@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! p:{u}:s        string  the user's record (`record.rs`: sequence, seen items, offsets,
-//!                        newest event time, history version), about 120 bytes for a full
-//!                        50-item sequence of numeric ids
+//!                        newest event time, history version, recent event id digests),
+//!                        about 120 bytes for a full 50-item sequence of numeric ids plus 8
+//!                        bytes per remembered event id (64 by default)
 //! p:{u}:r        string  cached recommendations (JSON)
 //! p:popular      zset    item -> popularity score
 //! ```
@@ -39,7 +40,8 @@ use redis::{IntoConnectionInfo, Script};
 use crate::BatchMap;
 
 use super::{
-    AppliedInteraction, ApplyOutcome, ItemKey, StoreError, StoreLimits, UserRecord, UserUpdate,
+    AppliedInteraction, ApplyOutcome, ItemKey, StoreError, StoreLimits, UnreadableUser, UserRecord,
+    UserUpdate,
 };
 use script::{WriteResults, COMPARE_AND_SET_SCRIPT};
 use written_records::WrittenRecords;
@@ -314,7 +316,14 @@ impl RedisStore {
         let mut applied: Vec<&AppliedInteraction> = Vec::new();
         let mut unchanged = Vec::new();
         for (update, read) in pending.iter().zip(stored) {
-            let mut record = self.decode(&update.user_id, &read)?;
+            let mut record = match self.decode(&update.user_id, &read) {
+                Ok(record) => record,
+                Err(error) => {
+                    let unreadable = UnreadableUser::from_error(&update.user_id, error)?;
+                    result.outcome.unreadable.push(unreadable);
+                    continue;
+                }
+            };
             let first_applied = applied.len();
             let mut duplicates = 0;
             for interaction in &update.interactions {

@@ -77,6 +77,7 @@ impl UserStore for RedisStore {
         for chunk in chunks {
             outcome.applied += chunk.outcome.applied;
             outcome.duplicates += chunk.outcome.duplicates;
+            outcome.unreadable.extend(chunk.outcome.unreadable);
             for (item_id, amount) in chunk.popularity_increments {
                 *increments.entry(item_id).or_default() += amount;
             }
