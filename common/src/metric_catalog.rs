@@ -148,6 +148,12 @@ pub const METRICS: &[MetricInfo] = &[
         "Records sent to a dead-letter topic, by source topic and reason.",
     ),
     metric(
+        "recsys_consumer_dead_letters_truncated_total",
+        Counter,
+        Unit::Count,
+        "Dead letters whose key or payload was cut to fit the dead-letter topic, by source topic.",
+    ),
+    metric(
         "recsys_consumer_events_total",
         Counter,
         Unit::Count,

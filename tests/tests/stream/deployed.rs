@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use crate::{deploy, event, stop, traffic, USERS};
 
@@ -178,6 +181,72 @@ async fn events_produced_twice_at_different_offsets_are_applied_once() {
         assert_eq!(&states[user].recent_items, sequence, "{user}");
         assert_eq!(states[user].history_version, 20, "{user}");
     }
+    deployment.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_the_dead_letter_topic_goes_there_cut_and_the_rest_is_applied() {
+    let deployment = deploy(false).await;
+    let now = common::clock::now_ms();
+    let good = |item: &str, step: i64| serde_json::to_vec(&event("big", item, now + step)).unwrap();
+    let mut huge = serde_json::to_value(event("big", "i9", now)).unwrap();
+    huge["padding"] = json!("x".repeat(3 << 20));
+    let huge = serde_json::to_vec(&huge).unwrap();
+    // The broker takes it from a producer that allows more than ours (1 MB).
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", deployment.broker.bootstrap())
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    for payload in [good("i1", 1), huge.clone(), good("i2", 2)] {
+        producer
+            .send(
+                FutureRecord::to(&deployment.config.events.topic)
+                    .key("big")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    let group = deployment.config.consumer.group_id.clone();
+    let consumer = deployment.start_consumer(&group).await;
+    deployment.wait_until_caught_up(&group).await;
+    let totals = stop(consumer).await;
+    assert_eq!((totals.applied, totals.dead_letters), (2, 1));
+    assert_eq!(
+        deployment
+            .store()
+            .user_state("big")
+            .await
+            .unwrap()
+            .recent_items,
+        ["i1", "i2"]
+    );
+
+    let dead_letters = deployment
+        .read_records(&deployment.config.events.dead_letter_topic, 1)
+        .await;
+    let message = &dead_letters[0];
+    let header = |name: &str| -> String {
+        let headers = message.headers().unwrap();
+        let found = headers.iter().find(|header| header.key == name).unwrap();
+        String::from_utf8(found.value.unwrap().to_vec()).unwrap()
+    };
+    assert_eq!(header("reason"), "too_large");
+    assert_eq!(header("payload_truncated"), "true");
+    assert_eq!(header("original_size"), huge.len().to_string());
+    assert_eq!(
+        header("original_sha256"),
+        format!("{:x}", sha2::Sha256::digest(&huge))
+    );
+    let kept = message.payload().unwrap();
+    assert!(
+        kept.len() < 1_000_000 && huge.starts_with(kept),
+        "{} bytes kept",
+        kept.len()
+    );
     deployment.shut_down().await;
 }
 
