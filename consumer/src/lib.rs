@@ -24,7 +24,9 @@ pub use kafka::{
     ConsumerSettings, EventArchiver, EventConsumer, RunTotals,
 };
 
-pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
+/// The events group's settings. `instance_id` is this process's static member id
+/// ([`instance_id`]).
+pub fn consumer_settings(config: &Config, brokers: &str, instance_id: &str) -> ConsumerSettings {
     ConsumerSettings {
         brokers: brokers.to_owned(),
         topic: config.events.topic.clone(),
@@ -35,43 +37,75 @@ pub fn consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
         max_event_bytes: config.events.max_event_bytes,
         retry: config.consumer.retry_policy(),
         session_timeout: Duration::from_millis(config.consumer.session_timeout_ms),
+        instance_id: Some(instance_id.to_owned()),
+        max_poll_interval: Duration::from_millis(config.consumer.max_poll_interval_ms),
         fetch_wait_max: Duration::from_millis(config.consumer.fetch_wait_max_ms),
     }
 }
 
 /// The items topic's consumer settings: its own group (`<consumer.group_id>.catalogue`), so
 /// each item record is applied by one member however many processes consume.
-pub fn catalogue_consumer_settings(config: &Config, brokers: &str) -> ConsumerSettings {
+pub fn catalogue_consumer_settings(
+    config: &Config,
+    brokers: &str,
+    instance_id: &str,
+) -> ConsumerSettings {
     ConsumerSettings {
         topic: config.catalogue.topic.clone(),
         dead_letter_topic: config.catalogue.dead_letter_topic.clone(),
         group_id: format!("{}.catalogue", config.consumer.group_id),
         max_event_bytes: config.catalogue.max_item_bytes,
-        ..consumer_settings(config, brokers)
+        ..consumer_settings(config, brokers, instance_id)
     }
 }
 
 /// The archiver's settings: a group of its own (`<consumer.group_id>.archive`), reading the
 /// events topic at its own pace.
-pub fn archiver_settings(config: &Config, brokers: &str) -> ConsumerSettings {
+pub fn archiver_settings(config: &Config, brokers: &str, instance_id: &str) -> ConsumerSettings {
     ConsumerSettings {
         group_id: format!("{}.archive", config.consumer.group_id),
-        ..consumer_settings(config, brokers)
+        ..consumer_settings(config, brokers, instance_id)
     }
 }
 
 /// The archive `recsys consume` writes: `archive.dir`, files named after this host and group.
 pub fn event_archive(config: &Config) -> archive::EventArchive {
-    let host = std::env::var("HOSTNAME")
+    archive::EventArchive::new(
+        config.archive_dir(),
+        &format!("{}-{}", host_name(), config.consumer.group_id),
+    )
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    archive::EventArchive::new(
-        config.archive_dir(),
-        &format!("{host}-{}", config.consumer.group_id),
-    )
+        .unwrap_or_else(|| "host".to_owned())
+}
+
+/// File under the data dir that keeps this deployment's static member id.
+const INSTANCE_ID_FILE: &str = "consumer-instance-id";
+
+/// This process's static member id: `consumer.instance_id`, or else the one kept in the data
+/// dir, made on first start from the host name and the time (so it survives restarts, which is
+/// what lets a restarted member take its partitions straight back).
+pub fn instance_id(config: &Config) -> std::io::Result<String> {
+    if !config.consumer.instance_id.is_empty() {
+        return Ok(config.consumer.instance_id.clone());
+    }
+    let path = config.data_dir.join(INSTANCE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => return Ok(kept.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let made = format!("{}-{:x}", host_name(), common::clock::now_ms());
+    std::fs::create_dir_all(&config.data_dir)?;
+    common::fs::write_atomically(&path, made.as_bytes())?;
+    Ok(made)
 }
 
 /// A running consumer: its listener's address and the tasks that end after `shutdown` fired and
@@ -97,12 +131,13 @@ pub async fn start_consumer(
 ) -> anyhow::Result<ConsumerHandle> {
     let health = Health::starting();
     let shutdown = CancellationToken::new();
+    let instance_id = instance_id(config)?;
     let catalogue_consumer = if config.catalogue.topic.is_empty() {
         None
     } else {
         let store: Arc<dyn CatalogueStore> = applier.store().clone();
         Some(CatalogueConsumer::new(
-            catalogue_consumer_settings(config, brokers),
+            catalogue_consumer_settings(config, brokers, &instance_id),
             config.catalogue.max_item_bytes,
             store,
             Health::starting(),
@@ -111,7 +146,7 @@ pub async fn start_consumer(
     };
     let archiver = if config.archive.enabled {
         Some(EventArchiver::new(
-            archiver_settings(config, brokers),
+            archiver_settings(config, brokers, &instance_id),
             ArchiverSettings {
                 flush_interval: Duration::from_millis(config.archive.flush_interval_ms),
                 max_buffered_events: config.archive.max_buffered_events,
@@ -130,7 +165,7 @@ pub async fn start_consumer(
     let (listener_addr, listener) =
         health::spawn_listener(listen, healths, common::telemetry::prometheus_handle()).await?;
     let consumer = EventConsumer::new(
-        consumer_settings(config, brokers),
+        consumer_settings(config, brokers, &instance_id),
         applier,
         health,
         shutdown.clone(),

@@ -226,7 +226,7 @@ pub async fn bench_stream(args: BenchStreamArgs) -> anyhow::Result<()> {
     let mut pipelines = Vec::new();
     let mut ratios = Vec::new();
     for round in 1..=args.rounds.max(1) {
-        let mut bare_client = consumer::consumer_settings(&config, &brokers);
+        let mut bare_client = consumer::consumer_settings(&config, &brokers, "bench-consume-only");
         bare_client.group_id = format!("bench-raw-{stamp}-{round}");
         let ceiling = consume_and_commit_only(&bare_client, events.len()).await?;
         let mut round_config = config.clone();

@@ -26,6 +26,11 @@ pub struct ConsumerSettings {
     /// How long the group waits for a silent member (a crashed consumer) before reassigning
     /// its partitions.
     pub session_timeout: Duration,
+    /// `group.instance.id`: static membership, so a restarted member takes its partitions back
+    /// at once. `None` for a dynamic member.
+    pub instance_id: Option<String>,
+    /// librdkafka's `max.poll.interval.ms`.
+    pub max_poll_interval: Duration,
     /// librdkafka's `fetch.wait.max.ms`.
     pub fetch_wait_max: Duration,
 }
@@ -71,6 +76,10 @@ impl ConsumerSettings {
                 self.session_timeout.as_millis().to_string(),
             )
             .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval.as_millis().to_string(),
+            )
+            .set(
                 "fetch.wait.max.ms",
                 self.fetch_wait_max.as_millis().to_string(),
             )
@@ -78,6 +87,9 @@ impl ConsumerSettings {
             // partition's next fetch by this long (default 1 s): a consumer slower than the
             // fetcher then drains its queue and sits idle for the rest of the second.
             .set("fetch.queue.backoff.ms", "10");
+        if let Some(instance_id) = &self.instance_id {
+            config.set("group.instance.id", instance_id);
+        }
         config
     }
 }
@@ -101,6 +113,8 @@ mod tests {
                 max: Duration::from_millis(2),
             },
             session_timeout: Duration::from_millis(6_500),
+            instance_id: Some("host-1".into()),
+            max_poll_interval: Duration::from_millis(60_000),
             fetch_wait_max: Duration::from_millis(7),
         };
         let config = settings.client_config();
@@ -109,5 +123,7 @@ mod tests {
         assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(config.get("group.instance.id"), Some("host-1"));
+        assert_eq!(config.get("max.poll.interval.ms"), Some("60000"));
     }
 }

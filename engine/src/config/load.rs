@@ -104,6 +104,22 @@ pub(super) fn load_config_from(
         if config.state.max_history == 0 {
             problems.push("state.max_history must be at least 1".into());
         }
+        let instance_id = &config.consumer.instance_id;
+        if instance_id.len() > 249
+            || !instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            problems.push(format!(
+                "consumer.instance_id: '{instance_id}' must be at most 249 of a-z, A-Z, 0-9, '.', '_', '-'"
+            ));
+        }
+        if config.consumer.max_poll_interval_ms < config.consumer.session_timeout_ms {
+            problems.push(format!(
+                "consumer.max_poll_interval_ms ({}) must be at least consumer.session_timeout_ms ({})",
+                config.consumer.max_poll_interval_ms, config.consumer.session_timeout_ms
+            ));
+        }
         if config.catalogue.refresh_interval_ms == 0
             || config.catalogue.max_items_per_request == 0
             || config.catalogue.max_item_bytes == 0

@@ -305,6 +305,16 @@ pub struct ConsumerConfig {
     pub retry_max_ms: u64,
     /// How long the group waits for a silent (crashed) consumer before moving its partitions.
     pub session_timeout_ms: u64,
+    /// This process's static member id in the group (`group.instance.id`): a member restarted
+    /// under the same id gets its partitions back at once, without waiting out the session of
+    /// the one that crashed or moving every partition of the group. Unique per process; empty
+    /// means the id kept in `<data_dir>/consumer-instance-id` (made on first start), so
+    /// processes that share a data dir must each set one.
+    pub instance_id: String,
+    /// Longest time between two polls of the group before the member is taken for stuck and
+    /// its partitions move: more than the longest batch takes (a batch waits for the store
+    /// through an outage, so this bounds how long an outage keeps the partitions here).
+    pub max_poll_interval_ms: u64,
     /// Longest a fetch waits at the broker for new records. Kafka answers as soon as a record
     /// arrives; a broker that waits the whole time (tansu) adds this to every event's latency.
     /// An idle consumer asks once per wait, so shorter waits mean more small requests.
@@ -323,6 +333,8 @@ impl Default for ConsumerConfig {
             retry_initial_ms: 50,
             retry_max_ms: 5_000,
             session_timeout_ms: 10_000,
+            instance_id: String::new(),
+            max_poll_interval_ms: 300_000,
             fetch_wait_max_ms: 5,
         }
     }

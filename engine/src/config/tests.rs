@@ -125,3 +125,28 @@ fn cors_origins_are_checked_and_each_bad_one_named() {
         );
     }
 }
+
+#[test]
+fn a_static_member_id_kafka_would_refuse_and_a_poll_interval_below_the_session_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recsys.toml");
+    std::fs::write(
+        &file,
+        "[consumer]\ninstance_id = 'host 1'\nsession_timeout_ms = 10000\nmax_poll_interval_ms = 5000\n",
+    )
+    .unwrap();
+    let error = load_config_from(Some(&file), env("MEMBER", &[])).unwrap_err();
+    assert_eq!(error.problems.len(), 2, "{error}");
+    assert!(
+        error.to_string().contains("consumer.instance_id: 'host 1'"),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("consumer.max_poll_interval_ms (5000)"),
+        "{error}"
+    );
+    std::fs::write(&file, "[consumer]\ninstance_id = 'host-1.a_b'\n").unwrap();
+    assert!(load_config_from(Some(&file), env("MEMBER2", &[])).is_ok());
+}

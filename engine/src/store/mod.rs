@@ -205,7 +205,8 @@ pub trait UserStore: CatalogueStore + Send + Sync + 'static {
         self.apply_shared(updates.into()).await
     }
 
-    /// Writes users' pushed recommendations into their cache slots, in one round trip.
+    /// Writes users' pushed recommendations into their cache slots, except where a slot holds a
+    /// list computed from a later history version (a slow push never replaces a newer one).
     async fn put_cached_recommendations(
         &self,
         entries: &[(String, CachedRecommendations)],

@@ -247,7 +247,7 @@ pub async fn cached_recommendations_round_trip_next_to_the_history(store: &dyn U
         .await
         .unwrap();
     let state = store.user_state("u5").await.unwrap();
-    assert_eq!(state.cached, Some(cached));
+    assert_eq!(state.cached.as_ref(), Some(&cached));
     assert_eq!(state.newest_event_time_ms, Some(200));
     // An event older than the newest one still moves the version on.
     store
@@ -257,6 +257,30 @@ pub async fn cached_recommendations_round_trip_next_to_the_history(store: &dyn U
     let state = store.user_state("u5").await.unwrap();
     assert_eq!(state.newest_event_time_ms, Some(200));
     assert_eq!(state.history_version, 3);
+
+    // A list from version 3 replaces the one from 1; a late one from 2 (a member that lost the
+    // user's partition finishing its push) does not replace it; another from 3 does.
+    let from_version = |version: u64, item: &str| CachedRecommendations {
+        reflects_history_version: version,
+        items: vec![CachedItem {
+            item_id: item.into(),
+            score: 1.0,
+        }],
+        ..cached.clone()
+    };
+    for (version, item) in [(3, "x"), (2, "stale"), (3, "y")] {
+        store
+            .put_cached_recommendations(&[
+                ("u5".to_owned(), from_version(version, item)),
+                ("u6".to_owned(), from_version(version, item)),
+            ])
+            .await
+            .unwrap();
+    }
+    for user in ["u5", "u6"] {
+        let state = store.user_state(user).await.unwrap();
+        assert_eq!(state.cached, Some(from_version(3, "y")), "{user}");
+    }
 }
 
 pub async fn popularity_accumulates_and_ranks(store: &dyn UserStore) {

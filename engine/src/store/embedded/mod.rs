@@ -284,6 +284,19 @@ impl UserStore for EmbeddedStore {
                     .open_table(RECOMMENDATIONS)
                     .map_err(unavailable)?;
                 for (user_id, recommendations) in entries {
+                    let newer_there = table
+                        .get(user_id.as_str())
+                        .map_err(unavailable)?
+                        .and_then(|stored| {
+                            serde_json::from_slice::<CachedRecommendations>(stored.value()).ok()
+                        })
+                        .is_some_and(|stored| {
+                            stored.reflects_history_version
+                                > recommendations.reflects_history_version
+                        });
+                    if newer_there {
+                        continue;
+                    }
                     let json =
                         serde_json::to_vec(&recommendations).expect("recommendations serialise");
                     table

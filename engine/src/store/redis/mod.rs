@@ -43,7 +43,7 @@ use super::{
     AppliedInteraction, ApplyOutcome, ItemKey, StoreError, StoreLimits, UnreadableUser, UserRecord,
     UserUpdate,
 };
-use script::{WriteResults, COMPARE_AND_SET_SCRIPT};
+use script::{WriteResults, COMPARE_AND_SET_SCRIPT, PUT_NEWER_SLOTS_SCRIPT};
 use written_records::WrittenRecords;
 
 const RECORD_KEY_EXTRA: usize = 5;
@@ -70,6 +70,7 @@ pub struct RedisStore {
     key_prefix: Arc<str>,
     limits: StoreLimits,
     compare_and_set: Arc<Script>,
+    put_newer_slots: Arc<Script>,
     written: Arc<WrittenRecords>,
 }
 
@@ -118,6 +119,7 @@ impl RedisStore {
             key_prefix: key_prefix.into(),
             limits,
             compare_and_set: Arc::new(Script::new(COMPARE_AND_SET_SCRIPT)),
+            put_newer_slots: Arc::new(Script::new(PUT_NEWER_SLOTS_SCRIPT)),
             written: Arc::default(),
         })
     }

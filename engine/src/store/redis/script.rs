@@ -32,6 +32,26 @@ end
 return changed
 "#;
 
+/// For each key `KEYS[i]` (a user's cache slot): writes `ARGV[2i]`, a list computed from history
+/// version `ARGV[2i-1]`, unless the slot already holds a list computed from a later version. A
+/// member that lost the user's partition in a rebalance may finish its push after the new owner
+/// pushed from newer events; its older list must not replace the newer one.
+pub(super) const PUT_NEWER_SLOTS_SCRIPT: &str = r#"
+local current = redis.call('MGET', unpack(KEYS))
+local writes = {}
+for i, key in ipairs(KEYS) do
+  local stored = current[i] and tonumber(string.match(current[i], '"reflects_history_version":(%d+)'))
+  if not stored or stored <= tonumber(ARGV[2 * i - 1]) then
+    writes[#writes + 1] = key
+    writes[#writes + 1] = ARGV[2 * i]
+  end
+end
+if #writes > 0 then
+  redis.call('MSET', unpack(writes))
+end
+return #writes / 2
+"#;
+
 /// Bytes of a record key besides the prefix and the user id: `:{`, `}:s`.
 /// Which writes of a compare-and-set call went in, and what stopped the others.
 #[derive(Debug, Default)]

@@ -147,18 +147,27 @@ impl UserStore for RedisStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut pipeline = redis::pipe();
-        for (user_id, recommendations) in entries {
-            let json = serde_json::to_string(recommendations).expect("recommendations serialise");
-            pipeline
-                .set(self.recommendations_key(user_id), json)
-                .ignore();
+        // A list never replaces one computed from a later history version (the script says
+        // why); chunked like the records, for Lua's stack.
+        for chunk in entries.chunks(USERS_PER_CHUNK) {
+            let mut invocation = self.put_newer_slots.prepare_invoke();
+            for (user_id, _) in chunk {
+                invocation.key(self.recommendations_key(user_id));
+            }
+            for (_, recommendations) in chunk {
+                let json =
+                    serde_json::to_string(recommendations).expect("recommendations serialise");
+                invocation
+                    .arg(recommendations.reflects_history_version)
+                    .arg(json);
+            }
+            let mut connection = self.connection();
+            invocation
+                .invoke_async::<usize>(&mut connection)
+                .await
+                .map_err(unavailable)?;
         }
-        let mut connection = self.connection();
-        pipeline
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(unavailable)
+        Ok(())
     }
 
     async fn add_popularity(&self, increments: &[(String, f64)]) -> Result<(), StoreError> {
