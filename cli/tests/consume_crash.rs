@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dataset::Dataset;
@@ -15,80 +14,8 @@ use engine::event_log::replay::{
 };
 use engine::store::{open_store, StoreLimits};
 use rand::{Rng, SeedableRng};
+use support::consumer::{group_env, ConsumerProcess};
 use testkit::{KafkaBroker, RedisServer};
-
-struct ConsumerProcess {
-    child: Child,
-}
-
-impl ConsumerProcess {
-    fn start(
-        redis: &RedisServer,
-        broker: &KafkaBroker,
-        prefix: &str,
-        work_dir: &std::path::Path,
-    ) -> ConsumerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_recsys"))
-            .args(["consume", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(work_dir)
-            .env("RECSYS__STATE__URL", redis.url())
-            .env("RECSYS__STATE__KEY_PREFIX", prefix)
-            .env("RECSYS__EVENTS__URL", broker.url())
-            .env("RECSYS__EVENTS__TOPIC", format!("{prefix}-events"))
-            .env(
-                "RECSYS__EVENTS__DEAD_LETTER_TOPIC",
-                format!("{prefix}-dead"),
-            )
-            .env("RECSYS__CONSUMER__GROUP_ID", format!("{prefix}-group"))
-            // A killed member's partitions move on after this long.
-            .env("RECSYS__CONSUMER__SESSION_TIMEOUT_MS", "6000")
-            // Small batches: more commits, so kills land between and inside them.
-            .env("RECSYS__CONSUMER__MAX_BATCH_EVENTS", "1000")
-            .env("RUST_LOG", "warn")
-            .current_dir(work_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start recsys consume");
-        ConsumerProcess { child }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Blocks until it printed its "consuming ..." line (its signal handlers are installed).
-    fn wait_until_started(&mut self) {
-        use std::io::BufRead;
-        let stdout = self.child.stdout.take().expect("stdout is piped");
-        let mut reader = std::io::BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("consuming"),
-            "unexpected first line: {line:?}"
-        );
-        // Keep reading, so its last words do not meet a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
@@ -125,9 +52,10 @@ async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
     };
     let replayed_events = events.clone();
     let replaying = tokio::spawn(async move {
-        // About 20 s of stream, so the kills land while it flows.
+        // About 40 s of stream, so the kills land while it flows (a restarted member takes
+        // its partitions back at once and catches up within seconds).
         let options = ReplayOptions {
-            rate: Some(5_000.0),
+            rate: Some(2_500.0),
             timestamps: ReplayTimestamps::Original,
             api_batch: 1_000,
         };
@@ -145,13 +73,22 @@ async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
         total
     };
     let total = events.len() as u64;
+    let mut env = group_env(&redis, &broker, &prefix);
+    env.extend(
+        [
+            // Small batches: more commits, so kills land between and inside them.
+            ("RECSYS__CONSUMER__MAX_BATCH_EVENTS", "1000"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned())),
+    );
     let mut kills_mid_stream = 0;
     for kill in 0..5 {
         let before = applied_total().await;
         if before == total {
             break;
         }
-        let consumer = ConsumerProcess::start(&redis, &broker, &prefix, work_dir.path());
+        let consumer =
+            tokio::task::block_in_place(|| ConsumerProcess::start(work_dir.path(), &env));
         // Kill it while it works: once it has applied something, after a random extra moment.
         let deadline = Instant::now() + Duration::from_secs(60);
         while applied_total().await == before {
@@ -178,8 +115,7 @@ async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
     );
     assert_eq!(replaying.await.unwrap().unwrap(), events.len());
 
-    let mut consumer = ConsumerProcess::start(&redis, &broker, &prefix, work_dir.path());
-    tokio::task::block_in_place(|| consumer.wait_until_started());
+    let consumer = tokio::task::block_in_place(|| ConsumerProcess::start(work_dir.path(), &env));
     let deadline = Instant::now() + Duration::from_secs(300);
     while applied_total().await < events.len() as u64 {
         assert!(
@@ -188,7 +124,7 @@ async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let status = consumer.terminate();
+    let (status, _) = tokio::task::block_in_place(|| consumer.terminate());
     assert!(
         status.success(),
         "SIGTERM must end the consumer with status 0: {status}"

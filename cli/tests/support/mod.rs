@@ -6,6 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub mod consumer;
+
 use dataset::bundle::EncoderKind;
 use model_server::fixtures::train_tiny_bundle;
 use model_server::offline::TrainOutcome;
