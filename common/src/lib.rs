@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod clock;
 pub mod fs;
 pub mod metric_catalog;
+pub mod redact;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

@@ -4,10 +4,12 @@
 mod kafka;
 mod qdrant;
 mod redis;
+mod tls;
 
 pub use kafka::{tansu_binary, KafkaBroker};
 pub use qdrant::{qdrant_binary, QdrantServer};
 pub use redis::{unique_prefix, RedisServer};
+pub use tls::TestCertificates;
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {

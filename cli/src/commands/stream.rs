@@ -114,8 +114,11 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "consuming '{}' as group '{}' from {brokers}; health and metrics on http://{}",
-        config.events.topic, config.consumer.group_id, handle.listener_addr
+        "consuming '{}' as group '{}' from {}; health and metrics on http://{}",
+        config.events.topic,
+        config.consumer.group_id,
+        engine::event_log::broker_hosts(brokers),
+        handle.listener_addr
     );
     if handle.archiver_task.is_some() {
         println!(

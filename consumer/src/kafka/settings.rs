@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::retry::RetryPolicy;
-use engine::event_log::kafka_producer;
+use engine::event_log::{client_config, kafka_producer};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -62,9 +62,8 @@ impl ConsumerSettings {
     /// The group consumer's librdkafka configuration. The benchmark's consume-only client is
     /// built from it too, so the two differ only in what they do with the records.
     pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = client_config(&self.brokers);
         config
-            .set("bootstrap.servers", &self.brokers)
             .set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -101,7 +100,7 @@ mod tests {
     #[test]
     fn the_consumer_passes_its_settings_to_librdkafka() {
         let settings = ConsumerSettings {
-            brokers: "127.0.0.1:1".into(),
+            brokers: "127.0.0.1:1?security.protocol=SSL".into(),
             topic: "events".into(),
             dead_letter_topic: "events-dead".into(),
             group_id: "group-7".into(),
@@ -119,6 +118,8 @@ mod tests {
         };
         let config = settings.client_config();
         assert_eq!(config.get("group.id"), Some("group-7"));
+        assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:1"));
+        assert_eq!(config.get("security.protocol"), Some("SSL"));
         assert_eq!(config.get("session.timeout.ms"), Some("6500"));
         assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
         assert_eq!(config.get("enable.auto.commit"), Some("false"));

@@ -95,7 +95,8 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StateConfig {
-    /// `embedded` (redb in the data dir) or `redis://host:port[/db]`.
+    /// `embedded` (redb in the data dir) or `redis://[[user]:password@]host:port[/db]`
+    /// (`rediss://` for TLS; the password is Redis AUTH).
     pub url: String,
     /// Prefix of every Redis key, so deployments and test runs can share a server.
     pub key_prefix: String,
@@ -241,7 +242,8 @@ impl Default for CatalogueConfig {
 #[serde(default)]
 pub struct EventsConfig {
     /// `embedded` (the API applies events itself through a bounded in-process bus) or
-    /// `kafka://host:port[,host:port...]`.
+    /// `kafka://host:port[,host:port...][?property=value&...]`, the properties librdkafka's
+    /// (connection security: `security.protocol`, `sasl.*`, `ssl.*`), for every client.
     pub url: String,
     pub topic: String,
     pub dead_letter_topic: String,
@@ -270,7 +272,8 @@ impl Default for EventsConfig {
 }
 
 impl EventsConfig {
-    /// The broker list of a `kafka://` URL.
+    /// The broker list of a `kafka://` URL, with the librdkafka properties after it
+    /// (`event_log::client_config`).
     pub fn kafka_brokers(&self) -> Option<&str> {
         self.url.strip_prefix("kafka://")
     }

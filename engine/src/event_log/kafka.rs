@@ -31,6 +31,26 @@ impl ClientContext for ProducerIdWatch {
     }
 }
 
+/// The librdkafka configuration every client here starts from, for the part of a `kafka://` URL
+/// after the scheme: the broker list, then optionally `?name=value&...`, librdkafka properties
+/// (percent-encoded) for every producer, consumer and admin client. Connection security goes
+/// there: `kafka://b1:9093,b2:9093?security.protocol=SASL_SSL&sasl.mechanism=SCRAM-SHA-512&sasl.username=recsys&sasl.password=...`.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let (hosts, properties) = brokers.split_once('?').unwrap_or((brokers, ""));
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", hosts);
+    for (name, value) in form_urlencoded::parse(properties.as_bytes()) {
+        config.set(name, value);
+    }
+    config
+}
+
+/// The broker list of `brokers` (see [`client_config`]) without its properties, which may hold
+/// secrets: what logs and messages show.
+pub fn broker_hosts(brokers: &str) -> &str {
+    brokers.split_once('?').map_or(brokers, |(hosts, _)| hosts)
+}
+
 /// The producer every Kafka writer here uses (events, dead letters, replay): idempotent and
 /// `acks=all`, so a retried send neither reorders nor duplicates a partition's records.
 pub struct EventProducer {
@@ -41,8 +61,7 @@ pub struct EventProducer {
 pub fn kafka_producer(brokers: &str) -> Result<EventProducer, KafkaError> {
     let watch = ProducerIdWatch::default();
     let has_producer_id = Arc::clone(&watch.has_producer_id);
-    let producer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer = client_config(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
@@ -181,4 +200,23 @@ pub async fn await_deliveries(in_flight: &mut Vec<DeliveryFuture>) -> Result<usi
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_query_becomes_client_properties_and_stays_out_of_the_broker_list() {
+        let brokers = "b1:9093,b2:9093?security.protocol=SASL_SSL&sasl.username=recsys&sasl.password=s%26cr%3Dt+x";
+        let config = client_config(brokers);
+        assert_eq!(config.get("bootstrap.servers"), Some("b1:9093,b2:9093"));
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("sasl.password"), Some("s&cr=t x"));
+        assert_eq!(broker_hosts(brokers), "b1:9093,b2:9093");
+        assert_eq!(
+            client_config("b1:9092").get("bootstrap.servers"),
+            Some("b1:9092")
+        );
+    }
 }

@@ -27,7 +27,7 @@ use crate::store::UserStore;
 
 pub use archiving::ArchiveWriter;
 pub use bus::InProcessBus;
-pub use kafka::{kafka_producer, EventProducer, KafkaSink};
+pub use kafka::{broker_hosts, client_config, kafka_producer, EventProducer, KafkaSink};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {

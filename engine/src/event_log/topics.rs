@@ -1,9 +1,9 @@
 //! Topic creation for deployments (`recsys create-topics`, the compose `init` job).
 
+use super::client_config;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::ClientConfig;
 
 /// What happened to each requested topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +20,7 @@ pub async fn create_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<(String, TopicOutcome)>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let requests: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)))

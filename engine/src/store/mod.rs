@@ -120,7 +120,7 @@ pub enum StoreError {
     /// Stored data cannot be read back (a bug or a foreign writer); retrying will not help.
     #[error("state store holds unreadable data for {key}: {problem}")]
     Corrupt { key: String, problem: String },
-    #[error("invalid state store URL '{url}': {problem}")]
+    #[error("invalid state store URL '{}': {problem}", common::redact::url_without_secrets(.url))]
     InvalidUrl { url: String, problem: String },
 }
 
@@ -237,6 +237,10 @@ pub async fn open_store(
     data_dir: &Path,
 ) -> Result<Arc<dyn UserStore>, StoreError> {
     if url.starts_with("redis://") || url.starts_with("rediss://") {
+        if url.starts_with("rediss://") {
+            // Fails only when a provider is installed already, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         return Ok(Arc::new(
             RedisStore::connect(url, key_prefix, limits).await?,
         ));

@@ -165,6 +165,32 @@ async fn redis_state_survives_a_server_restart_and_scripts_reload() {
 }
 
 #[tokio::test]
+async fn redis_auth_takes_the_password_from_the_url_and_no_error_shows_it() {
+    let server = testkit::RedisServer::start_with_password("s3cret-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = testkit::unique_prefix("auth");
+    let url = |user_info: &str| format!("redis://{user_info}127.0.0.1:{}/", server.port);
+    let store = open_store(&url(":s3cret-pw@"), &prefix, LIMITS, dir.path())
+        .await
+        .unwrap();
+    store
+        .apply(vec![update("u", vec![interaction("a", 1, None)])])
+        .await
+        .unwrap();
+    assert_eq!(store.user_state("u").await.unwrap().recent_items, ["a"]);
+
+    for user_info in ["", ":wrong-pw@"] {
+        let error = match open_store(&url(user_info), &prefix, LIMITS, dir.path()).await {
+            Ok(store) => store.user_state("u").await.unwrap_err(),
+            Err(error) => error,
+        }
+        .to_string();
+        assert!(error.to_lowercase().contains("auth"), "{error}");
+        assert!(!error.contains("pw"), "{error}");
+    }
+}
+
+#[tokio::test]
 async fn a_stopped_redis_is_an_unavailable_error_not_a_hang() {
     let mut server = testkit::RedisServer::start();
     let store = redis_store(&server, "down").await;

@@ -7,6 +7,7 @@ mod archive;
 mod batching;
 mod deployed;
 mod items;
+mod security;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
