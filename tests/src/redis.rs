@@ -49,7 +49,7 @@ impl RedisServer {
     }
 
     fn start_with(extra_args: &[&str]) -> RedisServer {
-        let mut server = RedisServer::start_with_port(extra_args, free_port());
+        let server = RedisServer::start_with_port(extra_args, free_port());
         server.wait_until_listening();
         server
     }
