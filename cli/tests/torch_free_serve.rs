@@ -54,20 +54,23 @@ async fn the_torch_free_api_answers_through_the_model_server() {
     );
 
     let model_port = testkit::free_port();
-    let _model_server = KillOnDrop(
-        support::recsys(full, data_dir.path())
-            .args([
-                "model-server",
-                "--listen",
-                &format!("127.0.0.1:{model_port}"),
-            ])
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let start_model_server = || {
+        KillOnDrop(
+            support::recsys(full, data_dir.path())
+                .args([
+                    "model-server",
+                    "--listen",
+                    &format!("127.0.0.1:{model_port}"),
+                ])
+                .arg("--data-dir")
+                .arg(data_dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let model_server = start_model_server();
     let client = reqwest::Client::new();
     let model_url = format!("http://127.0.0.1:{model_port}");
     wait_until_healthy(&client, &format!("{model_url}/healthz")).await;
@@ -77,17 +80,17 @@ async fn the_torch_free_api_answers_through_the_model_server() {
     });
     let _api = KillOnDrop(api);
 
-    let answer: serde_json::Value = client
-        .post(format!("http://{address}/recs/retrieve?count=5"))
-        .json(&serde_json::json!({"item_seq_raw": [["i1", "i2", "i3"]]}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let retrieve = || async {
+        let response = client
+            .post(format!("http://{address}/recs/retrieve?count=5"))
+            .json(&serde_json::json!({"item_seq_raw": [["i1", "i2", "i3"]]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let answer = retrieve().await;
     assert_eq!(answer["metadata"]["source"], "personalized", "{answer}");
     let version = trained.bundle_dir.file_name().unwrap().to_str().unwrap();
     assert_eq!(answer["metadata"]["model_version"], version, "{answer}");
@@ -99,5 +102,30 @@ async fn the_torch_free_api_answers_through_the_model_server() {
             !["i1", "i2", "i3"].contains(&item_id),
             "a seen item came back: {answer}"
         );
+    }
+
+    // The model server dies: every answer is still a 200, popular items with the reason; once
+    // it is back on its address, answers are personalized again.
+    drop(model_server);
+    let down = retrieve().await;
+    assert_eq!(down["metadata"]["source"], "popular", "{down}");
+    assert_eq!(
+        down["metadata"]["fallback_reason"], "model_unavailable",
+        "{down}"
+    );
+    assert_eq!(down["recommendations"].as_array().unwrap().len(), 5);
+    let _model_server = start_model_server();
+    wait_until_healthy(&client, &format!("{model_url}/healthz")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = retrieve().await;
+        if answer["metadata"]["source"] == "personalized" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not personalized: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

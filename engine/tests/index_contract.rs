@@ -106,6 +106,30 @@ async fn embedded_index_prunes_old_versions() {
     old_versions_are_pruned("embedded", "items", data_dir.path()).await;
 }
 
+/// Qdrant Edge lets one opener at a time have a shard: the next one (here in the same process,
+/// in practice `recsys consume` next to `recsys serve`) serves a private copy, which goes when it
+/// is dropped.
+#[tokio::test]
+async fn an_embedded_index_open_elsewhere_is_served_from_a_private_copy() {
+    let data_dir = tempfile::tempdir().unwrap();
+    build_index("embedded", "items", "v1", 3, catalogue(), data_dir.path())
+        .await
+        .unwrap();
+    let first = open_index("embedded", "items", data_dir.path())
+        .await
+        .unwrap();
+    let second = open_index("embedded", "items", data_dir.path())
+        .await
+        .unwrap();
+    assert_eq!(second.version(), "v1");
+    contract(Arc::clone(&second)).await;
+    contract(first).await;
+    let copies = data_dir.path().join("index/items/.copies");
+    assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 1);
+    drop(second);
+    assert_eq!(std::fs::read_dir(&copies).unwrap().count(), 0);
+}
+
 #[tokio::test]
 async fn embedded_index_meets_the_contract_and_rebuilds_switch_atomically() {
     let data_dir = tempfile::tempdir().unwrap();

@@ -24,13 +24,43 @@ pub fn tansu_binary() -> PathBuf {
 pub struct KafkaBroker {
     child: Option<Child>,
     pub port: u16,
+    storage_engine: String,
+    /// The working directory of a persistent broker, where it keeps its SQLite file.
+    directory: Option<tempfile::TempDir>,
 }
 
 impl KafkaBroker {
+    /// A broker that keeps everything in memory.
     pub fn start() -> KafkaBroker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_binary())
+        KafkaBroker::start_on("memory://tansu/".to_owned(), None)
+    }
+
+    /// A broker that keeps its topics, records and committed offsets in an SQLite file, so
+    /// [`KafkaBroker::restart`] brings it back with them.
+    pub fn start_persistent() -> KafkaBroker {
+        // tansu reads the file's path relative to its working directory, which is this one.
+        let directory = tempfile::tempdir().unwrap();
+        KafkaBroker::start_on("sqlite://tansu.db".to_owned(), Some(directory))
+    }
+
+    fn start_on(storage_engine: String, directory: Option<tempfile::TempDir>) -> KafkaBroker {
+        let mut broker = KafkaBroker {
+            child: None,
+            port: free_port(),
+            storage_engine,
+            directory,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut command = Command::new(tansu_binary());
+        if let Some(directory) = &self.directory {
+            command.current_dir(directory.path());
+        }
+        let child = command
             .args([
                 "broker",
                 "--listener-url",
@@ -38,24 +68,30 @@ impl KafkaBroker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage_engine])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("tansu must be installed (scripts/setup.sh --tests installs it)");
-        let broker = KafkaBroker {
-            child: Some(child),
-            port,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "tansu did not start on port {port}"
+                "tansu did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        broker
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     /// `host:port`, as `bootstrap.servers` wants it.

@@ -5,7 +5,8 @@
 //!
 //! Qdrant Edge is blocking, so no call runs on a tokio worker: searches run in place as blocking
 //! sections (`run_short`), opening and building on the blocking pool. A shard directory can be
-//! open in one process at a time (Qdrant Edge locks its write-ahead log).
+//! open in one process at a time (Qdrant Edge locks its write-ahead log): a second process on the
+//! same data dir serves a private copy of the version (`private_copy.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use qdrant_edge::{
 
 use common::blocking::run_short;
 
+use super::private_copy::PrivateCopy;
+
 use super::{
     indexed_item, payload_with_item_id, IndexError, IndexPoint, IndexedItem, Payload, ScoredItem,
     VectorIndex,
@@ -32,6 +35,9 @@ pub struct EmbeddedIndex {
     shard: Arc<EdgeShard>,
     version: String,
     catalog: Arc<Catalog>,
+    /// The copy `shard` was opened from when another process holds the version (dropped after
+    /// the shard, which is declared first).
+    _private_copy: Option<PrivateCopy>,
 }
 
 /// Every item of the served version, in memory: versions never change once built, and reading
@@ -83,12 +89,28 @@ impl EmbeddedIndex {
                 })
             }
         };
-        let shard_dir = alias_dir.join(&version);
-        let (shard, catalog) = tokio::task::spawn_blocking(move || {
-            let shard = EdgeShard::load(&shard_dir, None)
-                .map_err(|error| unavailable(format!("{}: {error}", shard_dir.display())))?;
+        let served_version = version.clone();
+        let (shard, catalog, private_copy) = tokio::task::spawn_blocking(move || {
+            let shard_dir = alias_dir.join(&served_version);
+            let (shard, private_copy) = match EdgeShard::load(&shard_dir, None) {
+                Ok(shard) => (shard, None),
+                Err(error) => {
+                    // Most likely open in another process; a copy serves the same answers. A
+                    // copy that does not open either was not the problem: the first error is.
+                    let failed = || unavailable(format!("{}: {error}", shard_dir.display()));
+                    let copy =
+                        PrivateCopy::make(&alias_dir, &served_version).map_err(|_| failed())?;
+                    let shard = EdgeShard::load(copy.path(), None).map_err(|_| failed())?;
+                    tracing::info!(
+                        version = served_version,
+                        copy = %copy.path().display(),
+                        "the index version is open in another process; serving a private copy"
+                    );
+                    (shard, Some(copy))
+                }
+            };
             let catalog = read_catalog(&shard)?;
-            Ok::<_, IndexError>((shard, catalog))
+            Ok::<_, IndexError>((shard, catalog, private_copy))
         })
         .await
         .map_err(unavailable)??;
@@ -96,6 +118,7 @@ impl EmbeddedIndex {
             shard: Arc::new(shard),
             version,
             catalog: Arc::new(catalog),
+            _private_copy: private_copy,
         })
     }
 

@@ -6,6 +6,7 @@
 //! `recsys index` builds a new versioned collection and moves the alias only once it is complete.
 
 mod embedded;
+mod private_copy;
 mod remote;
 
 use std::path::Path;

@@ -9,7 +9,9 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::{deploy, event, stop, traffic, USERS};
+use testkit::KafkaBroker;
+
+use crate::{deploy, deploy_on, event, stop, traffic, USERS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_posted_to_the_api_reach_the_store_through_the_broker_and_change_answers() {
@@ -299,6 +301,34 @@ async fn events_of_a_user_whose_state_is_unreadable_are_dead_lettered_and_the_re
         assert!(header("error").contains(&key), "{}", header("error"));
         let event: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
         assert_eq!(event["user_id"], "s0");
+    }
+    deployment.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_under_the_consumer_resumes_at_the_committed_offset() {
+    let mut deployment = deploy_on(KafkaBroker::start_persistent(), false).await;
+    let (events, expected) = traffic();
+    let (first_half, second_half) = events.split_at(events.len() / 2);
+    let group = deployment.config.consumer.group_id.clone();
+    let consumer = deployment.start_consumer(&group).await;
+    deployment.produce(first_half).await;
+    deployment.wait_until_caught_up(&group).await;
+
+    deployment.broker.restart();
+    deployment.produce(second_half).await;
+    deployment.wait_until_caught_up(&group).await;
+    let totals = stop(consumer).await;
+    assert_eq!(totals.failure, None);
+    // Nothing lost, nothing read again from before the committed offset.
+    assert_eq!(
+        (totals.applied, totals.duplicates),
+        (events.len() as u64, 0)
+    );
+    let states = deployment.user_states(&USERS).await;
+    for (user, sequence) in &expected {
+        assert_eq!(&states[user].recent_items, sequence, "{user}");
+        assert_eq!(states[user].history_version, 20, "{user}");
     }
     deployment.shut_down().await;
 }

@@ -44,9 +44,12 @@ pub(crate) struct StreamDeployment {
 }
 
 pub(crate) async fn deploy(push_recommendations: bool) -> StreamDeployment {
+    deploy_on(KafkaBroker::start(), push_recommendations).await
+}
+
+pub(crate) async fn deploy_on(broker: KafkaBroker, push_recommendations: bool) -> StreamDeployment {
     let data_dir = tempfile::tempdir().unwrap();
     train_tiny_bundle(data_dir.path(), EncoderKind::Gru).unwrap();
-    let broker = KafkaBroker::start();
     let redis = RedisServer::start();
     let prefix = testkit::unique_prefix("stream");
     let mut config = Config {
