@@ -4,11 +4,13 @@
 mod kafka;
 mod qdrant;
 mod redis;
+mod redis_cluster;
 mod tls;
 
 pub use kafka::{tansu_binary, KafkaBroker};
 pub use qdrant::{qdrant_binary, QdrantServer};
 pub use redis::{unique_prefix, RedisServer};
+pub use redis_cluster::RedisCluster;
 pub use tls::TestCertificates;
 
 /// A loopback port nobody listens on right now.

@@ -48,6 +48,27 @@ impl RedisServer {
         server
     }
 
+    /// A node for a cluster: its bus port (the port + 10000) must be free too.
+    pub(crate) fn start_cluster_node() -> RedisServer {
+        let port = loop {
+            let port = free_port();
+            if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+                break port;
+            }
+        };
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ];
+        let server = RedisServer::start_with_port(&args, port);
+        server.wait_until_listening();
+        server
+    }
+
     fn start_with(extra_args: &[&str]) -> RedisServer {
         let server = RedisServer::start_with_port(extra_args, free_port());
         server.wait_until_listening();

@@ -95,8 +95,9 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StateConfig {
-    /// `embedded` (redb in the data dir) or `redis://[[user]:password@]host:port[/db]`
-    /// (`rediss://` for TLS; the password is Redis AUTH).
+    /// `embedded` (redb in the data dir), `redis://[[user]:password@]host:port[/db]`
+    /// (`rediss://` for TLS; the password is Redis AUTH) or a Redis Cluster by its seed nodes,
+    /// `redis+cluster://[[user]:password@]host:port,host:port...` (`rediss+cluster://`).
     pub url: String,
     /// Prefix of every Redis key, so deployments and test runs can share a server.
     pub key_prefix: String,

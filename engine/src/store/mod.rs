@@ -228,7 +228,8 @@ pub trait UserStore: CatalogueStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store a URL names: `redis://host:port[/db]` (or `rediss://`), or `embedded` /
+/// Opens the store a URL names: `redis://host:port[/db]` (or `rediss://`), a Redis Cluster by
+/// its seed nodes `redis+cluster://host:port,host:port` (or `rediss+cluster://`), or `embedded` /
 /// `embedded://` for the redb file under `data_dir`.
 pub async fn open_store(
     url: &str,
@@ -236,8 +237,14 @@ pub async fn open_store(
     limits: StoreLimits,
     data_dir: &Path,
 ) -> Result<Arc<dyn UserStore>, StoreError> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        if url.starts_with("rediss://") {
+    let redis_schemes = [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ];
+    if redis_schemes.iter().any(|scheme| url.starts_with(scheme)) {
+        if url.starts_with("rediss") {
             // Fails only when a provider is installed already, which is as good.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
@@ -251,6 +258,7 @@ pub async fn open_store(
     }
     Err(StoreError::InvalidUrl {
         url: url.to_owned(),
-        problem: "expected redis://, rediss:// or embedded".into(),
+        problem: "expected redis://, rediss://, redis+cluster://, rediss+cluster:// or embedded"
+            .into(),
     })
 }

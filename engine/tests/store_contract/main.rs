@@ -36,6 +36,19 @@ async fn redis_store(server: &testkit::RedisServer, test: &str) -> Arc<dyn UserS
     .unwrap()
 }
 
+async fn redis_cluster() -> (Arc<dyn UserStore>, Guard) {
+    let cluster = testkit::RedisCluster::start();
+    let store = open_store(
+        &cluster.url(),
+        &testkit::unique_prefix("cluster"),
+        LIMITS,
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    (store, Box::new(cluster))
+}
+
 async fn redis() -> (Arc<dyn UserStore>, Guard) {
     let server = testkit::RedisServer::start();
     let store = redis_store(&server, "contract").await;
@@ -110,7 +123,7 @@ macro_rules! every_backend {
     };
 }
 
-every_backend!(embedded, redis);
+every_backend!(embedded, redis, redis_cluster);
 
 #[tokio::test]
 async fn embedded_state_survives_a_reopen() {
@@ -213,7 +226,7 @@ async fn bad_urls_and_prefixes_are_rejected() {
         .unwrap()
         .to_string();
     assert!(
-        error.contains("expected redis://, rediss:// or embedded"),
+        error.contains("expected redis://, rediss://, redis+cluster://"),
         "{error}"
     );
     let error = open_store("redis://127.0.0.1:1/", "a{b", LIMITS, dir.path())
@@ -253,4 +266,59 @@ async fn redis_writer_with_a_stale_memory_of_a_record_reads_it_again() {
     let state = second.user_state("u").await.unwrap();
     assert_eq!(state.recent_items, ["a", "b", "c"]);
     assert_eq!(state.history_version, 3);
+}
+
+/// A consumer's view of a cluster node restarting: writes fail while the node is down (a
+/// transient error, retried like the consumer does) and nothing is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_loses_nothing_when_a_node_restarts_mid_run() {
+    let cluster = testkit::RedisCluster::start();
+    let store = open_store(
+        &cluster.url(),
+        &testkit::unique_prefix("cluster-restart"),
+        LIMITS,
+        std::path::Path::new("."),
+    )
+    .await
+    .unwrap();
+    let users: Vec<String> = (0..60).map(|user| format!("user-{user}")).collect();
+    let batches = 120;
+    let mut restarting = None;
+    let mut cluster = Some(cluster);
+    let mut failures = 0;
+    for batch in 0..batches {
+        if batch == 30 {
+            let mut cluster = cluster.take().unwrap();
+            restarting = Some(tokio::task::spawn_blocking(move || {
+                cluster.restart_node(1);
+                cluster
+            }));
+        }
+        let updates: Vec<UserUpdate> = users
+            .iter()
+            .map(|user| {
+                update(
+                    user,
+                    vec![interaction(&format!("i{batch}"), batch, Some((0, batch)))],
+                )
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while let Err(error) = store.apply(updates.clone()).await {
+            assert!(
+                matches!(error, engine::store::StoreError::Unavailable(_)),
+                "{error}"
+            );
+            assert!(std::time::Instant::now() < deadline, "{error}");
+            failures += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let _cluster = restarting.unwrap().await.unwrap();
+    println!("{failures} writes failed while the node restarted");
+    for user in &users {
+        let state = store.user_state(user).await.unwrap();
+        assert_eq!(state.history_version, batches as u64, "{user}");
+        assert_eq!(state.recent_items.len(), LIMITS.max_history, "{user}");
+    }
 }

@@ -21,21 +21,18 @@
 //! consumer group a user's events come from one partition, so conflicts only happen around
 //! rebalances (a zombie's stale write is refused) or with several API processes on the
 //! in-process bus. Popularity increments of the applied interactions follow, once per batch.
-//! A user's keys share a hash slot (`{u}`), so the layout suits Redis Cluster; this client talks
-//! to one server (a standalone Redis or a cluster proxy), and the compare-and-set call, which
-//! names a chunk's users together, is the one command a cluster client would split by slot.
+//! A user's keys share a hash slot (`{u}`). On Redis Cluster (`redis+cluster://`) the calls that
+//! name many users are split by slot (`connection.rs`).
 
 mod catalogue;
+mod connection;
 mod script;
 mod user_store;
 mod written_records;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::io::tcp::TcpSettings;
-use redis::{IntoConnectionInfo, Script};
+use redis::Script;
 
 use crate::BatchMap;
 
@@ -43,6 +40,7 @@ use super::{
     AppliedInteraction, ApplyOutcome, ItemKey, StoreError, StoreLimits, UnreadableUser, UserRecord,
     UserUpdate,
 };
+use connection::{Connection, Connections};
 use script::{WriteResults, COMPARE_AND_SET_SCRIPT, PUT_NEWER_SLOTS_SCRIPT};
 use written_records::WrittenRecords;
 
@@ -65,8 +63,7 @@ const CONNECTIONS: usize = CONCURRENT_CHUNKS;
 /// Cheap to clone (shared connections and script): each chunk of a batch runs as its own task.
 #[derive(Clone)]
 pub struct RedisStore {
-    connections: Arc<[ConnectionManager]>,
-    next_connection: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
     key_prefix: Arc<str>,
     limits: StoreLimits,
     compare_and_set: Arc<Script>,
@@ -90,32 +87,9 @@ impl RedisStore {
                 problem: format!("key prefix '{key_prefix}' must be non-empty and free of braces"),
             });
         }
-        let invalid = |error: redis::RedisError| StoreError::InvalidUrl {
-            url: url.to_owned(),
-            problem: error.to_string(),
-        };
-        // Without TCP_NODELAY (redis-rs leaves Nagle on) the tail of a pipelined write waits for
-        // the server's acknowledgement of the part before it.
-        let connection_info = url
-            .into_connection_info()
-            .map_err(invalid)?
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(connection_info).map_err(invalid)?;
-        // Bounded waits: a dead server must turn into an error the caller can fall back on, not a
-        // request that hangs.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let connections = futures::future::try_join_all(
-            (0..CONNECTIONS)
-                .map(|_| ConnectionManager::new_with_config(client.clone(), config.clone())),
-        )
-        .await
-        .map_err(unavailable)?;
+        let connections = Connections::open(url, CONNECTIONS).await?;
         Ok(RedisStore {
-            connections: connections.into(),
-            next_connection: Arc::default(),
+            connections: Arc::new(connections),
             key_prefix: key_prefix.into(),
             limits,
             compare_and_set: Arc::new(Script::new(COMPARE_AND_SET_SCRIPT)),
@@ -125,9 +99,8 @@ impl RedisStore {
     }
 
     /// The connections in turn (each a cheap handle to a shared multiplexed connection).
-    fn connection(&self) -> ConnectionManager {
-        let turn = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        self.connections[turn % self.connections.len()].clone()
+    fn connection(&self) -> Connection {
+        self.connections.next()
     }
 
     fn record_key(&self, user_id: &str) -> String {
@@ -193,16 +166,31 @@ impl RedisStore {
 
     /// The stored records of `user_ids`, as bytes (empty: none yet), in one round trip.
     async fn read_records(&self, user_ids: &[&str]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut pipeline = redis::pipe();
-        for user_id in user_ids {
-            pipeline.get(self.record_key(user_id));
+        let keys: Vec<String> = user_ids.iter().map(|user| self.record_key(user)).collect();
+        let groups = self.connections.groups(keys.iter().map(String::as_str));
+        let reads = groups.iter().map(|positions| {
+            let mut pipeline = redis::pipe();
+            for &position in positions {
+                pipeline.get(&keys[position]);
+            }
+            let mut connection = self.connection();
+            async move {
+                pipeline
+                    .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
+                    .await
+                    .map_err(unavailable)
+            }
+        });
+        let mut records = vec![Vec::new(); user_ids.len()];
+        for (positions, read) in groups
+            .iter()
+            .zip(futures::future::try_join_all(reads).await?)
+        {
+            for (&position, record) in positions.iter().zip(read) {
+                records[position] = record.unwrap_or_default();
+            }
         }
-        let mut connection = self.connection();
-        let records: Vec<Option<Vec<u8>>> = pipeline
-            .query_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(records.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(records)
     }
 
     /// Each user's record as this process last wrote it, or else as the server holds it (one
@@ -225,8 +213,38 @@ impl RedisStore {
     }
 
     /// Writes `(user, read bytes, new bytes)` where the record is still as read, in one script
-    /// call, and says which of `writes` went in.
+    /// call per group of keys a call may name together, and says which of `writes` went in.
     async fn compare_and_set(&self, writes: &[(&str, Vec<u8>, Vec<u8>)]) -> WriteResults {
+        if !self.connections.is_cluster() {
+            return self.compare_and_set_call(writes).await;
+        }
+        let keys: Vec<String> = writes
+            .iter()
+            .map(|(user, _, _)| self.record_key(user))
+            .collect();
+        let groups = self.connections.groups(keys.iter().map(String::as_str));
+        let calls = groups.iter().map(|positions| {
+            let group: Vec<(&str, Vec<u8>, Vec<u8>)> = positions
+                .iter()
+                .map(|&position| writes[position].clone())
+                .collect();
+            async move { self.compare_and_set_call(&group).await }
+        });
+        let mut merged = WriteResults {
+            written: vec![false; writes.len()],
+            ..WriteResults::default()
+        };
+        for (positions, results) in groups.iter().zip(futures::future::join_all(calls).await) {
+            for (&position, written) in positions.iter().zip(results.written) {
+                merged.written[position] = written;
+            }
+            merged.script_missing |= results.script_missing;
+            merged.error = merged.error.or(results.error);
+        }
+        merged
+    }
+
+    async fn compare_and_set_call(&self, writes: &[(&str, Vec<u8>, Vec<u8>)]) -> WriteResults {
         if writes.is_empty() {
             return WriteResults::default();
         }

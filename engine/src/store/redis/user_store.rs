@@ -13,6 +13,9 @@ use crate::store::{
 };
 use crate::BatchMap;
 
+/// Pushed-list calls in flight at once (several only on a cluster, one per hash slot).
+const PUSH_CALLS_IN_FLIGHT: usize = 64;
+
 /// Compare-and-set rounds an erasure tries before giving up on a user written to without pause.
 const FORGET_ATTEMPTS: usize = 10;
 
@@ -148,13 +151,23 @@ impl UserStore for RedisStore {
             return Ok(());
         }
         // A list never replaces one computed from a later history version (the script says
-        // why); chunked like the records, for Lua's stack.
-        for chunk in entries.chunks(USERS_PER_CHUNK) {
+        // why); chunked like the records, for Lua's stack, and by slot on a cluster.
+        let keys: Vec<String> = entries
+            .iter()
+            .map(|(user_id, _)| self.recommendations_key(user_id))
+            .collect();
+        let groups = self.connections.groups(keys.iter().map(String::as_str));
+        let mut calls = Vec::new();
+        for chunk in groups
+            .iter()
+            .flat_map(|group| group.chunks(USERS_PER_CHUNK))
+        {
             let mut invocation = self.put_newer_slots.prepare_invoke();
-            for (user_id, _) in chunk {
-                invocation.key(self.recommendations_key(user_id));
+            for &position in chunk {
+                invocation.key(&keys[position]);
             }
-            for (_, recommendations) in chunk {
+            for &position in chunk {
+                let recommendations = &entries[position].1;
                 let json =
                     serde_json::to_string(recommendations).expect("recommendations serialise");
                 invocation
@@ -162,10 +175,17 @@ impl UserStore for RedisStore {
                     .arg(json);
             }
             let mut connection = self.connection();
-            invocation
-                .invoke_async::<usize>(&mut connection)
-                .await
-                .map_err(unavailable)?;
+            calls.push(async move {
+                invocation
+                    .invoke_async::<usize>(&mut connection)
+                    .await
+                    .map_err(unavailable)
+            });
+        }
+        // One call on a single server; on a cluster one per slot, many at a time.
+        let mut calls = futures::stream::iter(calls).buffer_unordered(PUSH_CALLS_IN_FLIGHT);
+        while let Some(call) = calls.next().await {
+            call?;
         }
         Ok(())
     }
