@@ -96,9 +96,9 @@ pub struct StoreLimits {
     /// Distinct seen items kept per user, those of the recent sequence included (which are never
     /// forgotten); the least recently seen are forgotten first.
     pub max_seen: usize,
-    /// Digests of the user's most recent event ids kept to recognise repeats (8 bytes each). A
-    /// repeat is caught while fewer than this many of the user's events came after the original:
-    /// clients retry within seconds and a producer repeats within a batch.
+    /// Digests of the user's most recent event ids kept to recognise repeats (8 bytes each, in
+    /// every user's record). A repeat is caught while fewer than this many of the user's events
+    /// came after the original: a client retries within seconds, a producer resends a batch.
     pub max_event_ids: usize,
 }
 
@@ -107,7 +107,7 @@ impl Default for StoreLimits {
         StoreLimits {
             max_history: 50,
             max_seen: 1_000,
-            max_event_ids: 64,
+            max_event_ids: 16,
         }
     }
 }

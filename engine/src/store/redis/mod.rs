@@ -6,7 +6,7 @@
 //! p:{u}:s        string  the user's record (`record.rs`: sequence, seen items, offsets,
 //!                        newest event time, history version, recent event id digests),
 //!                        about 120 bytes for a full 50-item sequence of numeric ids plus 8
-//!                        bytes per remembered event id (64 by default)
+//!                        bytes per remembered event id (16 by default)
 //! p:{u}:r        string  cached recommendations (JSON)
 //! p:popular      zset    item -> popularity score
 //! ```
