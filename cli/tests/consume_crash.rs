@@ -5,36 +5,20 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dataset::Dataset;
-use engine::event_log::replay::{
-    dataset_events, replay, ReplayOptions, ReplayTarget, ReplayTimestamps,
-};
+use engine::event_log::replay::{replay, ReplayOptions, ReplayTarget, ReplayTimestamps};
 use engine::store::{open_store, StoreLimits};
 use rand::{Rng, SeedableRng};
 use support::consumer::{group_env, ConsumerProcess};
+use support::movielens_stream::MovieLensStream;
 use testkit::{KafkaBroker, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
-    let dataset = Dataset::load(&support::movielens_data_dir(), "ml-100k")
-        .expect("MovieLens-100k is needed: scripts/setup.sh fetches it into $RECSYS_DATA_DIR");
-    let events = dataset_events(&dataset.name, &dataset.interactions);
     let limits = StoreLimits::default();
-    let mut expected: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
-    for event in &events {
-        let (sequence, count) = expected.entry(event.user_id.clone()).or_default();
-        if sequence.last() != Some(&event.item_id) {
-            sequence.push(event.item_id.clone());
-        }
-        *count += 1;
-    }
-    for (sequence, _) in expected.values_mut() {
-        let excess = sequence.len().saturating_sub(limits.max_history);
-        sequence.drain(..excess);
-    }
+    let stream = MovieLensStream::load(&support::movielens_data_dir(), limits);
+    let (events, expected) = (&stream.events, &stream.expected);
 
     let broker = KafkaBroker::start();
     let redis = RedisServer::start();
@@ -130,17 +114,7 @@ async fn sigkilled_consumers_lose_and_duplicate_nothing_of_movielens() {
         "SIGTERM must end the consumer with status 0: {status}"
     );
 
-    let mut wrong = Vec::new();
-    for (user, (sequence, count)) in &expected {
-        let state = store.user_state(user).await.unwrap();
-        if &state.recent_items != sequence || state.history_version != *count {
-            wrong.push(format!(
-                "{user}: {} applied for {count} events, sequence equal: {}",
-                state.history_version,
-                &state.recent_items == sequence
-            ));
-        }
-    }
+    let wrong = stream.users_that_differ(store.as_ref()).await;
     assert!(
         wrong.is_empty(),
         "{} users differ: {:?}",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::consumer::ConsumerProcess;
+use support::movielens_stream::small_model;
 use support::KillOnDrop;
 use testkit::{KafkaBroker, RedisServer};
 
@@ -55,21 +56,7 @@ fn retrieve_until(
 fn the_readmes_stream_walk_through_reaches_the_pushed_list() {
     let data_dir = support::data_dir_with_movielens();
     let binary = Path::new(env!("CARGO_BIN_EXE_recsys"));
-    support::run(
-        binary,
-        data_dir.path(),
-        &[],
-        &[
-            "train",
-            "--dataset",
-            "ml-100k",
-            "--max-epochs",
-            "1",
-            "--embedding-dim",
-            "16",
-        ],
-    );
-    support::run(binary, data_dir.path(), &[], &["index"]);
+    small_model(binary, data_dir.path());
 
     let broker = KafkaBroker::start();
     let redis = RedisServer::start();

@@ -61,10 +61,11 @@ impl QdrantServer {
         };
         let ready = format!("127.0.0.1:{http_port}");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_ready(&ready) {
+        // The gRPC listener (the one the index talks to) may come up after `/readyz` answers.
+        while !is_ready(&ready) || std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "the Qdrant server did not become ready on {ready}"
+                "the Qdrant server did not become ready on {ready} and gRPC port {grpc_port}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -11,6 +11,11 @@ use std::process::{Child, Command, Stdio};
     reason = "each test binary compiles this module; not every one uses it"
 )]
 pub mod consumer;
+#[allow(
+    dead_code,
+    reason = "each test binary compiles this module; not every one uses it"
+)]
+pub mod movielens_stream;
 
 use dataset::bundle::EncoderKind;
 use model_server::fixtures::train_tiny_bundle;

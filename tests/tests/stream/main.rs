@@ -5,6 +5,7 @@
 
 mod archive;
 mod batching;
+mod dead_letters;
 mod deployed;
 mod items;
 mod security;
@@ -263,6 +264,15 @@ impl StreamDeployment {
             states.insert((*user).to_owned(), state);
         }
         states
+    }
+
+    /// Every user of [`traffic`] holds the expected sequence, each of its 20 events applied once.
+    async fn assert_every_user_has(&self, expected: &BTreeMap<String, Vec<String>>) {
+        let states = self.user_states(&USERS).await;
+        for (user, sequence) in expected {
+            assert_eq!(&states[user].recent_items, sequence, "{user}");
+            assert_eq!(states[user].history_version, 20, "{user}");
+        }
     }
 
     async fn shut_down(self) {
