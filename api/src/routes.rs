@@ -51,10 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/items/{item_id}/similar", get(crate::items::similar_items))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(state): State<AppState>| async move { state.metrics.render() }),
-        )
+        .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/docs", get(|| async { Html(DOCS_PAGE) }))
 }
@@ -334,6 +331,24 @@ async fn dependency_state<E: std::fmt::Display>(
     )
 )]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let readiness = readiness(&state).await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness))
+}
+
+/// Prometheus' text, with `recsys_api_ready` checked at the scrape: alerts see readiness
+/// without a prober of their own.
+async fn metrics_text(State(state): State<AppState>) -> String {
+    let ready = readiness(&state).await.ready;
+    metrics::gauge!("recsys_api_ready").set(if ready { 1.0 } else { 0.0 });
+    state.metrics.render()
+}
+
+async fn readiness(state: &AppState) -> ReadinessResponse {
     let retriever = state.retriever.get();
     let (store, index, model) = tokio::join!(
         dependency_state(retriever.store().ping()),
@@ -355,18 +370,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     .into_iter()
     .map(|(name, state)| (name.to_owned(), state))
     .collect();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(ReadinessResponse {
-            ready,
-            dependencies,
-        }),
-    )
+    ReadinessResponse {
+        ready,
+        dependencies,
+    }
 }
 
 /// The user's stored state: recent sequence (oldest first) and how many items count as seen.

@@ -40,6 +40,12 @@ pub const METRICS: &[MetricInfo] = &[
         "Always 1; the labels say which build runs (version).",
     ),
     metric(
+        "recsys_api_ready",
+        Gauge,
+        Unit::Count,
+        "1 when the API's dependencies are ok (what /readyz answers), 0 when not; checked at each scrape.",
+    ),
+    metric(
         "recsys_api_request_duration_seconds",
         Histogram,
         Unit::Seconds,
@@ -182,6 +188,12 @@ pub const METRICS: &[MetricInfo] = &[
         Counter,
         Unit::Count,
         "Users whose pushed recommendations were recomputed, by outcome.",
+    ),
+    metric(
+        "recsys_consumer_ready",
+        Gauge,
+        Unit::Count,
+        "1 when every consumer of the process is consuming (what /readyz answers), 0 when not; checked at each scrape.",
     ),
     metric(
         "recsys_consumer_store_retries_total",

@@ -70,10 +70,7 @@ pub async fn spawn_listener(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(state): State<ListenerState>| async move { state.metrics.render() }),
-        )
+        .route("/metrics", get(metrics_text))
         .with_state(ListenerState { health, metrics });
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -81,6 +78,13 @@ pub async fn spawn_listener(
         }
     });
     Ok((local_addr, task))
+}
+
+/// Prometheus' text, with `recsys_consumer_ready` as `/readyz` would answer now.
+async fn metrics_text(State(state): State<ListenerState>) -> String {
+    let ready = state.health.iter().all(|health| health.report().ready);
+    metrics::gauge!("recsys_consumer_ready").set(if ready { 1.0 } else { 0.0 });
+    state.metrics.render()
 }
 
 async fn readyz(State(state): State<ListenerState>) -> (StatusCode, Json<ReadinessReport>) {
@@ -99,4 +103,24 @@ async fn readyz(State(state): State<ListenerState>) -> (StatusCode, Json<Readine
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_metrics_say_whether_every_consumer_is_ready() {
+        let (events, items) = (Health::starting(), Health::starting());
+        events.set_ready();
+        let state = ListenerState {
+            health: vec![Arc::clone(&events), Arc::clone(&items)],
+            metrics: common::telemetry::prometheus_handle(),
+        };
+        let text = metrics_text(State(state.clone())).await;
+        assert!(text.contains("recsys_consumer_ready 0"), "{text}");
+        items.set_ready();
+        let text = metrics_text(State(state)).await;
+        assert!(text.contains("recsys_consumer_ready 1"), "{text}");
+    }
 }

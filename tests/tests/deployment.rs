@@ -175,7 +175,7 @@ fn every_recsys_variable_in_the_compose_file_is_a_configuration_key() {
 
 #[test]
 fn prometheus_scrapes_every_program_where_it_listens() {
-    let prometheus = yaml("deploy/prometheus.yml");
+    let prometheus = yaml("deploy/prometheus/prometheus.yml");
     let targets: BTreeSet<String> = prometheus["scrape_configs"]
         .as_array()
         .unwrap()
@@ -272,19 +272,7 @@ fn every_metric_a_dashboard_panel_queries_is_exported_by_the_programs() {
     let mut queried = BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
-            let expression = target["expr"].as_str().unwrap();
-            for fragment in expression.split("recsys_").skip(1) {
-                let name: String = fragment
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
-                    .collect();
-                let name = ["_bucket", "_count", "_sum"]
-                    .iter()
-                    .find_map(|suffix| name.strip_suffix(suffix))
-                    .unwrap_or(&name)
-                    .to_owned();
-                queried.insert(format!("recsys_{name}"));
-            }
+            queried.extend(metrics_in(target["expr"].as_str().unwrap()));
         }
     }
     let unknown: Vec<&String> = queried.difference(&exported).collect();
@@ -301,5 +289,87 @@ fn every_metric_a_dashboard_panel_queries_is_exported_by_the_programs() {
         "recsys_consumer_freshness_seconds",
     ] {
         assert!(queried.contains(required), "no panel shows {required}");
+    }
+}
+
+/// The recsys metrics a PromQL expression reads (histogram series named as their histogram).
+fn metrics_in(expression: &str) -> BTreeSet<String> {
+    expression
+        .split("recsys_")
+        .skip(1)
+        .map(|fragment| {
+            let name: String = fragment
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let name = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name)
+                .to_owned();
+            format!("recsys_{name}")
+        })
+        .collect()
+}
+
+/// The alert rules Prometheus loads read only exported metrics, cover what an operator must
+/// hear about, pass `promtool check rules`, and each fires in its unit test
+/// (`promtool test rules`).
+#[test]
+fn every_alert_reads_exported_metrics_and_passes_its_promtool_unit_test() {
+    let exported = exported_metric_names();
+    let rules = yaml("deploy/prometheus/alerts.yml");
+    let mut alerts = BTreeSet::new();
+    let mut queried = BTreeSet::new();
+    for group in rules["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            alerts.insert(rule["alert"].as_str().unwrap().to_owned());
+            queried.extend(metrics_in(rule["expr"].as_str().unwrap()));
+        }
+    }
+    let unknown: Vec<&String> = queried.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "alerts on metrics nobody exports: {unknown:?}"
+    );
+    for required in [
+        "recsys_consumer_lag_messages",
+        "recsys_consumer_dead_letters_total",
+        "recsys_retrieve_fallbacks_total",
+        "recsys_api_request_duration_seconds",
+        "recsys_consumer_ready",
+        "recsys_api_ready",
+    ] {
+        assert!(queried.contains(required), "no alert reads {required}");
+    }
+    let tests = yaml("deploy/prometheus/alerts.test.yml");
+    let tested: BTreeSet<String> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|test| test["alert_rule_test"].as_array().unwrap().iter())
+        .map(|case| case["alertname"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tested, alerts, "every alert needs a unit test");
+
+    let directory = repo().join("deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let Ok(output) = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&directory)
+            .output()
+        else {
+            eprintln!("SKIPPED: promtool {args:?} (no promtool: scripts/setup.sh --tests installs prometheus)");
+            return;
+        };
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }

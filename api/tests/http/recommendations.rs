@@ -211,6 +211,12 @@ async fn health_readiness_and_metrics() {
         "{}",
         answer.text
     );
+    // Checked at the scrape, as /readyz answered above.
+    assert!(
+        answer.text.contains("recsys_api_ready 1"),
+        "{}",
+        answer.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
