@@ -68,6 +68,14 @@ if $with_test_deps; then
       tansu --version "$tansu_version" --features dynostore,libsql --root "$RECSYS_CACHE_DIR/tools"
     rm -rf "$RECSYS_CACHE_DIR/tansu-build"
   fi
+  # License, ban and source checks of the dependency tree (CI runs `cargo deny check`).
+  deny_version="0.20"
+  if ! "$RECSYS_CACHE_DIR/tools/bin/cargo-deny" --version 2>/dev/null | grep -q "cargo-deny $deny_version"; then
+    log "building cargo-deny $deny_version into $RECSYS_CACHE_DIR/tools (a few minutes, once)"
+    CARGO_TARGET_DIR="$RECSYS_CACHE_DIR/deny-build" cargo install --quiet --locked \
+      cargo-deny --version "~$deny_version" --root "$RECSYS_CACHE_DIR/tools"
+    rm -rf "$RECSYS_CACHE_DIR/deny-build"
+  fi
   # No package registry reachable here ships a Qdrant server; a machine that has the binary built
   # from source next to the checkout (or in $RECSYS_SHARED_TOOLS) gets the remote index tests,
   # once unpacked into the tool cache; others print SKIPPED.

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Every test: set up (venv, data, redis-server, tansu), build the torch-free `recsys` (the serving
-# image's binary) for the test that runs it against `recsys model-server`, then the whole
-# workspace's test suite.
+# Every test: set up (venv, data, redis-server, tansu), check the dependencies' licenses, bans
+# and sources (`deny.toml`), build the torch-free `recsys` (the serving image's binary) for the
+# test that runs it against `recsys model-server`, then the whole workspace's test suite.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$REPO_ROOT"
 
 "$REPO_ROOT/scripts/setup.sh" --tests
+
+# Licenses, banned crates and sources of every dependency.
+"$RECSYS_CACHE_DIR/tools/bin/cargo-deny" check licenses bans sources
 
 # Built first and copied aside: the default build writes the same target/debug/recsys.
 cargo build --locked -p recsys-cli --no-default-features

@@ -131,7 +131,10 @@ pub async fn start_consumer(
 ) -> anyhow::Result<ConsumerHandle> {
     let health = Health::starting();
     let shutdown = CancellationToken::new();
-    let instance_id = instance_id(config)?;
+    let instance_id = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || instance_id(&config)).await??
+    };
     let catalogue_consumer = if config.catalogue.topic.is_empty() {
         None
     } else {
