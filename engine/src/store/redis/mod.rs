@@ -164,7 +164,8 @@ impl RedisStore {
         Ok(total)
     }
 
-    /// The stored records of `user_ids`, as bytes (empty: none yet), in one round trip.
+    /// The stored records of `user_ids`, as bytes (empty: none yet), in one round trip (one per
+    /// slot, side by side, on a cluster).
     async fn read_records(&self, user_ids: &[&str]) -> Result<Vec<Vec<u8>>, StoreError> {
         let keys: Vec<String> = user_ids.iter().map(|user| self.record_key(user)).collect();
         let groups = self.connections.groups(keys.iter().map(String::as_str));

@@ -12,8 +12,8 @@ use crate::store::StoreError;
 /// arguments and reply converted, the command looked up) that two calls per key pay twice
 /// (`BENCHMARKS.md` has the comparison). Every byte that enters Lua is also hashed once (Redis'
 /// Lua interns strings), which is why a record's old and new bytes are worth keeping small. All
-/// keys of a call are declared, as Redis requires; on Redis Cluster (another client) a call
-/// would have to group keys by slot.
+/// keys of a call are declared, as Redis requires; on Redis Cluster a call names the keys of one
+/// slot (`connection.rs` groups them).
 pub(super) const COMPARE_AND_SET_SCRIPT: &str = r#"
 local current = redis.call('MGET', unpack(KEYS))
 local changed = {}
