@@ -67,6 +67,24 @@ async fn the_openapi_document_is_complete_and_describes_real_answers() {
             "{method} {path} is not documented"
         );
     }
+    // Refusals before the handler runs are documented too: a body in another content type
+    // (415) and a query string or body that does not parse (400).
+    for (path, methods) in document["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let responses = &operation["responses"];
+            if operation["requestBody"].is_object() {
+                assert!(responses["415"].is_object(), "{method} {path}: no 415");
+                assert!(responses["400"].is_object(), "{method} {path}: no 400");
+            }
+            let has_query = operation["parameters"]
+                .as_array()
+                .is_some_and(|parameters| parameters.iter().any(|p| p["in"] == "query"));
+            if has_query {
+                assert!(responses["400"].is_object(), "{method} {path}: no 400");
+            }
+        }
+    }
+
     let mut found = Vec::new();
     references(&document, &mut found);
     assert!(!found.is_empty());
