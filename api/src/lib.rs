@@ -3,6 +3,7 @@
 pub mod error;
 mod events;
 mod items;
+mod openapi;
 mod routes;
 mod search;
 mod users;

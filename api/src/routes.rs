@@ -22,6 +22,8 @@ use serde::Deserialize;
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, OpenApi};
 
+use crate::openapi::{ApiDoc, DOCS_PAGE};
+
 use crate::{ApiError, AppState};
 
 pub const MAX_COUNT: usize = 1000;
@@ -55,95 +57,6 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/docs", get(|| async { Html(DOCS_PAGE) }))
 }
-
-/// The OpenAPI document, generated from the handlers' annotations and the wire types.
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "recsys",
-        description = "Streaming session recommender: personalized top-N items from a user's \
-            stored history and current session, popular items (with the reason) otherwise."
-    ),
-    paths(
-        retrieve,
-        popular,
-        seq_retriever,
-        user_history,
-        crate::users::forget_user,
-        crate::search::items_by_id,
-        crate::search::items_by_ids_body,
-        crate::search::search_items,
-        crate::search::search_by_title,
-        crate::items::upsert_items,
-        crate::items::get_item,
-        crate::items::remove_item,
-        crate::items::similar_items,
-        readyz,
-        healthz,
-        crate::events::post_events
-    ),
-    modifiers(&RefusalResponses)
-)]
-pub struct ApiDoc;
-
-/// The refusals an operation can meet before its handler runs, which the handlers' annotations
-/// leave out: 415 for a body sent as another content type than the operation takes, and 400 for
-/// a query string or a body that does not parse (an unknown or malformed parameter, not JSON).
-struct RefusalResponses;
-
-impl utoipa::Modify for RefusalResponses {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::path::ParameterIn;
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let refusal = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .build()
-        };
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-            ];
-            for operation in operations.into_iter().flatten() {
-                let responses = &mut operation.responses.responses;
-                if operation.request_body.is_some() {
-                    responses.entry("415".to_owned()).or_insert_with(|| {
-                        refusal("The body is not sent as a content type this operation takes")
-                            .into()
-                    });
-                }
-                let has_query = operation
-                    .parameters
-                    .iter()
-                    .flatten()
-                    .any(|parameter| parameter.parameter_in == ParameterIn::Query);
-                let unparsable = match (has_query, operation.request_body.is_some()) {
-                    (true, true) => {
-                        "A query parameter is unknown or malformed, or the body is not JSON"
-                    }
-                    (true, false) => "A query parameter is unknown or malformed",
-                    (false, true) => "The body is not JSON",
-                    (false, false) => continue,
-                };
-                responses
-                    .entry("400".to_owned())
-                    .or_insert_with(|| refusal(unparsable).into());
-            }
-        }
-    }
-}
-
-/// A self-contained page that renders `/openapi.json` (no CDN: it works offline and air-gapped).
-const DOCS_PAGE: &str = include_str!("docs.html");
 
 /// Process liveness: answers as long as the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = String, example = "ok")))]

@@ -235,6 +235,13 @@ async fn bad_urls_and_prefixes_are_rejected() {
         .unwrap()
         .to_string();
     assert!(error.contains("free of braces"), "{error}");
+    let error = open_store("redis+cluster://:pw@/", "p", LIMITS, dir.path())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("no seed node"), "{error}");
+    assert!(!error.contains("pw"), "{error}");
 }
 
 /// The Redis store remembers the records it wrote, to skip reading them back: a record another
