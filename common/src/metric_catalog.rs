@@ -267,6 +267,12 @@ pub const METRICS: &[MetricInfo] = &[
         Unit::Count,
         "Model-and-index pairs swapped in after a promotion or rollback.",
     ),
+    metric(
+        "recsys_store_cluster_reconnects_total",
+        Counter,
+        Unit::Count,
+        "Redis Cluster connections replaced after they stopped answering.",
+    ),
 ];
 
 /// Describes every metric to the installed recorder.

@@ -9,6 +9,7 @@
 //! per-user call is unchanged.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -18,6 +19,7 @@ use redis::cluster_routing::Slot;
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
+use super::healing_cluster::HealingCluster;
 use super::unavailable;
 use crate::store::StoreError;
 
@@ -30,14 +32,24 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(super) enum Connection {
     Server(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster {
+        connection: ClusterConnection,
+        healing: Arc<HealingCluster>,
+    },
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Server(connection) => connection.req_packed_command(cmd),
-            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster {
+                connection,
+                healing,
+            } => Box::pin(async move {
+                let result = connection.req_packed_command(cmd).await;
+                healing.observe(&result);
+                result
+            }),
         }
     }
 
@@ -51,25 +63,35 @@ impl ConnectionLike for Connection {
             Connection::Server(connection) => {
                 connection.req_packed_commands(pipeline, offset, count)
             }
-            Connection::Cluster(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
+            Connection::Cluster {
+                connection,
+                healing,
+            } => Box::pin(async move {
+                let result = connection
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                healing.observe(&result);
+                result
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Connection::Server(connection) => connection.get_db(),
-            Connection::Cluster(connection) => connection.get_db(),
+            Connection::Cluster { connection, .. } => connection.get_db(),
         }
     }
 }
 
-/// The store's connections, handed out in turn.
-pub(super) struct Connections {
-    connections: Box<[Connection]>,
-    next: AtomicUsize,
-    cluster: bool,
+/// The store's connections: to one server, several handed out in turn; to a cluster, the one
+/// multiplexed connection of the moment.
+pub(super) enum Connections {
+    Server {
+        connections: Box<[ConnectionManager]>,
+        next: AtomicUsize,
+    },
+    Cluster(Arc<HealingCluster>),
 }
 
 impl Connections {
@@ -105,12 +127,10 @@ impl Connections {
                 .retries(2)
                 .build()
                 .map_err(|error| invalid(error.to_string()))?;
-            let connection = client.get_async_connection().await.map_err(unavailable)?;
-            return Ok(Connections {
-                connections: vec![Connection::Cluster(connection); count].into(),
-                next: AtomicUsize::new(0),
-                cluster: true,
-            });
+            let healing = HealingCluster::connect(client)
+                .await
+                .map_err(unavailable)?;
+            return Ok(Connections::Cluster(healing));
         }
         // Without TCP_NODELAY (redis-rs leaves Nagle on) the tail of a pipelined write waits for
         // the server's acknowledgement of the part before it.
@@ -129,21 +149,28 @@ impl Connections {
         )
         .await
         .map_err(unavailable)?;
-        Ok(Connections {
-            connections: connections.into_iter().map(Connection::Server).collect(),
+        Ok(Connections::Server {
+            connections: connections.into(),
             next: AtomicUsize::new(0),
-            cluster: false,
         })
     }
 
-    /// The connections in turn.
+    /// The connection for the next call.
     pub(super) fn next(&self) -> Connection {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        self.connections[turn % self.connections.len()].clone()
+        match self {
+            Connections::Server { connections, next } => {
+                let turn = next.fetch_add(1, Ordering::Relaxed);
+                Connection::Server(connections[turn % connections.len()].clone())
+            }
+            Connections::Cluster(healing) => Connection::Cluster {
+                connection: healing.connection(),
+                healing: Arc::clone(healing),
+            },
+        }
     }
 
     pub(super) fn is_cluster(&self) -> bool {
-        self.cluster
+        matches!(self, Connections::Cluster(_))
     }
 
     /// Positions of `keys` grouped so that each group can go in one call: all together on one
@@ -152,7 +179,7 @@ impl Connections {
         &self,
         keys: impl ExactSizeIterator<Item = &'a str>,
     ) -> Vec<Vec<usize>> {
-        if !self.cluster {
+        if !self.is_cluster() {
             return vec![(0..keys.len()).collect()];
         }
         let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();

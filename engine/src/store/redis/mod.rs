@@ -26,6 +26,7 @@
 
 mod catalogue;
 mod connection;
+mod healing_cluster;
 mod script;
 mod user_store;
 mod written_records;
