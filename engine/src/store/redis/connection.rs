@@ -127,9 +127,7 @@ impl Connections {
                 .retries(2)
                 .build()
                 .map_err(|error| invalid(error.to_string()))?;
-            let healing = HealingCluster::connect(client)
-                .await
-                .map_err(unavailable)?;
+            let healing = HealingCluster::connect(client).await.map_err(unavailable)?;
             return Ok(Connections::Cluster(healing));
         }
         // Without TCP_NODELAY (redis-rs leaves Nagle on) the tail of a pipelined write waits for
