@@ -76,6 +76,15 @@ if $with_test_deps; then
       cargo-deny --version "~$deny_version" --root "$RECSYS_CACHE_DIR/tools"
     rm -rf "$RECSYS_CACHE_DIR/deny-build"
   fi
+  # Schemathesis fuzzes the API against its OpenAPI document (tests/tests/openapi_conformance.rs),
+  # in a venv of its own so that its dependencies never meet torch's.
+  schemathesis_version="4.32.5"
+  schemathesis_venv="$RECSYS_CACHE_DIR/tools/schemathesis"
+  if ! "$schemathesis_venv/bin/st" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+    log "installing schemathesis $schemathesis_version into $schemathesis_venv"
+    python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+  fi
   # No package registry reachable here ships a Qdrant server; a machine that has the binary built
   # from source next to the checkout (or in $RECSYS_SHARED_TOOLS) gets the remote index tests,
   # once unpacked into the tool cache; others print SKIPPED.

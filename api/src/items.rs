@@ -20,8 +20,10 @@ use schemas::{
 };
 use serde::Deserialize;
 use tower_http::request_id::RequestId;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::IntoParams;
 
+use crate::openapi::{count_parameter, query_parameter};
 use crate::routes::{parse_count, rec_id, response};
 use crate::writes::{check_write_key, json_records, refusal};
 use crate::{ApiError, AppState};
@@ -237,14 +239,26 @@ fn item_response(
     }
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct SimilarParams {
-    /// How many items to return, 1 to 1000 (default 10).
     count: Option<String>,
-    /// Leave out what this user has already seen.
     user_id: Option<String>,
+}
+
+impl IntoParams for SimilarParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            count_parameter("count", "How many items to return, 1 to 1000 (default 10)."),
+            query_parameter(
+                "user_id",
+                false,
+                "Leave out what this user has already seen.",
+                schemas::openapi::id(),
+            )
+            .build(),
+        ]
+    }
 }
 
 /// Items most like this one (nearest item vectors), never the item itself, removed items or,

@@ -34,8 +34,9 @@ use utoipa::OpenApi;
 pub struct ApiDoc;
 
 /// The refusals an operation can meet before its handler runs, which the handlers' annotations
-/// leave out: 415 for a body sent as another content type than the operation takes, and 400 for
-/// a query string or a body that does not parse (an unknown or malformed parameter, not JSON).
+/// leave out: 414 for a URI too long to read, 413 for a body over the operation's limit, 415 for
+/// a body sent as another content type than the operation takes, and 400 for a query string or
+/// a body that does not parse (an unknown or malformed parameter, not JSON).
 struct RefusalResponses;
 
 impl utoipa::Modify for RefusalResponses {
@@ -62,10 +63,20 @@ impl utoipa::Modify for RefusalResponses {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
+                // hyper answers it, without a body, before any route is matched.
+                responses.entry("414".to_owned()).or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("The request's URI is longer than the server reads")
+                        .build()
+                        .into()
+                });
                 if operation.request_body.is_some() {
                     responses.entry("415".to_owned()).or_insert_with(|| {
                         refusal("The body is not sent as a content type this operation takes")
                             .into()
+                    });
+                    responses.entry("413".to_owned()).or_insert_with(|| {
+                        refusal("The body is larger than this operation takes").into()
                     });
                 }
                 let has_query = operation
@@ -91,3 +102,37 @@ impl utoipa::Modify for RefusalResponses {
 
 /// A self-contained page that renders `/openapi.json` (no CDN: it works offline and air-gapped).
 pub(crate) const DOCS_PAGE: &str = include_str!("docs.html");
+
+/// A query parameter whose schema states a rule the server checks (`schemas::openapi`). The
+/// derive drops a field's description, `required` and style once `schema_with` is given, so
+/// such parameters are written out with this instead.
+pub(crate) fn query_parameter(
+    name: &str,
+    required: bool,
+    description: &str,
+    schema: impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>,
+) -> utoipa::openapi::path::ParameterBuilder {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::Required;
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(description))
+        .schema(Some(schema))
+}
+
+/// A count from 1 to `schemas::MAX_ITEMS_PER_REQUEST` (`count`, `limit`), optional.
+pub(crate) fn count_parameter(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let count = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(schemas::MAX_ITEMS_PER_REQUEST as u32))
+        .build();
+    query_parameter(name, false, description, count).build()
+}

@@ -26,7 +26,7 @@ use crate::openapi::{ApiDoc, DOCS_PAGE};
 
 use crate::{ApiError, AppState};
 
-pub const MAX_COUNT: usize = 1000;
+pub const MAX_COUNT: usize = schemas::MAX_ITEMS_PER_REQUEST;
 const DEFAULT_COUNT: usize = 10;
 
 pub fn routes() -> Router<AppState> {

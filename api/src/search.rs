@@ -12,16 +12,18 @@ use schemas::{
     TitleSearchResponse,
 };
 use serde::Deserialize;
+use utoipa::openapi::path::{Parameter, ParameterIn, ParameterStyle};
 use utoipa::IntoParams;
 
+use schemas::MAX_QUERY_CHARS;
+
+use crate::openapi::{count_parameter, query_parameter};
 use crate::routes::MAX_COUNT;
 use crate::{ApiError, AppState};
 
 type ItemObject = serde_json::Map<String, serde_json::Value>;
 
 const DEFAULT_SEARCH_LIMIT: usize = 10;
-/// Longest query: titles are short, and each word costs a pass over the vocabulary.
-const MAX_QUERY_CHARS: usize = 200;
 
 /// The items of `ids` in request order, each the index's payload with the live catalogue over it
 /// (the shop's title and attributes, `available`); ids neither knows are listed apart.
@@ -88,12 +90,24 @@ fn checked_ids(ids: Vec<String>, field: &str) -> Result<Vec<String>, ApiError> {
     Ok(ids)
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct ItemsParams {
-    /// Comma-separated item ids, at most 1000, e.g. `50,181`.
     ids: Option<String>,
+}
+
+impl IntoParams for ItemsParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![query_parameter(
+            "ids",
+            true,
+            "Comma-separated item ids, at most 1000, e.g. `50,181`.",
+            schemas::openapi::id_list(),
+        )
+        .style(Some(ParameterStyle::Form))
+        .explode(Some(false))
+        .build()]
+    }
 }
 
 /// Item metadata by ids (`?ids=a,b`), in request order; unknown ids are listed apart.
@@ -112,14 +126,11 @@ pub async fn items_by_id(
     params: Result<Query<ItemsParams>, QueryRejection>,
 ) -> Result<Json<ItemsResponse>, ApiError> {
     let Query(params) = params?;
-    let ids = params
-        .ids
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect();
+    // `a,,b` names an empty id, which is refused like any other bad id.
+    let ids = match params.ids.as_deref().map(str::trim) {
+        None | Some("") => Vec::new(),
+        Some(ids) => ids.split(',').map(|id| id.trim().to_owned()).collect(),
+    };
     let ids = checked_ids(ids, "ids")?;
     Ok(Json(described_items(&state, &ids).await?))
 }
@@ -144,18 +155,32 @@ pub async fn items_by_ids_body(
     Ok(Json(described_items(&state, &ids).await?))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// Words of the title, in any order; one typo per word of four letters or more is forgiven.
     q: Option<String>,
-    /// At most this many items (1-1000, default 10).
     limit: Option<String>,
 }
 
+impl IntoParams for SearchParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            query_parameter(
+                "q",
+                true,
+                "Words of the title, in any order; one typo per word of four letters or more is \
+                 forgiven.",
+                schemas::openapi::query(),
+            )
+            .build(),
+            count_parameter("limit", "At most this many items (1-1000, default 10)."),
+        ]
+    }
+}
+
 fn checked_query(query: &str, field: &str) -> Result<(), ApiError> {
-    if engine::catalogue::search::words(query).is_empty() {
+    // Blank is refused; text without a word (`?!`) is a search that finds nothing.
+    if query.trim().is_empty() {
         return Err(ApiError::field(field, "give at least one word of a title"));
     }
     if query.chars().count() > MAX_QUERY_CHARS {

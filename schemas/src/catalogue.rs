@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::event::{id_problem, MAX_ID_BYTES};
+use crate::event::id_problem;
 
 pub type Attributes = serde_json::Map<String, serde_json::Value>;
 
@@ -17,11 +17,11 @@ const RESERVED_ATTRIBUTES: [&str; 4] = ["item_id", "title", "available", "score"
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemUpsert {
-    /// The shop's id of the item, as events name it: printable ASCII, 1 to 256 bytes.
-    #[schema(min_length = 1, max_length = 256)]
+    /// The shop's id of the item, as events name it.
+    #[schema(schema_with = crate::openapi::id)]
     pub item_id: String,
     #[serde(default)]
-    #[schema(max_length = 1000)]
+    #[schema(schema_with = crate::openapi::title)]
     pub title: Option<String>,
     /// Anything else the shop knows (genres, year, price, ...), returned with recommendations.
     #[serde(default)]
@@ -65,8 +65,6 @@ impl ItemUpsert {
             .map(|name| format!("attributes.{name} is reserved for the answer's own field"))
     }
 }
-
-const _: () = assert!(MAX_ID_BYTES == 256, "the schema's max_length above");
 
 /// `POST /items`: every item is stored and this replica's answers already reflect it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

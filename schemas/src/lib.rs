@@ -4,6 +4,7 @@
 //! `item_seq_raw`, `candidate_items_raw`), so existing clients keep working unchanged.
 
 mod catalogue;
+mod constraints;
 mod error;
 mod event;
 mod model_server;
@@ -15,12 +16,16 @@ mod status;
 pub use catalogue::{
     Attributes, CatalogueItemResponse, ItemUpsert, ItemsUpserted, MAX_TITLE_CHARS,
 };
+pub use constraints::{MAX_ID_CHARS, MAX_ITEMS_PER_REQUEST, MAX_QUERY_CHARS};
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::{
     id_problem, EventLimits, EventRef, EventRejection, EventType, InteractionEvent,
     RejectionReason, DEFAULT_MAX_EVENT_BYTES, EARLIEST_EVENT_TIME_MS, MAX_CLOCK_SKEW_MS,
-    MAX_ID_BYTES,
 };
+/// Schemas of the rules the server checks, for the OpenAPI document (`schema_with`).
+pub mod openapi {
+    pub use crate::constraints::{id, id_list, ids, query, sessions, title};
+}
 pub use model_server::{
     ModelMetadata, ModelServerRequest, PredictResponse, QueryEmbeddingsResponse,
     SeqRetrieverDebugInfo, SeqRetrieverEndpoint, SeqRetrieverRequest, SeqRetrieverResponse,

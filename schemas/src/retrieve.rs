@@ -11,9 +11,11 @@ pub struct RetrieveContext {
     pub user_ids_raw: Vec<String>,
     /// One item sequence per row, oldest first, most recent last.
     #[serde(default = "one_empty_sequence")]
+    #[schema(schema_with = crate::openapi::sessions)]
     pub item_seq_raw: Vec<Vec<String>>,
     /// When non-empty, exactly these items are scored and returned ranked.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     pub candidate_items_raw: Vec<String>,
 }
 

@@ -18,7 +18,7 @@ pub struct ItemSearchResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemsByIdsRequest {
-    #[schema(example = json!(["50", "181"]))]
+    #[schema(schema_with = crate::openapi::ids, example = json!(["50", "181"]))]
     pub item_ids: Vec<String>,
 }
 
@@ -26,11 +26,33 @@ pub struct ItemsByIdsRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TitleSearchRequest {
-    #[schema(example = "star wars")]
+    #[schema(schema_with = crate::openapi::query, example = "star wars")]
     pub query: String,
     /// At most this many items (1-1000, default 10).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+/// A count sent as JSON's number: `10` or `10.0` (JSON Schema's integer takes both, and clients
+/// in languages without integers send the second).
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(whole) = number.as_u64() {
+        return Ok(Some(usize::try_from(whole).unwrap_or(usize::MAX)));
+    }
+    match number.as_f64() {
+        Some(float) if float.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&float) => {
+            Ok(Some(float as usize))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not a whole number from 0"
+        ))),
+    }
 }
 
 /// One match of a title search.

@@ -65,7 +65,7 @@ async fn titles_are_found_by_words_prefixes_and_one_typo_including_the_shops_own
 
     for (method, uri, body, field) in [
         ("GET", "/items/search", "", "q"),
-        ("GET", "/items/search?q=+,+", "", "q"),
+        ("GET", "/items/search?q=+++", "", "q"),
         ("GET", "/items/search?q=item&limit=0", "", "limit"),
         ("GET", "/items/search?q=item&limit=x", "", "limit"),
         (
@@ -80,6 +80,12 @@ async fn titles_are_found_by_words_prefixes_and_one_typo_including_the_shops_own
             r#"{"query": "a", "limit": 5000}"#,
             "limit",
         ),
+        (
+            "POST",
+            "/items/search_by_title",
+            r#"{"query": "a", "limit": 2.5}"#,
+            "limit",
+        ),
     ] {
         let refused = send(&api.app, method, uri, body, None).await;
         assert_eq!(
@@ -90,6 +96,22 @@ async fn titles_are_found_by_words_prefixes_and_one_typo_including_the_shops_own
         );
         assert!(refused.text.contains(field), "{uri}: {}", refused.text);
     }
+
+    // Text without a word is a search that finds nothing, not a mistake; a whole number sent
+    // as a float is the number.
+    let wordless = send(&api.app, "GET", "/items/search?q=%21%3F", "", None).await;
+    assert_eq!(wordless.status, StatusCode::OK, "{}", wordless.text);
+    assert_eq!(wordless.body["items"], json!([]));
+    let float_limit = send(
+        &api.app,
+        "POST",
+        "/items/search_by_title",
+        r#"{"query": "coffee mug", "limit": 1.0}"#,
+        None,
+    )
+    .await;
+    assert_eq!(float_limit.status, StatusCode::OK, "{}", float_limit.text);
+    assert_eq!(ids(&float_limit.body["items"]), ["mug-1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +146,9 @@ async fn items_by_ids_answer_in_request_order_in_both_shapes() {
         empty.text
     );
     assert!(empty.text.contains("item_ids"), "{}", empty.text);
+    let gap = send(&api.app, "GET", "/items?ids=i7,,i2", "", None).await;
+    assert_eq!(gap.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", gap.text);
+    assert!(gap.text.contains("ids[1]: is empty"), "{}", gap.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,11 +13,10 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::constraints::MAX_ID_CHARS;
+
 /// Longest event accepted, in bytes of JSON.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 4 * 1024;
-
-/// Longest user or item id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
 
 /// 1990-01-01T00:00:00Z: nothing we serve happened earlier (MovieLens-100k starts in 1997).
 pub const EARLIEST_EVENT_TIME_MS: i64 = 631_152_000_000;
@@ -32,11 +31,14 @@ pub const MAX_CLOCK_SKEW_MS: i64 = 24 * 3_600_000;
 pub struct InteractionEvent {
     /// Unique per event and chosen by the producer; a redelivered event carries the same id.
     #[schemars(length(min = 1, max = 256))]
+    #[schema(schema_with = crate::openapi::id)]
     pub event_id: String,
     /// Also the Kafka record key: it decides the partition, hence the order of a user's events.
     #[schemars(length(min = 1, max = 256))]
+    #[schema(schema_with = crate::openapi::id)]
     pub user_id: String,
     #[schemars(length(min = 1, max = 256))]
+    #[schema(schema_with = crate::openapi::id)]
     pub item_id: String,
     pub event_type: EventType,
     /// The rating of a `rating` event (required there); optional elsewhere, e.g. a price.
@@ -45,6 +47,7 @@ pub struct InteractionEvent {
     /// When the interaction happened, in milliseconds since the Unix epoch (not before
     /// 1990-01-01, not more than a day ahead of the receiver's clock).
     #[schemars(range(min = 631_152_000_000_i64))]
+    #[schema(minimum = 631_152_000_000_i64)]
     pub event_time_ms: i64,
 }
 
@@ -314,20 +317,20 @@ fn check_id(field: &str, id: &str) -> Result<(), EventRejection> {
     }
 }
 
-/// What is wrong with a user or item id, if anything: empty, longer than [`MAX_ID_BYTES`], or
-/// holding control characters.
+/// What is wrong with a user or item id, if anything: empty, longer than [`MAX_ID_CHARS`]
+/// characters, or holding control characters (the OpenAPI schema `openapi::id` says the same).
 pub fn id_problem(id: &str) -> Option<String> {
     // Nearly every id is short printable ASCII: one byte loop settles it.
-    if id.len() <= MAX_ID_BYTES && id.bytes().all(|byte| byte.is_ascii_graphic()) && !id.is_empty()
+    if id.len() <= MAX_ID_CHARS && id.bytes().all(|byte| byte.is_ascii_graphic()) && !id.is_empty()
     {
         return None;
     }
     if id.trim().is_empty() {
         Some("is empty".to_owned())
-    } else if id.len() > MAX_ID_BYTES {
+    } else if id.chars().count() > MAX_ID_CHARS {
         Some(format!(
-            "is {} bytes, the limit is {MAX_ID_BYTES}",
-            id.len()
+            "is {} characters, the limit is {MAX_ID_CHARS}",
+            id.chars().count()
         ))
     } else if id.chars().any(char::is_control) {
         Some("holds control characters".to_owned())

@@ -52,7 +52,7 @@ fn ids_beyond_printable_ascii_are_valid_when_they_are_within_the_rules() {
     // Past the ASCII fast path of the id check: spaces inside, non-ASCII text, the limit.
     let mut event = valid_with("user_id", serde_json::json!("Zoë Ångström"));
     event["item_id"] = serde_json::json!("a b");
-    event["event_id"] = serde_json::json!("é".repeat(MAX_ID_BYTES / 2));
+    event["event_id"] = serde_json::json!("é".repeat(MAX_ID_CHARS));
     let decoded = InteractionEvent::decode(event.to_string().as_bytes(), LIMITS).unwrap();
     assert_eq!(decoded.user_id, "Zoë Ångström");
     assert_eq!(decoded.item_id, "a b");
@@ -66,7 +66,7 @@ fn each_problem_gets_its_reason_and_names_the_field() {
     let unknown_field = valid_with("colour", serde_json::json!("red"));
     let empty_id = valid_with("user_id", serde_json::json!(" "));
     let control_id = valid_with("item_id", serde_json::json!("a\u{1f}b"));
-    let long_id = valid_with("event_id", serde_json::json!("e".repeat(MAX_ID_BYTES + 1)));
+    let long_id = valid_with("event_id", serde_json::json!("e".repeat(MAX_ID_CHARS + 1)));
     let seconds = valid_with("event_time_ms", serde_json::json!(881_250_949_i64));
     let future = valid_with(
         "event_time_ms",
@@ -89,7 +89,7 @@ fn each_problem_gets_its_reason_and_names_the_field() {
         (
             long_id,
             RejectionReason::InvalidId,
-            "event_id is 257 bytes, the limit is 256",
+            "event_id is 257 characters, the limit is 256",
         ),
         (
             seconds,
