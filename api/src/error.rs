@@ -22,8 +22,18 @@ pub enum ApiError {
     /// Events that failed validation, each named by line; none was published.
     #[error("{0}")]
     InvalidEvents(String),
+    /// No key, or one the API does not know (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// A known key without the scope the endpoint needs (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The key is over its rate limit (429 with `retry-after`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -71,6 +81,24 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unauthorized(message) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", message.clone())
+            }
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, "forbidden", message.clone()),
+            ApiError::RateLimited {
+                message,
+                retry_after,
+            } => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(ErrorBody::new("rate_limited", message.clone())),
+                )
+                    .into_response();
+                // Whole seconds, rounded up: a client that waits that long gets through.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(seconds),
+                );
+                return response;
             }
             ApiError::TooLarge(message) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message.clone())

@@ -25,7 +25,7 @@ use utoipa::IntoParams;
 
 use crate::openapi::{count_parameter, query_parameter};
 use crate::routes::{parse_count, rec_id, response};
-use crate::writes::{check_write_key, json_records, refusal};
+use crate::writes::{json_records, refusal};
 use crate::{ApiError, AppState};
 
 /// Adds or changes items: `application/json` (one item) or `application/x-ndjson` (one per
@@ -36,7 +36,6 @@ use crate::{ApiError, AppState};
     request_body(content = ItemUpsert, description = "One item (application/json), or one per line (application/x-ndjson)"),
     responses(
         (status = 200, body = ItemsUpserted, description = "Every item is stored; this replica's answers reflect them"),
-        (status = 401, body = ErrorBody, description = "An API key is configured and the request lacks it"),
         (status = 413, body = ErrorBody, description = "Too many items or bytes"),
         (status = 415, body = ErrorBody, description = "Neither application/json nor application/x-ndjson"),
         (status = 422, body = ErrorBody, description = "Invalid items, each named by line and field; nothing was stored"),
@@ -48,7 +47,6 @@ pub async fn upsert_items(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<ItemsUpserted>, ApiError> {
-    check_write_key(&state, &headers, "POST /items")?;
     let upserts = decode_items(&state, &headers, &body)?;
     let now = now_ms();
     let items: Vec<CatalogueItem> = upserts
@@ -133,17 +131,14 @@ async fn store_and_refresh(state: &AppState, items: &[CatalogueItem]) -> Result<
     params(("item_id" = String, Path, description = "The shop's item id")),
     responses(
         (status = 200, body = CatalogueItemResponse, description = "The item, now unavailable"),
-        (status = 401, body = ErrorBody, description = "An API key is configured and the request lacks it"),
         (status = 404, body = ErrorBody, description = "Neither the catalogue nor the index knows the item"),
         (status = 503, body = ErrorBody, description = "The store is unavailable"),
     )
 )]
 pub async fn remove_item(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(item_id): Path<String>,
 ) -> Result<Json<CatalogueItemResponse>, ApiError> {
-    check_write_key(&state, &headers, "DELETE /items/{item_id}")?;
     let (described, indexed) = look_up(&state, &item_id).await?;
     if described.is_none() && indexed.is_none() {
         return Err(ApiError::NotFound(format!("item '{item_id}'")));

@@ -1,5 +1,6 @@
 //! The recommendation API over the engine's retrieve pipeline.
 
+mod access;
 pub mod error;
 mod events;
 mod items;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub archive: Option<Arc<archive::EventArchive>>,
     /// Title search over the served catalogue (`GET /items/search`).
     pub title_search: Arc<engine::catalogue::CatalogueSearch>,
+    /// The API keys and their rate limits.
+    pub access: Arc<access::AccessControl>,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
                 .enabled
                 .then(|| Arc::new(archive::EventArchive::new(config.archive_dir(), "api"))),
             title_search: Arc::default(),
+            access: Arc::new(access::AccessControl::new(&config.api, &config.events)),
         })
     }
 }
@@ -115,6 +119,10 @@ pub fn router(state: AppState) -> Router {
         .merge(events_route)
         .merge(items_route)
         .merge(web::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ))
         .layer(cors)
         .layer(axum::middleware::from_fn(record_request_metrics))
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -34,7 +34,7 @@ use utoipa::OpenApi;
 pub struct ApiDoc;
 
 /// The refusals an operation can meet before its handler runs, which the handlers' annotations
-/// leave out: 414 for a URI too long to read, 413 for a body over the operation's limit, 415 for
+/// leave out: 401, 403 and 429 from the API keys (`access`), 414 for a URI too long to read, 413 for a body over the operation's limit, 415 for
 /// a body sent as another content type than the operation takes, and 400 for a query string or
 /// a body that does not parse (an unknown or malformed parameter, not JSON).
 struct RefusalResponses;
@@ -54,7 +54,8 @@ impl utoipa::Modify for RefusalResponses {
                 )
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let keyed = !matches!(path.as_str(), "/healthz" | "/readyz");
             let operations = [
                 &mut item.get,
                 &mut item.post,
@@ -63,6 +64,26 @@ impl utoipa::Modify for RefusalResponses {
             ];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
+                if keyed {
+                    for (status, description) in [
+                        (
+                            "401",
+                            "A key is needed here and none was sent, or the key sent is unknown",
+                        ),
+                        (
+                            "403",
+                            "The key sent does not have the scope this operation needs",
+                        ),
+                        (
+                            "429",
+                            "The key sent is over its rate limit; `retry-after` says when to retry",
+                        ),
+                    ] {
+                        responses
+                            .entry(status.to_owned())
+                            .or_insert_with(|| refusal(description).into());
+                    }
+                }
                 // hyper answers it, without a body, before any route is matched.
                 responses.entry("414".to_owned()).or_insert_with(|| {
                     ResponseBuilder::new()

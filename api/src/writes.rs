@@ -1,33 +1,8 @@
-//! What every write endpoint shares: the API key, and a body of one JSON object or NDJSON lines.
+//! What every write endpoint shares: a body of one JSON object or NDJSON lines.
 
 use axum::http::{header, HeaderMap};
 
-use crate::{ApiError, AppState};
-
-/// When `events.api_key` is set, writes need `authorization: Bearer <key>` or `x-api-key: <key>`.
-pub fn check_write_key(
-    state: &AppState,
-    headers: &HeaderMap,
-    endpoint: &str,
-) -> Result<(), ApiError> {
-    let Some(expected) = state.events_config.api_key.as_deref() else {
-        return Ok(());
-    };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let api_key = headers
-        .get("x-api-key")
-        .and_then(|value| value.to_str().ok());
-    if bearer == Some(expected) || api_key == Some(expected) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(format!(
-            "{endpoint} needs `authorization: Bearer <key>` or `x-api-key: <key>`"
-        )))
-    }
-}
+use crate::ApiError;
 
 /// The records of a body: the whole body for `application/json`, each non-blank line for
 /// `application/x-ndjson`. `what` names a record in messages ("event", "item").

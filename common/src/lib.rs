@@ -1,10 +1,11 @@
 //! Torch-free plumbing every recsys crate shares: running short synchronous work from async code,
 //! the process-wide Prometheus recorder and the catalogue of its metrics, the clock, retries of transient failures, durable file
-//! writes and the shutdown signal.
+//! writes, keeping memory resident and the shutdown signal.
 
 pub mod blocking;
 pub mod clock;
 pub mod fs;
+pub mod memory;
 pub mod metric_catalog;
 pub mod redact;
 pub mod retry;

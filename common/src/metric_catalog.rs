@@ -268,6 +268,12 @@ pub const METRICS: &[MetricInfo] = &[
         "Model-and-index pairs swapped in after a promotion or rollback.",
     ),
     metric(
+        "recsys_api_access_refused_total",
+        Counter,
+        Unit::Count,
+        "Requests refused by the API keys, by reason (unauthorized, forbidden, rate_limited) and key name.",
+    ),
+    metric(
         "recsys_store_cluster_reconnects_total",
         Counter,
         Unit::Count,

@@ -1,6 +1,7 @@
 //! The API over HTTP semantics (tower `oneshot` on the real router, real embedded backends): the
 //! shared harness here, the cases by subject in the modules.
 
+mod access;
 mod client_surface;
 mod events;
 mod items;

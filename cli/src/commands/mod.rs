@@ -17,3 +17,20 @@ pub mod model;
 #[cfg(feature = "in-process-model")]
 pub mod retrain;
 mod stream_load;
+
+/// Keeps the process's pages resident when `lock_memory` asks for it and the process may
+/// (`common::memory`).
+pub fn keep_memory_resident(config: &engine::config::Config) {
+    if !config.lock_memory {
+        return;
+    }
+    match common::memory::keep_resident() {
+        common::memory::Residency::Locked => {
+            tracing::info!("memory locked: pages once touched stay resident")
+        }
+        common::memory::Residency::NotAllowed(reason)
+        | common::memory::Residency::Failed(reason) => {
+            tracing::warn!(%reason, "memory not locked (lock_memory)")
+        }
+    }
+}

@@ -77,6 +77,10 @@ pub(super) fn load_config_from(
             &config.events.url,
             &["embedded", "kafka://"],
         );
+        problems.extend(super::access::key_problems(
+            &config.api.keys,
+            config.api.reads_need_key,
+        ));
         if config.events.topic.is_empty() || config.events.dead_letter_topic.is_empty() {
             problems.push("events.topic and events.dead_letter_topic must be set".into());
         }

@@ -15,9 +15,11 @@ use common::retry::RetryPolicy;
 use crate::events::EventWeights;
 use crate::store::StoreLimits;
 
+mod access;
 mod archive;
 mod load;
 
+pub use access::{ApiKeyConfig, Scope};
 pub use archive::ArchiveConfig;
 pub use load::{load_config, ConfigError, DEFAULT_CONFIG_FILE};
 
@@ -26,6 +28,11 @@ pub use load::{load_config, ConfigError, DEFAULT_CONFIG_FILE};
 pub struct Config {
     /// Data sets, bundles, the embedded store and the embedded index live here.
     pub data_dir: PathBuf,
+    /// `recsys serve` and `recsys consume` keep every page they touched in memory
+    /// (`mlockall`), so that an idle spell on a machine that pages out idle memory does not make
+    /// the next requests wait for the disk. Taken only where the process may lock without a
+    /// limit (`CAP_IPC_LOCK`, or `ulimit -l unlimited`); elsewhere a warning says so.
+    pub lock_memory: bool,
     pub api: ApiConfig,
     pub state: StateConfig,
     pub index: IndexConfig,
@@ -51,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("data"),
+            lock_memory: true,
             api: ApiConfig::default(),
             state: StateConfig::default(),
             index: IndexConfig::default(),
@@ -78,6 +86,11 @@ pub struct ApiConfig {
     /// page at `/` is same-origin), `["*"]` for any (as the tutorial's API allowed), or a list
     /// such as `["https://shop.example"]`.
     pub cors_allowed_origins: Vec<String>,
+    /// The API keys. With none, every endpoint is open (development); with any, each write
+    /// and admin endpoint needs a key with its scope.
+    pub keys: Vec<ApiKeyConfig>,
+    /// Whether reads (recommendations, items, searches) need a key with the `read` scope too.
+    pub reads_need_key: bool,
 }
 
 impl Default for ApiConfig {
@@ -88,6 +101,8 @@ impl Default for ApiConfig {
             max_session_items: 200,
             request_budget_ms: 250,
             cors_allowed_origins: Vec::new(),
+            keys: Vec::new(),
+            reads_need_key: false,
         }
     }
 }
@@ -252,7 +267,8 @@ pub struct EventsConfig {
     pub max_event_bytes: usize,
     /// Most events one `POST /events` may carry.
     pub max_events_per_request: usize,
-    /// When set, `POST /events` needs `authorization: Bearer <key>` (or `x-api-key: <key>`).
+    /// The key of the time before `api.keys`: when set, it is one more key, granting every
+    /// write and admin scope.
     pub api_key: Option<String>,
     /// Requests the in-process bus holds before answering 503.
     pub bus_capacity: usize,

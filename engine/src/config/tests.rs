@@ -150,3 +150,74 @@ fn a_static_member_id_kafka_would_refuse_and_a_poll_interval_below_the_session_a
     std::fs::write(&file, "[consumer]\ninstance_id = 'host-1.a_b'\n").unwrap();
     assert!(load_config_from(Some(&file), env("MEMBER2", &[])).is_ok());
 }
+
+#[test]
+fn api_keys_are_read_from_the_file_checked_together_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recsys.toml");
+    std::fs::write(
+        &file,
+        r#"
+[api]
+reads_need_key = true
+
+[[api.keys]]
+name = "shop"
+secret = "a-long-enough-secret"
+scopes = ["write_events", "write_items"]
+requests_per_second = 50
+
+[[api.keys]]
+name = "shop"
+secret = "short"
+scopes = []
+"#,
+    )
+    .unwrap();
+    let problems = load_config_from(Some(&file), env("KEYS", &[]))
+        .unwrap_err()
+        .problems;
+    for expected in [
+        "api.keys[1].name 'shop' is used twice",
+        "api.keys[1].secret must be at least 16 characters",
+        "api.keys[1].scopes must name at least one scope",
+        "api.reads_need_key is set but no key has the read scope",
+    ] {
+        assert!(
+            problems.iter().any(|problem| problem.contains(expected)),
+            "{expected}: {problems:?}"
+        );
+    }
+    assert!(!format!("{problems:?}").contains("a-long-enough-secret"));
+
+    std::fs::write(
+        &file,
+        "[[api.keys]]\nname = \"typo\"\nsecret = \"another-long-secret\"\nscopes = [\"admin\"]\nburts = 3\n",
+    )
+    .unwrap();
+    let problems = load_config_from(Some(&file), env("KEYS_TYPO", &[]))
+        .unwrap_err()
+        .problems;
+    assert!(
+        problems.iter().any(|problem| problem.contains("burts")),
+        "{problems:?}"
+    );
+
+    std::fs::write(
+        &file,
+        r#"
+[[api.keys]]
+name = "shop"
+secret = "a-long-enough-secret"
+scopes = ["write_events", "read"]
+"#,
+    )
+    .unwrap();
+    let config = load_config_from(Some(&file), env("KEYS_OK", &[])).unwrap();
+    assert_eq!(config.api.keys[0].scopes, [Scope::WriteEvents, Scope::Read]);
+    let printed = format!("{config:?}");
+    assert!(
+        printed.contains("shop") && !printed.contains("a-long-enough-secret"),
+        "{printed}"
+    );
+}
