@@ -4,7 +4,11 @@
 # as the floor. Prints p50/p99/p99.9, throughput, errors, and retrieve p99 / floor p99.
 #
 #   scripts/bench-api.sh [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m]
-#                        [--rate 1000] [--duration 30s]
+#                        [--rate 1000] [--duration 30s] [--after-idle MINUTES]
+#
+# --after-idle: after the warm-up the server idles that long, then the first 100 requests (one
+# at a time) are timed instead: what a user meets after a quiet spell, on a machine that may page
+# out idle memory (RECSYS__LOCK_MEMORY=false shows it without the lock).
 #
 # Everything it makes (bench data dirs, bundles, indexes, the oha binary) lives under
 # $RECSYS_CACHE_DIR, apart from the main command's data dir. RECSYS_BIN=path measures that
@@ -16,13 +20,15 @@ store=embedded
 dataset=ml-100k
 rate=1000
 duration=30s
+after_idle=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --store) store="$2"; shift 2 ;;
     --dataset) dataset="$2"; shift 2 ;;
     --rate) rate="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
-    *) echo "usage: $0 [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m] [--rate N] [--duration 30s]" >&2; exit 2 ;;
+    --after-idle) after_idle="$2"; shift 2 ;;
+    *) echo "usage: $0 [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m] [--rate N] [--duration 30s] [--after-idle MINUTES]" >&2; exit 2 ;;
   esac
 done
 log() { echo "[bench-api] $*" >&2; }
@@ -112,6 +118,21 @@ load() { # name, output, extra oha arguments...
 retrieve_args=(-m POST -T application/json -Z "$run_dir/bodies.ndjson" "http://127.0.0.1:$port/recs/retrieve?count=10")
 log "warm-up (5 s)"
 "$oha" --no-tui --output-format quiet -q "$rate" -c 64 -z 5s --worker-threads 1 "${retrieve_args[@]}"
+if [[ -n "$after_idle" ]]; then
+  log "idling $after_idle minutes"
+  sleep "$(( after_idle * 60 ))"
+  "$oha" --no-tui --output-format json -n 100 -c 1 --worker-threads 1 "${retrieve_args[@]}" >"$run_dir/first.json"
+  "$RECSYS_VENV/bin/python" - "$run_dir/first.json" "$after_idle" "$dataset" <<'PY'
+import json, sys
+report, idle, dataset = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+p = report["latencyPercentiles"]
+statuses = report.get("statusCodeDistribution", {})
+errors = sum(n for s, n in statuses.items() if not s.startswith("2")) + sum(report.get("errorDistribution", {}).values())
+print(f"first 100 requests after {idle} idle minutes ({dataset}): p50 {p['p50'] * 1000:.3f} ms, "
+      f"p99 {p['p99'] * 1000:.3f} ms, max {report['summary']['slowest'] * 1000:.3f} ms, errors {errors}")
+PY
+  exit 0
+fi
 log "POST /recs/retrieve at $rate/s for $duration ($store store, $dataset)"
 load retrieve "$run_dir/retrieve.json" "${retrieve_args[@]}"
 log "GET /healthz at $rate/s for $duration (the floor)"

@@ -1,12 +1,11 @@
 //! API keys: scopes per endpoint, several keys at once, reads keyed on request, per-key rate
 //! limits answered with 429 and `retry-after`.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use engine::config::{ApiKeyConfig, Scope};
 
 use crate::events::event_line;
-use crate::{send_request, test_api_with, Answer};
+use crate::{send_with_headers, test_api_with, Answer};
 
 const EVENTS_KEY: &str = "events-secret-0001";
 const EVENTS_KEY_NEXT: &str = "events-secret-0002";
@@ -42,14 +41,11 @@ async fn call(
     body: &str,
     secret: Option<&str>,
 ) -> Answer {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(secret) = secret {
-        builder = builder.header("x-api-key", secret);
-    }
-    send_request(app, builder.body(Body::from(body.to_owned())).unwrap()).await
+    let headers: Vec<(&str, &str)> = secret
+        .map(|secret| ("x-api-key", secret))
+        .into_iter()
+        .collect();
+    send_with_headers(app, method, uri, body, &headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,12 +69,27 @@ pub(crate) async fn send(
     body: &str,
     request_id: Option<&str>,
 ) -> Answer {
+    let headers: Vec<(&str, &str)> = request_id
+        .map(|id| ("x-request-id", id))
+        .into_iter()
+        .collect();
+    send_with_headers(app, method, uri, body, &headers).await
+}
+
+/// A JSON request with extra headers.
+pub(crate) async fn send_with_headers(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut builder = Request::builder()
         .method(method)
         .uri(uri)
         .header("content-type", "application/json");
-    if let Some(request_id) = request_id {
-        builder = builder.header("x-request-id", request_id);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
     send_request(app, builder.body(Body::from(body.to_owned())).unwrap()).await
 }
