@@ -161,14 +161,30 @@ fn refused(reason: &'static str, key: &str, error: ApiError) -> ApiError {
     error
 }
 
-/// The scope a route needs; `None` for what stays open (health, metrics, the document, pages).
+/// Whether a route stays open whatever the keys: health, metrics, the document, the pages.
+pub(crate) fn is_open(route: &str) -> bool {
+    matches!(
+        route,
+        "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/openapi.json"
+            | "/docs"
+            | "/"
+            | "/app.js"
+            | "/app.css"
+    )
+}
+
+/// The scope a route needs; `None` for what stays open.
 fn scope_of(method: &Method, route: &str) -> Option<Scope> {
+    if is_open(route) {
+        return None;
+    }
     match (method.as_str(), route) {
         ("POST", "/events") => Some(Scope::WriteEvents),
         ("POST", "/items") | ("DELETE", "/items/{item_id}") => Some(Scope::WriteItems),
         ("DELETE", "/users/{user_id}") => Some(Scope::Admin),
-        (_, "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs") => None,
-        (_, "/" | "/app.js" | "/app.css") => None,
         _ => Some(Scope::Read),
     }
 }

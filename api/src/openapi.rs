@@ -34,9 +34,10 @@ use utoipa::OpenApi;
 pub struct ApiDoc;
 
 /// The refusals an operation can meet before its handler runs, which the handlers' annotations
-/// leave out: 401, 403 and 429 from the API keys (`access`), 414 for a URI too long to read, 413 for a body over the operation's limit, 415 for
-/// a body sent as another content type than the operation takes, and 400 for a query string or
-/// a body that does not parse (an unknown or malformed parameter, not JSON).
+/// leave out: 401, 403 and 429 from the API keys (`access`), 414 for a URI too long to read,
+/// 413 for a body over the operation's limit, 415 for a body sent as another content type than
+/// the operation takes, and 400 for a query string or a body that does not parse (an unknown or
+/// malformed parameter, not JSON).
 struct RefusalResponses;
 
 impl utoipa::Modify for RefusalResponses {
@@ -55,7 +56,7 @@ impl utoipa::Modify for RefusalResponses {
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let keyed = !matches!(path.as_str(), "/healthz" | "/readyz");
+            let keyed = !crate::access::is_open(path);
             let operations = [
                 &mut item.get,
                 &mut item.post,
