@@ -4,11 +4,14 @@
 # as the floor. Prints p50/p99/p99.9, throughput, errors, and retrieve p99 / floor p99.
 #
 #   scripts/bench-api.sh [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m]
-#                        [--rate 1000] [--duration 30s] [--after-idle MINUTES]
+#                        [--rate 1000] [--duration 30s] [--after-idle MINUTES | --fresh]
 #
 # --after-idle: after the warm-up the server idles that long, then the first 100 requests (one
 # at a time) are timed instead: what a user meets after a quiet spell, on a machine that may page
 # out idle memory (RECSYS__LOCK_MEMORY=false shows it without the lock).
+# --fresh: a server that has only seen 5 s at 1,000 req/s, then --rate for --duration, reported
+# second by second: whether the first seconds at full load stall (first touches of the index, the
+# runtime's and libtorch's threads starting).
 #
 # Everything it makes (bench data dirs, bundles, indexes, the oha binary) lives under
 # $RECSYS_CACHE_DIR, apart from the main command's data dir. RECSYS_BIN=path measures that
@@ -21,6 +24,7 @@ dataset=ml-100k
 rate=1000
 duration=30s
 after_idle=""
+fresh=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --store) store="$2"; shift 2 ;;
@@ -28,7 +32,8 @@ while [[ $# -gt 0 ]]; do
     --rate) rate="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
     --after-idle) after_idle="$2"; shift 2 ;;
-    *) echo "usage: $0 [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m] [--rate N] [--duration 30s] [--after-idle MINUTES]" >&2; exit 2 ;;
+    --fresh) fresh=1; shift ;;
+    *) echo "usage: $0 [--store embedded|redis] [--dataset ml-100k|synthetic-100k|synthetic-1m] [--rate N] [--duration 30s] [--after-idle MINUTES | --fresh]" >&2; exit 2 ;;
   esac
 done
 log() { echo "[bench-api] $*" >&2; }
@@ -116,8 +121,33 @@ load() { # name, output, extra oha arguments...
   log "$name done"
 }
 retrieve_args=(-m POST -T application/json -Z "$run_dir/bodies.ndjson" "http://127.0.0.1:$port/recs/retrieve?count=10")
-log "warm-up (5 s)"
-"$oha" --no-tui --output-format quiet -q "$rate" -c 64 -z 5s --worker-threads 1 "${retrieve_args[@]}"
+warm_up_rate=$([[ -n "$fresh" ]] && echo 1000 || echo "$rate")
+log "warm-up (5 s at $warm_up_rate/s)"
+"$oha" --no-tui --output-format quiet -q "$warm_up_rate" -c 64 -z 5s --worker-threads 1 "${retrieve_args[@]}"
+if [[ -n "$fresh" ]]; then
+  log "POST /recs/retrieve at $rate/s for $duration, right after the warm-up"
+  "$oha" --no-tui --output-format csv -q "$rate" --latency-correction -c 64 -z "$duration" -w \
+    --worker-threads 1 "${retrieve_args[@]}" >"$run_dir/fresh.csv"
+  "$RECSYS_VENV/bin/python" - "$run_dir/fresh.csv" "$rate" "$duration" "$dataset" <<'PY'
+import csv, sys
+from collections import defaultdict
+path, rate, duration, dataset = sys.argv[1:]
+rows = list(csv.DictReader(open(path)))
+def p(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+latencies = [float(r["request-duration"]) for r in rows]
+errors = sum(1 for r in rows if not r["status"].startswith("2"))
+by_second = defaultdict(list)
+for r in rows:
+    by_second[int(float(r["request-start"]))].append(float(r["request-duration"]))
+print(f"fresh server ({dataset}): 5 s at 1000/s, then {rate}/s for {duration} (oha, open loop, latency-corrected)")
+print(f"whole run: {len(rows)} requests, p50 {p(latencies, 0.5):.3f} ms, p99 {p(latencies, 0.99):.3f} ms, "
+      f"p99.9 {p(latencies, 0.999):.3f} ms, max {max(latencies) * 1000:.3f} ms, errors {errors}")
+print("p99 by second: " + " ".join(f"{p(by_second[s], 0.99):.1f}" for s in sorted(by_second)) + " ms")
+PY
+  exit 0
+fi
 if [[ -n "$after_idle" ]]; then
   log "idling $after_idle minutes"
   sleep "$(( after_idle * 60 ))"

@@ -36,11 +36,17 @@ bench_dir="$RECSYS_CACHE_DIR/bench/ml-100k"
 [[ -s "$bench_dir/bundles/CURRENT" && -d "$bench_dir/index" ]] || {
   log "no ml-100k bench bundle: run scripts/bench-api.sh once"; exit 1; }
 events_needed=$(( event_rate * 60 * minutes + event_rate * 60 ))
-users=$(( events_needed / 50 + 1 ))
+# Users have 25-74 events (49.5 on average): 40 per user leaves a margin.
+users=$(( events_needed / 40 + 1 ))
 events_dir="$RECSYS_CACHE_DIR/soak/events-$users"
 if [[ ! -s "$events_dir/datasets/soak/soak.inter" ]]; then
-  log "generating $users users x 50 events (once per size)"
+  log "generating $users users x ~50 events (once per size)"
   "$recsys" synth --data-dir "$events_dir" --name soak --users "$users" --items 1682 --events-per-user 50
+  # Synthetic items are i0..i1681; the served catalogue's (ml-100k) are 1..1682. Renamed, the
+  # events reach the model and the index as real traffic would, instead of unknown items.
+  awk 'BEGIN { FS = OFS = "\t" } NR == 1 { print; next } { $2 = substr($2, 2) + 1; print }' \
+    "$events_dir/datasets/soak/soak.inter" >"$events_dir/datasets/soak/soak.inter.tmp"
+  mv "$events_dir/datasets/soak/soak.inter.tmp" "$events_dir/datasets/soak/soak.inter"
 fi
 
 work=$(mktemp -d)

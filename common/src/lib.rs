@@ -1,8 +1,7 @@
-//! Torch-free plumbing every recsys crate shares: running short synchronous work from async code,
-//! the process-wide Prometheus recorder and the catalogue of its metrics, the clock, retries of transient failures, durable file
-//! writes, keeping memory resident and the shutdown signal.
+//! Torch-free plumbing every recsys crate shares: the process-wide Prometheus recorder and the
+//! catalogue of its metrics, the clock, retries of transient failures, durable file writes,
+//! keeping memory resident and the shutdown signal.
 
-pub mod blocking;
 pub mod clock;
 pub mod fs;
 pub mod memory;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use common::blocking::run_short;
 use dataset::bundle::Scoring;
 use dataset::IdMap;
 
@@ -293,11 +292,10 @@ impl Embedder {
     pub async fn embed(&self, raw_items: &[String]) -> Result<QueryEmbedding, EmbedError> {
         if let Some(kernel) = &self.kernel {
             let (indices, unknown_items) = self.known_indices(raw_items)?;
-            let kernel = Arc::clone(kernel);
+            // A fraction of a millisecond of CPU: run on the calling worker (ARCHITECTURE.md,
+            // "Blocking work").
             let started = Instant::now();
-            let vector = run_short(move || kernel.encode(&indices))
-                .await
-                .map_err(|error| EmbedError::Model(error.to_string()))?;
+            let vector = kernel.encode(&indices);
             self.record_kernel_batch(started, 1);
             return Ok(QueryEmbedding {
                 vector,

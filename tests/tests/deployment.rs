@@ -108,6 +108,15 @@ fn the_compose_file_describes_the_whole_stream_deployment() {
         );
         assert_eq!(services[name]["build"]["target"], target, "{name}");
     }
+    // The long-running processes lock their pages (`lock_memory`), which a container only
+    // allows with this capability; without it they run unlocked and stall after idle spells.
+    for name in ["api", "consumer", "model-server"] {
+        assert_eq!(
+            services[name]["cap_add"],
+            serde_json::json!(["IPC_LOCK"]),
+            "{name} needs IPC_LOCK to lock its memory"
+        );
+    }
     for name in ["api", "consumer"] {
         assert_eq!(
             services[name]["environment"]["RECSYS__MODEL__URL"], "http://model-server:3000",

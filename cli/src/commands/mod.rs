@@ -20,8 +20,8 @@ mod stream_load;
 
 /// Keeps the process's pages resident when `lock_memory` asks for it and the process may
 /// (`common::memory`).
-pub fn keep_memory_resident(config: &engine::config::Config) {
-    if !config.lock_memory {
+pub fn keep_memory_resident(lock_memory: bool) {
+    if !lock_memory {
         return;
     }
     match common::memory::keep_resident() {

@@ -57,6 +57,10 @@ pub struct ModelServerArgs {
     /// never with `--bundle`).
     #[arg(long, default_value_t = 2000)]
     reload_interval_ms: u64,
+    /// Keep the model's pages resident once touched, as `lock_memory` does for `serve`; a
+    /// no-op with a warning where the process may not lock memory.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    lock_memory: bool,
 }
 
 #[derive(Args)]
@@ -290,7 +294,9 @@ pub fn model_server(args: ModelServerArgs) -> anyhow::Result<()> {
         listen,
         batching,
         reload_interval_ms,
+        lock_memory,
     } = args;
+    super::keep_memory_resident(lock_memory);
     let bundle_dir = bundle.resolve(&data)?;
     let loaded = ModelBundle::load(&bundle_dir)?;
     tracing::info!(bundle = %bundle_dir.display(), version = %loaded.config.model_version, "bundle loaded");

@@ -3,8 +3,9 @@
 //! switches atomically). A version is built under a `.partial` name and renamed when complete; an
 //! interrupted build leaves only that partial directory, which is never served.
 //!
-//! Qdrant Edge is blocking, so no call runs on a tokio worker: searches run in place as blocking
-//! sections (`run_short`), opening and building on the blocking pool. A shard directory can be
+//! Qdrant Edge is synchronous: a search (a fraction of a millisecond of CPU) runs right on the
+//! runtime's worker (ARCHITECTURE.md, "Blocking work"); opening and building run on the blocking
+//! pool. A shard directory can be
 //! open in one process at a time (Qdrant Edge locks its write-ahead log): a second process on the
 //! same data dir serves a private copy of the version (`private_copy.rs`).
 
@@ -18,8 +19,6 @@ use qdrant_edge::{
     QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation, VectorInternal,
     VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
-
-use common::blocking::run_short;
 
 use super::private_copy::PrivateCopy;
 
@@ -136,13 +135,12 @@ impl EmbeddedIndex {
             .map_err(unavailable)?
     }
 
-    /// A search: short, so it skips the hand-off to the blocking pool (see `run_short`).
-    async fn short<T: Send + 'static>(
+    /// A search or a lookup by id: short CPU work, run on the calling worker.
+    async fn short<T>(
         &self,
-        work: impl FnOnce(&EdgeShard) -> Result<T, IndexError> + Send + 'static,
+        work: impl FnOnce(&EdgeShard) -> Result<T, IndexError>,
     ) -> Result<T, IndexError> {
-        let shard = Arc::clone(&self.shard);
-        run_short(move || work(&shard)).await.map_err(unavailable)?
+        work(&self.shard)
     }
 
     fn point_ids(&self, item_ids: &[&str]) -> Vec<PointId> {
@@ -312,10 +310,6 @@ pub(super) fn prune(
 
 #[async_trait::async_trait]
 impl VectorIndex for EmbeddedIndex {
-    fn is_in_process(&self) -> bool {
-        true
-    }
-
     fn backend(&self) -> &'static str {
         "embedded"
     }

@@ -57,11 +57,6 @@ pub enum IndexError {
 #[async_trait::async_trait]
 pub trait VectorIndex: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
-    /// Whether calls do their work on the calling thread (`run_short`), with no network in
-    /// between: the retriever then runs a request's stages in one blocking section.
-    fn is_in_process(&self) -> bool {
-        false
-    }
     /// The versioned collection the alias pointed to when this handle was opened.
     fn version(&self) -> &str;
     /// The bundle (model version) whose item vectors this index holds.

@@ -29,11 +29,6 @@ fn from_embed_error(error: EmbedError) -> ModelError {
 
 #[async_trait::async_trait]
 impl QueryModel for InProcessModel {
-    fn is_in_process(&self) -> bool {
-        // A model without the kernel waits for the batching thread: not work done in place.
-        self.embedder.embeds_on_caller()
-    }
-
     fn backend(&self) -> &'static str {
         "embedded"
     }

@@ -32,11 +32,6 @@ pub struct Query {
 #[async_trait::async_trait]
 pub trait QueryModel: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
-    /// Whether calls do their work on the calling thread (`run_short`), with no network in
-    /// between: the retriever then runs a request's stages in one blocking section.
-    fn is_in_process(&self) -> bool {
-        false
-    }
     /// The served model's name and version (responses report the version).
     async fn metadata(&self) -> Result<ModelMetadata, ModelError>;
     async fn query(&self, items: &[String]) -> Result<Query, ModelError>;

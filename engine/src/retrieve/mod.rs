@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::blocking::run_short_section;
 use serde::Serialize;
 
 mod answers;
@@ -147,8 +146,6 @@ pub struct Retriever {
     /// Places at the end of a personalized list for items newer than the model (`fresh.rs`).
     fresh_slots: usize,
     unindexed: fresh::UnindexedItems,
-    /// Store, model and index all work on the calling thread (the embedded defaults).
-    in_process: bool,
 }
 
 /// Why `model_version` must not be served with `index`, if it must not.
@@ -203,13 +200,11 @@ impl Retriever {
         budget: Duration,
         model_version: String,
     ) -> Retriever {
-        let in_process = store.is_in_process() && model.is_in_process() && index.is_in_process();
         let pairing_problem = pairing_problem(&model_version, index.as_ref());
         if let Some(problem) = &pairing_problem {
             tracing::error!(%problem, "answers fall back to popular items");
         }
         Retriever {
-            in_process,
             pairing_problem,
             catalogue: Arc::new(LiveCatalogue::empty()),
             fresh_slots: 0,
@@ -291,16 +286,6 @@ impl Retriever {
     }
 
     pub async fn retrieve(&self, request: &RetrieveRequest) -> RetrieveOutcome {
-        if self.in_process {
-            // One blocking section for the store read, the embedding and the search, instead of
-            // one each: every section moves this worker's other tasks to another thread, and
-            // those moves cost a quarter of a request's CPU.
-            return run_short_section(self.retrieve_with_budget(request)).await;
-        }
-        self.retrieve_with_budget(request).await
-    }
-
-    async fn retrieve_with_budget(&self, request: &RetrieveRequest) -> RetrieveOutcome {
         let started = Instant::now();
         let mut timings = StageTimings::default();
         let deadline = tokio::time::Instant::from_std(started) + self.budget;

@@ -23,10 +23,6 @@ impl QueryModel for UntrainedModel {
         "untrained"
     }
 
-    fn is_in_process(&self) -> bool {
-        true
-    }
-
     async fn metadata(&self) -> Result<ModelMetadata, ModelError> {
         Ok(ModelMetadata {
             model_name: UNTRAINED_VERSION.to_owned(),
@@ -54,10 +50,6 @@ pub struct EmptyIndex;
 impl VectorIndex for EmptyIndex {
     fn backend(&self) -> &'static str {
         "empty"
-    }
-
-    fn is_in_process(&self) -> bool {
-        true
     }
 
     fn version(&self) -> &str {

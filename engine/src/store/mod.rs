@@ -182,11 +182,6 @@ impl std::fmt::Display for UnreadableUser {
 pub trait UserStore: CatalogueStore + Send + Sync + 'static {
     /// A short name for logs and `/readyz`: `redis` or `embedded`.
     fn backend(&self) -> &'static str;
-    /// Whether calls do their work on the calling thread (`run_short`), with no network in
-    /// between: the retriever then runs a request's stages in one blocking section.
-    fn is_in_process(&self) -> bool {
-        false
-    }
 
     async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError>;
 

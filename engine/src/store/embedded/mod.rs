@@ -12,8 +12,6 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use common::blocking::run_short;
-
 use super::{
     ApplyOutcome, CachedRecommendations, StoreError, StoreLimits, UnreadableUser, UserRecord,
     UserState, UserStore, UserUpdate,
@@ -104,15 +102,13 @@ impl EmbeddedStore {
             .map_err(unavailable)?
     }
 
-    /// A read of one key: microseconds, so it skips the hand-off to the blocking pool.
-    async fn short_read<T: Send + 'static>(
+    /// A read of one key: microseconds of CPU, so it runs right here on the runtime's worker
+    /// (ARCHITECTURE.md, "Blocking work").
+    async fn short_read<T>(
         &self,
-        work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let database = Arc::clone(&self.database);
-        run_short(move || work(&database))
-            .await
-            .map_err(unavailable)?
+        work(&self.database)
     }
 }
 
@@ -166,10 +162,6 @@ fn add_to_popularity(
 
 #[async_trait::async_trait]
 impl UserStore for EmbeddedStore {
-    fn is_in_process(&self) -> bool {
-        true
-    }
-
     fn backend(&self) -> &'static str {
         "embedded"
     }
