@@ -69,8 +69,6 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --
   --dir "$work" >"$work/redis.log" 2>&1 &
 redis_pid=$!; pids+=("$redis_pid")
 wait_for_port "$kafka_port"; wait_for_port "$redis_port"
-"$RECSYS_CACHE_DIR/tools/bin/tansu" topic create soak-events --partitions 4 \
-  --broker "tcp://127.0.0.1:$kafka_port" >/dev/null
 
 export RECSYS__EVENTS__URL="kafka://127.0.0.1:$kafka_port" RECSYS__EVENTS__TOPIC=soak-events
 export RECSYS__EVENTS__DEAD_LETTER_TOPIC=soak-dead-letters
@@ -79,6 +77,8 @@ export RUST_LOG="${RUST_LOG:-warn,qdrant_edge=error}"
 # The bench data dir is shared with the other benchmarks: its archive and embedded state stay
 # untouched (state is in Redis; archiving is off for the run).
 export RECSYS__ARCHIVE__ENABLED=false
+# Every topic the processes read, the catalogue's too: a missing one is retried against the broker.
+"$recsys" create-topics --partitions 4 >/dev/null
 
 "$recsys" bench-prepare --data-dir "$bench_dir" --out "$work/bodies.ndjson"
 "$recsys" serve --data-dir "$bench_dir" --listen "127.0.0.1:$api_port" >"$work/serve.log" 2>&1 &

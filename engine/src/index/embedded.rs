@@ -5,9 +5,9 @@
 //!
 //! Qdrant Edge is synchronous: a search (a fraction of a millisecond of CPU) runs right on the
 //! runtime's worker (ARCHITECTURE.md, "Blocking work"); opening and building run on the blocking
-//! pool. A shard directory can be
-//! open in one process at a time (Qdrant Edge locks its write-ahead log): a second process on the
-//! same data dir serves a private copy of the version (`private_copy.rs`).
+//! pool. A shard directory can be open in one process at a time (Qdrant Edge locks its
+//! write-ahead log): a second process on the same data dir serves a private copy of the version
+//! (`private_copy.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
