@@ -54,9 +54,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (retriever, _refreshers) = engine::startup::build_retriever(&config).await.context(
         "starting the serving pipeline (`recsys train` makes a bundle, `recsys index` the index)",
     )?;
-    if config.lock_memory && config.index.url == "embedded" {
-        keep_index_resident(config.data_dir.join("index")).await;
-    }
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding {}", config.api.listen))?;
@@ -167,22 +164,4 @@ pub async fn bench_prepare(args: BenchPrepareArgs) -> anyhow::Result<()> {
         out.display()
     );
     Ok(())
-}
-
-/// Makes the embedded index's memory-mapped files resident (and, with the lock, kept so), so
-/// that no request is the first to read a page of them (`common::memory`). Seconds for a large
-/// index, on the blocking pool; a failure only leaves the pages to be read on first use.
-async fn keep_index_resident(index_dir: PathBuf) {
-    let started = std::time::Instant::now();
-    match tokio::task::spawn_blocking(move || common::memory::populate_mappings_under(&index_dir))
-        .await
-    {
-        Ok(Ok(bytes)) => tracing::info!(
-            mib = bytes >> 20,
-            seconds = started.elapsed().as_secs_f64(),
-            "index made resident"
-        ),
-        Ok(Err(error)) => tracing::warn!(%error, "index not made resident"),
-        Err(error) => tracing::warn!(%error, "index not made resident"),
-    }
 }
