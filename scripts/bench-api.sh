@@ -10,8 +10,8 @@
 # at a time) are timed instead: what a user meets after a quiet spell, on a machine that may page
 # out idle memory (RECSYS__LOCK_MEMORY=false shows it without the lock).
 # --fresh: a server that has only seen 5 s at 1,000 req/s, then --rate for --duration, reported
-# second by second: whether the first seconds at full load stall (first touches of the index, the
-# runtime's and libtorch's threads starting).
+# second by second: whether the first seconds at full load stall (threads made under the burst,
+# pages touched for the first time).
 #
 # Everything it makes (bench data dirs, bundles, indexes, the oha binary) lives under
 # $RECSYS_CACHE_DIR, apart from the main command's data dir. RECSYS_BIN=path measures that
