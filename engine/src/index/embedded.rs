@@ -135,14 +135,6 @@ impl EmbeddedIndex {
             .map_err(unavailable)?
     }
 
-    /// A search or a lookup by id: short CPU work, run on the calling worker.
-    async fn short<T>(
-        &self,
-        work: impl FnOnce(&EdgeShard) -> Result<T, IndexError>,
-    ) -> Result<T, IndexError> {
-        work(&self.shard)
-    }
-
     fn point_ids(&self, item_ids: &[&str]) -> Vec<PointId> {
         item_ids
             .iter()
@@ -326,42 +318,39 @@ impl VectorIndex for EmbeddedIndex {
     ) -> Result<Vec<ScoredItem>, IndexError> {
         let excluded = self.point_ids(exclude);
         let query = query.to_vec();
-        let catalog = Arc::clone(&self.catalog);
-        self.short(move |shard| {
-            let filter = if excluded.is_empty() {
-                None
-            } else {
-                let ids: HasIdCondition = excluded.into_iter().collect();
-                Some(Filter::new_must_not(Condition::HasId(ids)))
-            };
-            let hits = shard
-                .query(QueryRequest {
-                    prefetches: Vec::new(),
-                    query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
-                        NamedQuery::default_dense(query),
-                    ))),
-                    filter,
-                    score_threshold: None,
-                    limit: count,
-                    offset: 0,
-                    params: None,
-                    with_vector: WithVector::Bool(false),
-                    with_payload: WithPayloadInterface::Bool(false),
+        let filter = if excluded.is_empty() {
+            None
+        } else {
+            let ids: HasIdCondition = excluded.into_iter().collect();
+            Some(Filter::new_must_not(Condition::HasId(ids)))
+        };
+        let hits = self
+            .shard
+            .query(QueryRequest {
+                prefetches: Vec::new(),
+                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
+                    NamedQuery::default_dense(query),
+                ))),
+                filter,
+                score_threshold: None,
+                limit: count,
+                offset: 0,
+                params: None,
+                with_vector: WithVector::Bool(false),
+                with_payload: WithPayloadInterface::Bool(false),
+            })
+            .map_err(unavailable)?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|hit| {
+                let item = self.catalog.item_of_point.get(&point_number(hit.id)?)?;
+                Some(ScoredItem {
+                    item_id: item.item_id.clone(),
+                    score: hit.score,
+                    payload: item.payload.clone(),
                 })
-                .map_err(unavailable)?;
-            Ok(hits
-                .into_iter()
-                .filter_map(|hit| {
-                    let item = catalog.item_of_point.get(&point_number(hit.id)?)?;
-                    Some(ScoredItem {
-                        item_id: item.item_id.clone(),
-                        score: hit.score,
-                        payload: item.payload.clone(),
-                    })
-                })
-                .collect())
-        })
-        .await
+            })
+            .collect())
     }
 
     async fn all_items(&self) -> Result<Vec<IndexedItem>, IndexError> {
@@ -381,20 +370,18 @@ impl VectorIndex for EmbeddedIndex {
         let Some(&number) = self.catalog.point_of_item.get(item_id) else {
             return Ok(None);
         };
-        self.short(move |shard| {
-            let records = shard
-                .retrieve(
-                    &[PointId::NumId(number)],
-                    Some(WithPayloadInterface::Bool(false)),
-                    Some(WithVector::Bool(true)),
-                )
-                .map_err(unavailable)?;
-            Ok(records
-                .into_iter()
-                .next()
-                .and_then(|record| dense_vector(record.vector?)))
-        })
-        .await
+        let records = self
+            .shard
+            .retrieve(
+                &[PointId::NumId(number)],
+                Some(WithPayloadInterface::Bool(false)),
+                Some(WithVector::Bool(true)),
+            )
+            .map_err(unavailable)?;
+        Ok(records
+            .into_iter()
+            .next()
+            .and_then(|record| dense_vector(record.vector?)))
     }
 
     async fn ping(&self) -> Result<(), IndexError> {

@@ -101,15 +101,6 @@ impl EmbeddedStore {
             .await
             .map_err(unavailable)?
     }
-
-    /// A read of one key: microseconds of CPU, so it runs right here on the runtime's worker
-    /// (ARCHITECTURE.md, "Blocking work").
-    async fn short_read<T>(
-        &self,
-        work: impl FnOnce(&Database) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        work(&self.database)
-    }
 }
 
 fn decode(user_id: &str, bytes: &[u8]) -> Result<UserRecord, StoreError> {
@@ -167,25 +158,23 @@ impl UserStore for EmbeddedStore {
     }
 
     async fn user_state(&self, user_id: &str) -> Result<UserState, StoreError> {
-        let user_id = user_id.to_owned();
-        self.short_read(move |database| {
-            let transaction = database.begin_read().map_err(unavailable)?;
-            let table = transaction.open_table(USERS).map_err(unavailable)?;
-            let mut state = read_record(&table, &user_id)?.into_state();
-            let recommendations = transaction
-                .open_table(RECOMMENDATIONS)
-                .map_err(unavailable)?;
-            if let Some(json) = recommendations.get(user_id.as_str()).map_err(unavailable)? {
-                state.cached = Some(serde_json::from_slice(json.value()).map_err(|error| {
-                    StoreError::Corrupt {
-                        key: format!("recommendations/{user_id}"),
-                        problem: error.to_string(),
-                    }
-                })?);
-            }
-            Ok(state)
-        })
-        .await
+        // A read of one key: microseconds of CPU, so it runs right here on the runtime's worker
+        // (ARCHITECTURE.md, "Blocking work").
+        let transaction = self.database.begin_read().map_err(unavailable)?;
+        let table = transaction.open_table(USERS).map_err(unavailable)?;
+        let mut state = read_record(&table, user_id)?.into_state();
+        let recommendations = transaction
+            .open_table(RECOMMENDATIONS)
+            .map_err(unavailable)?;
+        if let Some(json) = recommendations.get(user_id).map_err(unavailable)? {
+            state.cached = Some(serde_json::from_slice(json.value()).map_err(|error| {
+                StoreError::Corrupt {
+                    key: format!("recommendations/{user_id}"),
+                    problem: error.to_string(),
+                }
+            })?);
+        }
+        Ok(state)
     }
 
     async fn apply_shared(&self, updates: Arc<[UserUpdate]>) -> Result<ApplyOutcome, StoreError> {
