@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use engine::config::{ApiKeyConfig, Scope};
 
 use crate::events::event_line;
-use crate::{send_with_headers, test_api_with, Answer};
+use crate::{send_with_optional_header, test_api_with, Answer};
 
 const EVENTS_KEY: &str = "events-secret-0001";
 const EVENTS_KEY_NEXT: &str = "events-secret-0002";
@@ -41,11 +41,7 @@ async fn call(
     body: &str,
     secret: Option<&str>,
 ) -> Answer {
-    let headers: Vec<(&str, &str)> = secret
-        .map(|secret| ("x-api-key", secret))
-        .into_iter()
-        .collect();
-    send_with_headers(app, method, uri, body, &headers).await
+    send_with_optional_header(app, method, uri, body, "x-api-key", secret).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,10 +69,19 @@ pub(crate) async fn send(
     body: &str,
     request_id: Option<&str>,
 ) -> Answer {
-    let headers: Vec<(&str, &str)> = request_id
-        .map(|id| ("x-request-id", id))
-        .into_iter()
-        .collect();
+    send_with_optional_header(app, method, uri, body, "x-request-id", request_id).await
+}
+
+/// A JSON request with the header `name` when there is a value for it.
+pub(crate) async fn send_with_optional_header(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    name: &str,
+    value: Option<&str>,
+) -> Answer {
+    let headers: Vec<(&str, &str)> = value.map(|value| (name, value)).into_iter().collect();
     send_with_headers(app, method, uri, body, &headers).await
 }
 
