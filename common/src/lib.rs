@@ -1,6 +1,6 @@
 //! Torch-free plumbing every recsys crate shares: the process-wide Prometheus recorder and the
 //! catalogue of its metrics, the clock, retries of transient failures, durable file writes,
-//! keeping memory resident and the shutdown signal.
+//! keeping memory resident and warm, and the shutdown signal.
 
 pub mod clock;
 pub mod fs;

@@ -40,6 +40,18 @@ pub const METRICS: &[MetricInfo] = &[
         "Always 1; the labels say which build runs (version).",
     ),
     metric(
+        "recsys_memory_warm_pages",
+        Gauge,
+        Unit::Count,
+        "Resident pages the last keep-warm pass read (memory_warm_interval_secs).",
+    ),
+    metric(
+        "recsys_memory_warm_pass_seconds",
+        Histogram,
+        Unit::Seconds,
+        "Time a keep-warm pass over the process's resident pages took.",
+    ),
+    metric(
         "recsys_api_ready",
         Gauge,
         Unit::Count,

@@ -61,6 +61,10 @@ pub struct ModelServerArgs {
     /// no-op with a warning where the process may not lock memory.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     lock_memory: bool,
+    /// Read one byte of each resident page this often, as `memory_warm_interval_secs` does for
+    /// `serve` (0: never).
+    #[arg(long, default_value_t = 30)]
+    memory_warm_interval_secs: u64,
 }
 
 #[derive(Args)]
@@ -295,8 +299,9 @@ pub fn model_server(args: ModelServerArgs) -> anyhow::Result<()> {
         batching,
         reload_interval_ms,
         lock_memory,
+        memory_warm_interval_secs,
     } = args;
-    super::keep_memory_resident(lock_memory);
+    let _warm = super::keep_memory_resident(lock_memory, memory_warm_interval_secs);
     let bundle_dir = bundle.resolve(&data)?;
     let loaded = ModelBundle::load(&bundle_dir)?;
     tracing::info!(bundle = %bundle_dir.display(), version = %loaded.config.model_version, "bundle loaded");

@@ -33,6 +33,11 @@ pub struct Config {
     /// the next requests wait for the disk. Taken only where the process may lock without a
     /// limit (`CAP_IPC_LOCK`, or `ulimit -l unlimited`); elsewhere a warning says so.
     pub lock_memory: bool,
+    /// Every this many seconds `recsys serve` and `recsys consume` read one byte of each page
+    /// they hold in memory (0: never). On a virtual machine, pages left alone for minutes turn
+    /// slow to touch again though they stay resident, and the first request after an idle
+    /// spell paid for it on every page of the index it searched (`common::memory::KeepWarm`).
+    pub memory_warm_interval_secs: u64,
     pub api: ApiConfig,
     pub state: StateConfig,
     pub index: IndexConfig,
@@ -59,6 +64,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             lock_memory: true,
+            memory_warm_interval_secs: 30,
             api: ApiConfig::default(),
             state: StateConfig::default(),
             index: IndexConfig::default(),

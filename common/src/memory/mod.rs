@@ -1,4 +1,4 @@
-//! Keeping a serving process's memory resident.
+//! Keeping a serving process's memory resident, and warm ([`KeepWarm`]).
 //!
 //! A machine may page out memory nobody touched for a while even when it is not short of memory
 //! (proactive reclaim: DAMON page-out schemes, cgroup `memory.reclaim`). A server that idled then
@@ -9,7 +9,11 @@
 //! Only a process with `CAP_IPC_LOCK` (or an unlimited `ulimit -l`) locks: with a finite limit,
 //! a later allocation past it would fail, and a failed allocation is worse than a slow request.
 
+mod warm;
+
 use rustix::mm::{mlockall, MlockAllFlags};
+
+pub use warm::{touch_resident_pages, KeepWarm};
 
 /// `CAP_IPC_LOCK`'s bit in the capability sets.
 const CAP_IPC_LOCK: u32 = 14;
