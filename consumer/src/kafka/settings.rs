@@ -82,18 +82,13 @@ impl ConsumerSettings {
                 "fetch.wait.max.ms",
                 self.fetch_wait_max.as_millis().to_string(),
             );
-        // Tuning the broker URL's properties may override.
+        // Tuning the broker URL's properties may override (a smaller prefetch queue, say:
+        // BENCHMARKS.md, "Soak").
         let tuning = [
             // When more is queued locally than `queued.min.messages`, librdkafka postpones the
             // partition's next fetch by this long (default 1 s): a consumer slower than the
             // fetcher then drains its queue and sits idle for the rest of the second.
             ("fetch.queue.backoff.ms", "10"),
-            // librdkafka prefetches up to 100,000 messages or 64 MiB by default, and under a
-            // backlog that queue stays full: memory the consumer keeps (locked pages are not
-            // handed back) for no gain, since the pipeline takes batches no faster than a
-            // smaller queue refills (BENCHMARKS.md, "Stream path" and "Soak").
-            ("queued.min.messages", "20000"),
-            ("queued.max.messages.kbytes", "16384"),
         ];
         for (name, value) in tuning {
             if config.get(name).is_none() {
@@ -142,20 +137,18 @@ mod tests {
         assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
         assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
-        assert_eq!(config.get("queued.min.messages"), Some("20000"));
-        assert_eq!(config.get("queued.max.messages.kbytes"), Some("16384"));
         assert_eq!(config.get("group.instance.id"), Some("host-1"));
         assert_eq!(config.get("max.poll.interval.ms"), Some("60000"));
     }
 
     #[test]
-    fn the_broker_url_overrides_the_prefetch_bounds() {
+    fn the_broker_url_overrides_the_consumers_tuning() {
         let settings = ConsumerSettings {
-            brokers: "127.0.0.1:1?queued.max.messages.kbytes=65536".into(),
+            brokers: "127.0.0.1:1?fetch.queue.backoff.ms=250&queued.min.messages=20000".into(),
             ..test_settings()
         };
         let config = settings.client_config();
-        assert_eq!(config.get("queued.max.messages.kbytes"), Some("65536"));
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("250"));
         assert_eq!(config.get("queued.min.messages"), Some("20000"));
     }
 }
