@@ -34,9 +34,10 @@ pub struct Config {
     /// limit (`CAP_IPC_LOCK`, or `ulimit -l unlimited`); elsewhere a warning says so.
     pub lock_memory: bool,
     /// Every this many seconds `recsys serve` and `recsys consume` read one byte of each page
-    /// they hold in memory (0: never). On a virtual machine, pages left alone for minutes turn
-    /// slow to touch again though they stay resident, and the first request after an idle
-    /// spell paid for it on every page of the index it searched (`common::memory::KeepWarm`).
+    /// they hold in memory (0: never). Where idle memory is reclaimed proactively (DAMON), pages
+    /// left alone for a minute turn slow to touch again even when locked, and the first request
+    /// after an idle spell paid for it on every page of the index it searched
+    /// (`common::memory::KeepWarm`). Keep it under the reclaim's idle threshold.
     pub memory_warm_interval_secs: u64,
     pub api: ApiConfig,
     pub state: StateConfig,
