@@ -21,7 +21,7 @@ mod stream_load;
 /// Keeps the process's pages resident when `lock_memory` asks for it and the process may, and
 /// warm every `warm_interval_secs` (`common::memory`). Warming lasts as long as the answer.
 #[must_use = "memory stays warm only while the answer lives"]
-pub fn keep_memory_resident(
+pub fn keep_memory_resident_and_warm(
     lock_memory: bool,
     warm_interval_secs: u64,
 ) -> Option<common::memory::KeepWarm> {

@@ -301,7 +301,7 @@ pub fn model_server(args: ModelServerArgs) -> anyhow::Result<()> {
         lock_memory,
         memory_warm_interval_secs,
     } = args;
-    let _warm = super::keep_memory_resident(lock_memory, memory_warm_interval_secs);
+    let _warm = super::keep_memory_resident_and_warm(lock_memory, memory_warm_interval_secs);
     let bundle_dir = bundle.resolve(&data)?;
     let loaded = ModelBundle::load(&bundle_dir)?;
     tracing::info!(bundle = %bundle_dir.display(), version = %loaded.config.model_version, "bundle loaded");

@@ -50,7 +50,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.api.listen = listen;
     }
-    let _warm = super::keep_memory_resident(config.lock_memory, config.memory_warm_interval_secs);
+    let _warm =
+        super::keep_memory_resident_and_warm(config.lock_memory, config.memory_warm_interval_secs);
     let (retriever, _refreshers) = engine::startup::build_retriever(&config).await.context(
         "starting the serving pipeline (`recsys train` makes a bundle, `recsys index` the index)",
     )?;

@@ -72,7 +72,8 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     // Installed first, so a SIGTERM during start-up is a clean stop too (not the default death).
     let stop_requested = common::shutdown::signal();
     let config = args.serving.load()?;
-    let _warm = super::keep_memory_resident(config.lock_memory, config.memory_warm_interval_secs);
+    let _warm =
+        super::keep_memory_resident_and_warm(config.lock_memory, config.memory_warm_interval_secs);
     let brokers = config.events.kafka_brokers().with_context(|| {
         format!(
             "events.url is '{}': `recsys consume` reads a Kafka topic (set events.url = \"kafka://host:port\" or RECSYS__EVENTS__URL)",

@@ -2,12 +2,12 @@
 //!
 //! A machine that reclaims idle memory proactively (a DAMON page-out scheme: regions nobody
 //! touched for a minute) keeps aging the pages of a server that idles. Locked pages stay
-//! resident (`keep_resident`), but an aged page is slow to touch again: no page fault, yet about
-//! 1.7 µs more per page on first touch, measured on a virtual machine, where a cold translation
-//! is a two-level page walk. A search in a large index touches thousands of pages the last
-//! request did not, so the first request after an idle spell took tens of milliseconds
-//! (BENCHMARKS.md, "After an idle spell"). Reading one byte of every resident page more often
-//! than the reclaim's idle threshold keeps the pages out of its sight for a small, steady cost.
+//! resident (`keep_resident`), but an aged page is slow to touch again: no page fault, yet
+//! 1-1.7 µs more per page on first touch (measured on a virtual machine). A search in a large
+//! index touches thousands of pages the last request did not, so the first request after an
+//! idle spell took tens of milliseconds (BENCHMARKS.md, "After an idle spell"). Reading one byte
+//! of every resident page more often than the reclaim's idle threshold keeps the pages out of
+//! its sight for a small, steady cost.
 //!
 //! The bytes are read through the kernel (`process_vm_readv` of this process), not through
 //! pointers: a mapping can go away between reading `/proc/self/maps` and touching it (an index
@@ -141,7 +141,9 @@ impl Toucher {
     fn touch(&mut self, range: Range<usize>) -> io::Result<()> {
         let mut chunk_start = range.start;
         while chunk_start < range.end {
-            let pages = ((range.end - chunk_start) / self.page_size).min(PAGES_PER_PAGEMAP_READ);
+            let pages = (range.end - chunk_start)
+                .div_ceil(self.page_size)
+                .min(PAGES_PER_PAGEMAP_READ);
             let entries = &mut self.entries[..pages * 8];
             let offset = (chunk_start / self.page_size * 8) as u64;
             // A mapping gone since `maps` was read reads as absent pages or fails: skipped.

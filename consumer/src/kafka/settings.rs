@@ -82,8 +82,8 @@ impl ConsumerSettings {
                 "fetch.wait.max.ms",
                 self.fetch_wait_max.as_millis().to_string(),
             );
-        // Tuning the broker URL's properties may override (a smaller prefetch queue, say:
-        // BENCHMARKS.md, "Soak").
+        // Defaults that properties in the broker URL override; the URL can also set what is not
+        // here, such as a bounded prefetch queue (BENCHMARKS.md, "What was tried").
         let tuning = [
             // When more is queued locally than `queued.min.messages`, librdkafka postpones the
             // partition's next fetch by this long (default 1 s): a consumer slower than the
