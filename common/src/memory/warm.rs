@@ -172,7 +172,8 @@ impl Toucher {
     }
 
     /// Reads the pending pages. The call stops at the first page it cannot read (unmapped since
-    /// it was listed): that page is skipped and the rest read.
+    /// it was listed, or a file page that can no longer be read): that page is skipped and the
+    /// rest read. Only a refusal of the call itself (a sandbox that forbids it) ends warming.
     fn flush(&mut self) -> io::Result<()> {
         let mut done = 0;
         while done < self.pending.len() {
@@ -184,8 +185,8 @@ impl Toucher {
                     self.pages_read += read;
                     done += read;
                 }
-                Err(Errno::EFAULT | Errno::ENOMEM) => done += 1,
-                Err(errno) => return Err(errno.into()),
+                Err(errno @ (Errno::EPERM | Errno::ENOSYS)) => return Err(errno.into()),
+                Err(_) => done += 1,
             }
         }
         self.pending.clear();
