@@ -82,18 +82,13 @@ impl ConsumerSettings {
                 "fetch.wait.max.ms",
                 self.fetch_wait_max.as_millis().to_string(),
             );
-        // Defaults that properties in the broker URL override; the URL can also set what is not
-        // here, such as a bounded prefetch queue (BENCHMARKS.md, "What was tried").
-        let tuning = [
-            // When more is queued locally than `queued.min.messages`, librdkafka postpones the
-            // partition's next fetch by this long (default 1 s): a consumer slower than the
-            // fetcher then drains its queue and sits idle for the rest of the second.
-            ("fetch.queue.backoff.ms", "10"),
-        ];
-        for (name, value) in tuning {
-            if config.get(name).is_none() {
-                config.set(name, value);
-            }
+        // A default that a property in the broker URL overrides, as the URL can also set what
+        // is not here, such as a bounded prefetch queue (BENCHMARKS.md, "What was tried"). When
+        // more is queued locally than `queued.min.messages`, librdkafka postpones the
+        // partition's next fetch by this long (default 1 s): a consumer slower than the fetcher
+        // then drains its queue and sits idle for the rest of the second.
+        if config.get("fetch.queue.backoff.ms").is_none() {
+            config.set("fetch.queue.backoff.ms", "10");
         }
         if let Some(instance_id) = &self.instance_id {
             config.set("group.instance.id", instance_id);
